@@ -1,0 +1,59 @@
+# The two commands a newcomer types: `make run` and `make test`.
+# Both install whatever is missing first (idempotent): Debian packages, the
+# Asterisk 22 root (cached outside the repo), the virtualenv, the prompts.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+CONFIG ?= config/hotline.yaml
+APT_PACKAGES := mmdebstrap sip-tester espeak-ng sox redis-server
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup deps root venv prompts run test unit integration bench check clean
+
+setup: deps root venv prompts
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+root: deps
+	@scripts/asterisk-root.sh >/dev/null
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --disable-pip-version-check -e '.[test,speech]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+prompts: venv deps
+	@$(BIN)/hotline prompts $(CONFIG)
+
+check: venv
+	@$(BIN)/hotline check $(CONFIG)
+
+run: setup
+	@$(BIN)/hotline up $(CONFIG)
+
+test: setup
+	@$(BIN)/pytest -q tests
+
+unit: venv
+	@$(BIN)/pytest -q tests/unit
+
+integration: setup
+	@$(BIN)/pytest -q tests/integration
+
+bench: setup
+	@$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

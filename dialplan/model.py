@@ -1,0 +1,385 @@
+"""Typed model of ``config/hotline.yaml``.
+
+The YAML is parsed by :mod:`dialplan.loader` (which keeps line numbers), shaped
+by these pydantic models (types, ranges, unknown keys) and then checked as a
+whole by :func:`dialplan.validate.validate` (references between sections).
+Every name that ends up in generated Asterisk configuration is an
+:data:`Ident` (lower-case ASCII), so no admin- or caller-supplied text is ever
+written into the dialplan unquoted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from datetime import date, time
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+IDENT_RE = r"^[a-z][a-z0-9_-]{0,38}$"
+Ident = Annotated[str, Field(pattern=IDENT_RE)]
+# SIP user parts of agent seats: digits or ASCII ids (they become PJSIP section names).
+SeatId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,38}$")]
+Digits = Annotated[str, Field(pattern=r"^[0-9]{1,20}$")]
+DtmfKey = Annotated[str, Field(pattern=r"^[0-9*#]$")]
+PromptName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- actions
+
+ACTION_KINDS: dict[str, str] = {
+    # kind -> what its target names ("" = takes no target)
+    "menu": "menus",
+    "queue": "queues",
+    "legacy": "numbers",
+    "emergency": "emergency_lines",
+    "callback": "",
+    "play": "prompts",
+    "hangup": "prompts",
+    "operator": "",
+}
+# Actions that end with a person answering: what a menu must fall back to.
+PERSON_KINDS = frozenset({"queue", "operator", "legacy"})
+
+
+@dataclass(frozen=True)
+class Action:
+    """What a menu choice does, written ``kind:target`` in the YAML.
+
+    ``menu:social``, ``queue:province``, ``legacy:12333``, ``emergency:120``,
+    ``callback``, ``play:office-hours`` (play and return to the menu),
+    ``hangup:goodbye`` (play and hang up), ``operator`` (the caller's
+    local-first queue, the same as pressing 0).
+    """
+
+    kind: str
+    target: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Action:
+        kind, _, target = text.partition(":")
+        kind, target = kind.strip(), target.strip()
+        if kind not in ACTION_KINDS:
+            raise ValueError(
+                f"unknown action {kind!r}; expected one of "
+                + ", ".join(f"{k}:NAME" if v else k for k, v in ACTION_KINDS.items())
+            )
+        needs = ACTION_KINDS[kind]
+        if needs and not target:
+            raise ValueError(f"action {kind!r} needs a target: {kind}:NAME")
+        if not needs and target:
+            raise ValueError(f"action {kind!r} takes no target")
+        if target and not re.match(r"^[a-z0-9][a-z0-9_-]{0,38}$", target):
+            raise ValueError(f"action target {target!r} must be lower-case letters, digits, - or _")
+        return cls(kind, target)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.target}" if self.target else self.kind
+
+
+def _parse_action(v: object) -> Action:
+    if isinstance(v, Action):
+        return v
+    if not isinstance(v, str):
+        raise ValueError("expected an action such as queue:province or menu:social")
+    return Action.parse(v)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class Hotline(Strict):
+    name: str
+    language: Literal["zh"] = "zh"
+    default_queue: Ident
+    operator_keys: tuple[DtmfKey, ...] = ("0",)
+    operator_words: tuple[str, ...] = ("人工", "人工服务", "转人工")
+    emergency_words: dict[Digits, tuple[str, ...]] = Field(default_factory=dict)
+    apology_prompt: PromptName = "apology"
+    welcome_prompt: PromptName = "welcome"
+
+
+class Endpoint(Strict):
+    bind: str = "127.0.0.1"
+    port: Port
+
+    @field_validator("bind")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        ipaddress.ip_address(v)
+        return v
+
+
+class RtpRange(Strict):
+    start: Port = 10000
+    end: Port = 10999
+
+    @model_validator(mode="after")
+    def _order(self) -> RtpRange:
+        if self.end <= self.start:
+            raise ValueError("rtp.end must be above rtp.start")
+        return self
+
+
+class Network(Strict):
+    sip: Endpoint = Endpoint(port=5060)
+    rtp: RtpRange = RtpRange()
+    fastagi: Endpoint = Endpoint(port=4573)
+    ami: Endpoint = Endpoint(port=5038)
+    http: Endpoint = Endpoint(port=8080)
+    redis: Endpoint = Endpoint(port=6379)
+    # Longest time one AGI step may hold a channel before the dialplan takes
+    # the call back (TIMEOUT(absolute) + the T extension).
+    agi_timeout: Annotated[int, Field(ge=5, le=3600)] = 300
+
+
+_SPAN = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class Hours(Strict):
+    """Weekly opening spans plus a holiday calendar; ``always`` is 24/7."""
+
+    always: bool = False
+    weekly: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    holidays: tuple[date, ...] = ()
+    # Working days that fall on a weekend (調休): open with the weekday spans of mon.
+    workdays: tuple[date, ...] = ()
+
+    @field_validator("weekly")
+    @classmethod
+    def _weekly(cls, v: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for days, spans in v.items():
+            for d in cls.expand_days(days):
+                if d not in DAYS:
+                    raise ValueError(f"unknown day {d!r} in {days!r}; use mon..sun or mon-fri")
+            for span in spans:
+                m = _SPAN.match(span)
+                if not m:
+                    raise ValueError(f"span {span!r} must look like 08:30-12:00")
+                a = time(int(m[1]), int(m[2]))
+                b = time(int(m[3]) % 24, int(m[4])) if m[3] != "24" else time(23, 59, 59)
+                if b <= a:
+                    raise ValueError(f"span {span!r} ends before it starts")
+        return v
+
+    @staticmethod
+    def expand_days(spec: str) -> list[str]:
+        out: list[str] = []
+        for part in spec.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                if a in DAYS and b in DAYS:
+                    i, j = DAYS.index(a), DAYS.index(b)
+                    out.extend(DAYS[i : j + 1])
+                    continue
+            out.append(part)
+        return out
+
+
+class Centre(Strict):
+    name: str
+    level: Literal["province", "city", "county"]
+    parent: Ident | None = None
+    hours: Ident | Literal["always"] = "always"
+    queue: Ident
+
+
+class County(Strict):
+    name: str
+    # Remote county seats ring first for callers of this county (local first).
+    queue: Ident | None = None
+    # Caller-ID prefixes (fixed line number after the area code, or mobile segments)
+    prefixes: tuple[Digits, ...] = ()
+
+
+class City(Strict):
+    name: str
+    area_code: Annotated[str, Field(pattern=r"^0[0-9]{2,3}$")]
+    centre: Ident | None = None
+    counties: dict[Ident, County] = Field(default_factory=dict)
+
+
+class Number(Strict):
+    """A number the hotline answers: 12345 itself or a retained legacy number."""
+
+    number: Digits
+    centre: Ident
+    kind: Literal["hotline", "legacy"] = "hotline"
+    menu: Ident | None = None
+    department: Ident | None = None
+    mode: Literal["forward", "centre", "relay"] | None = None
+    greeting: PromptName | None = None
+    queue: Ident | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Number:
+        if self.kind == "hotline" and not self.menu:
+            raise ValueError("a hotline number needs a menu")
+        if self.kind == "legacy":
+            if not self.department:
+                raise ValueError("a legacy number needs its department")
+            if not self.mode:
+                raise ValueError("a legacy number needs a mode: forward, centre or relay")
+        return self
+
+
+class Department(Strict):
+    name: str
+    queue: Ident | None = None
+    trunk: Ident | None = None
+    number: Digits | None = None
+
+
+class Choice(Strict):
+    key: DtmfKey | None = None
+    words: tuple[str, ...] = ()
+    action: str
+
+    @field_validator("action")
+    @classmethod
+    def _action(cls, v: str) -> str:
+        _parse_action(v)
+        return v
+
+    @property
+    def parsed(self) -> Action:
+        return _parse_action(self.action)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Choice:
+        if self.key is None and not self.words:
+            raise ValueError("a choice needs a key, words, or both")
+        return self
+
+
+class Menu(Strict):
+    prompt: PromptName
+    timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    retries: Annotated[int, Field(ge=0, le=5)] = 2
+    retry_prompt: PromptName = "menu-retry"
+    after_retries: str = "operator"
+    open_question: bool = False
+    choices: tuple[Choice, ...]
+
+    @field_validator("after_retries")
+    @classmethod
+    def _after(cls, v: str) -> str:
+        a = _parse_action(v)
+        if a.kind not in PERSON_KINDS:
+            raise ValueError(
+                f"after the last retry the caller must reach a person (queue:NAME, operator "
+                f"or legacy:NUMBER), not {a.kind!r}"
+            )
+        return v
+
+    @property
+    def fallback(self) -> Action:
+        return _parse_action(self.after_retries)
+
+
+class Overflow(Strict):
+    after: Annotated[int, Field(ge=0, le=3600)] = 60
+    to: Ident
+
+
+class Queue(Strict):
+    centre: Ident
+    name: str = ""
+    strategy: Literal[
+        "ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "linear", "wrandom",
+        "rrordered",
+    ] = "rrmemory"
+    ring_timeout: Annotated[int, Field(ge=3, le=120)] = 15
+    wrapup: Annotated[int, Field(ge=0, le=600)] = 5
+    max_wait: Annotated[int, Field(ge=10, le=7200)] = 600
+    members: tuple[SeatId, ...] = ()
+    overflow: Overflow | None = None
+    priority: Annotated[int, Field(ge=0, le=10)] = 0
+
+
+class Seat(Strict):
+    """An agent seat: a SIP softphone that registers, or a number at a county site."""
+
+    centre: Ident
+    kind: Literal["softphone", "remote"] = "softphone"
+    name: str = ""
+    agent: Ident | None = None
+    # Printable ASCII without ; " \ or spaces: it is written into pjsip.conf.
+    password: Annotated[str, Field(pattern=r'^[!#-:<-\[\]-~]{8,64}$')] | None = None
+    county: Ident | None = None
+    trunk: Ident | None = None
+    number: Digits | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Seat:
+        if self.kind == "softphone" and not self.password:
+            raise ValueError("a softphone seat needs a password (8-64 characters)")
+        if self.kind == "remote" and not (self.trunk and self.number):
+            raise ValueError("a remote seat needs the county site's trunk and the seat's number")
+        return self
+
+
+class Trunk(Strict):
+    kind: Literal["carrier", "emergency", "county", "department", "centre"]
+    address: str
+    port: Port = 5060
+    transport: Literal["udp", "tcp"] = "udp"
+    name: str = ""
+
+    @field_validator("address")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        ipaddress.ip_address(v)
+        return v
+
+
+class Route(Strict):
+    trunk: Ident
+    number: Digits
+
+
+class EmergencyLine(Strict):
+    name: str
+    route: Route
+    alternate: Route | None = None
+    answer_timeout: Annotated[int, Field(ge=3, le=60)] = 8
+
+
+class Speech(Strict):
+    model: str | None = None  # a vosk model directory; None = speech off (DTMF menus)
+    silence_ms: Annotated[int, Field(ge=200, le=3000)] = 700
+    min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.6
+    server: str | None = None  # host:port of a remote recogniser service
+
+
+class Config(Strict):
+    version: Literal[1] = 1
+    hotline: Hotline
+    network: Network = Network()
+    speech: Speech = Speech()
+    hours: dict[Ident, Hours] = Field(default_factory=dict)
+    centres: dict[Ident, Centre]
+    cities: dict[Ident, City] = Field(default_factory=dict)
+    numbers: tuple[Number, ...]
+    departments: dict[Ident, Department] = Field(default_factory=dict)
+    prompts: dict[PromptName, str] = Field(default_factory=dict)
+    menus: dict[Ident, Menu] = Field(default_factory=dict)
+    queues: dict[Ident, Queue]
+    seats: dict[SeatId, Seat] = Field(default_factory=dict)
+    trunks: dict[Ident, Trunk] = Field(default_factory=dict)
+    emergency_lines: dict[Digits, EmergencyLine] = Field(default_factory=dict)
+
+    def number(self, digits: str) -> Number | None:
+        return next((n for n in self.numbers if n.number == digits), None)
+
+    def softphone_seats(self) -> dict[str, Seat]:
+        return {k: s for k, s in self.seats.items() if s.kind == "softphone"}

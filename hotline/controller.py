@@ -1,0 +1,130 @@
+"""The controller process: FastAGI server, AMI client and HTTP API in one event loop.
+
+Started by ``hotline up`` (in the same process) or ``hotline controller``
+(alone, e.g. by the tests). SIGHUP re-reads the live release after an apply;
+SIGTERM/SIGINT stop it. If Asterisk is not up yet, the AMI client keeps
+trying in the background; the FastAGI server answers regardless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from agi_scripts import ROUTES, load_all
+from dialplan.apply import ami_secret
+from hotline.app import App
+from hotline.runtime import Instance
+from ivr.server import FastAgiServer
+
+from . import http
+
+log = logging.getLogger(__name__)
+
+
+class Controller:
+    def __init__(self, instance: Instance):
+        self.instance = instance
+        self.app = App.from_live_release(instance)
+        self.agi: FastAgiServer | None = None
+        self.http_runner: Any = None
+        self._ami_task: asyncio.Task[None] | None = None
+        self.stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        load_all()
+        net = self.app.config.network
+        self.agi = FastAgiServer(ROUTES, self.app, host=net.fastagi.bind, port=net.fastagi.port)
+        await self.agi.start()
+        log.info("FastAGI on %s:%s", net.fastagi.bind, self.agi.port)
+        self.app.redis = await _redis(net.redis.bind, net.redis.port)
+        self._ami_task = asyncio.create_task(self._ami(), name="ami-connect")
+        self.http_runner = await http.start(self.app, self, net.http.bind, net.http.port)
+        log.info("HTTP on http://%s:%s/", net.http.bind, net.http.port)
+
+    async def _ami(self) -> None:
+        from hotline.ami import AmiClient  # imported late: keeps unit tests of App light
+
+        net = self.app.config.network
+        client = AmiClient(net.ami.bind, net.ami.port, "hotline", ami_secret(self.instance))
+        delay = 0.2
+        while not self.stopping.is_set():
+            try:
+                await client.connect()
+                break
+            except Exception as e:  # noqa: BLE001 - Asterisk may still be starting
+                log.info("AMI not reachable yet (%s); retrying in %.1f s", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.app.ami = client
+
+    def reload(self) -> None:
+        try:
+            self.app.reload()
+        except Exception as e:  # noqa: BLE001 - keep running the config we have
+            log.error("reload failed, keeping config %s: %s", self.app.version, e)
+
+    async def status(self) -> dict[str, Any]:
+        ami = self.app.ami
+        out: dict[str, Any] = {
+            "config_version": self.app.version,
+            "fastagi": {"ok": self.agi is not None, "active_calls": self.agi.active_sessions if self.agi else 0},
+            "ami": {"ok": bool(ami is not None and ami.connected)},
+            "redis": {"ok": False},
+        }
+        if ami is not None and ami.connected:
+            try:
+                chans = await ami.action_list("CoreShowChannels")
+                out["asterisk"] = {"ok": True, "channels": len(chans)}
+            except Exception as e:  # noqa: BLE001
+                out["asterisk"] = {"ok": False, "error": str(e)}
+        else:
+            out["asterisk"] = {"ok": False, "error": "AMI not connected"}
+        if self.app.redis is not None:
+            try:
+                out["redis"]["ok"] = bool(await self.app.redis.ping())
+            except Exception as e:  # noqa: BLE001
+                out["redis"]["error"] = str(e)
+        out["ok"] = all(v.get("ok") for k, v in out.items() if isinstance(v, dict))
+        return out
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        if self._ami_task:
+            self._ami_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._ami_task
+        if self.http_runner is not None:
+            await self.http_runner.cleanup()
+        if self.agi is not None:
+            await self.agi.close()
+        if self.app.ami is not None:
+            await self.app.ami.close()
+        if self.app.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.app.redis.aclose()
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await self.stopping.wait()
+
+
+async def _redis(host: str, port: int) -> Any:
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis(host=host, port=port, socket_connect_timeout=1, socket_timeout=1)
+
+
+async def serve(instance: Instance) -> None:
+    c = Controller(instance)
+    await c.start()
+    try:
+        await c.run_until_stopped()
+    finally:
+        await c.stop()

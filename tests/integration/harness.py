@@ -1,0 +1,206 @@
+"""A real hotline for one test module: Asterisk from the root, Redis, the controller.
+
+Everything listens on free loopback ports, so tests never collide with a
+`make run` on the same machine. Outside parties (carrier, emergency centres,
+county sites) keep their 127.0.0.x addresses from the sample config; each gets
+a free port, where a SIPp playing that party listens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dialplan.apply import activate, build_release
+from hotline.cli import generated_prompts_dir
+from hotline.runtime import AsteriskProcess, AsteriskRoot, Instance
+
+from .sipp import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "config" / "hotline.yaml"
+
+
+def test_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The sample config with every listening port moved to a free one."""
+    cfg = yaml.safe_load(SAMPLE.read_text(encoding="utf-8"))
+    rtp = 20000 + (os.getpid() * 37 + int(time.time())) % 20000 // 2 * 2
+    cfg["network"] = {
+        "sip": {"bind": "127.0.0.1", "port": free_port()},
+        "rtp": {"start": rtp, "end": rtp + 400},
+        "fastagi": {"bind": "127.0.0.1", "port": free_port()},
+        "ami": {"bind": "127.0.0.1", "port": free_port()},
+        "http": {"bind": "127.0.0.1", "port": free_port()},
+        "redis": {"bind": "127.0.0.1", "port": free_port()},
+        "agi_timeout": 60,
+    }
+    for t in cfg["trunks"].values():
+        t["port"] = free_port(t["address"], udp_and_tcp=False)
+    for k, v in (overrides or {}).items():
+        cfg[k] = v
+    return cfg
+
+
+class Hotline:
+    def __init__(self, workdir: Path, cfg: dict[str, Any] | None = None):
+        self.workdir = workdir
+        self.cfg = cfg or test_config()
+        self.root = AsteriskRoot.locate()
+        self.instance = Instance(self.root, "t" + uuid.uuid4().hex[:10])
+        self.config_file = workdir / "hotline.yaml"
+        self.asterisk = AsteriskProcess(self.instance)
+        self.redis: subprocess.Popen[bytes] | None = None
+        self.controller: subprocess.Popen[bytes] | None = None
+
+    # -------------------------------------------------------------- lifecycle
+    def write_config(self, cfg: dict[str, Any] | None = None) -> Path:
+        if cfg is not None:
+            self.cfg = cfg
+        self.config_file.write_text(yaml.safe_dump(self.cfg, allow_unicode=True, sort_keys=False),
+                                    encoding="utf-8")
+        return self.config_file
+
+    def prompt_dirs(self) -> list[Path]:
+        return [SAMPLE.parent / "prompts", generated_prompts_dir()]
+
+    def start(self) -> Hotline:
+        self.write_config()
+        self.instance.prepare()
+        rel = build_release(self.instance, self.config_file.read_text(encoding="utf-8"),
+                            str(self.config_file), self.prompt_dirs())
+        activate(self.instance, rel.path)
+        self.start_redis()
+        self.asterisk.start()
+        self.start_controller()
+        return self
+
+    def start_redis(self) -> None:
+        r = self.cfg["network"]["redis"]
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise FileNotFoundError("redis-server")
+        self.redis = subprocess.Popen(
+            [exe, "--bind", r["bind"], "--port", str(r["port"]), "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def start_controller(self) -> None:
+        log = open(self.workdir / "controller.log", "ab")  # noqa: SIM115 - child owns it
+        self.controller = subprocess.Popen(
+            [sys.executable, "-m", "hotline.cli", "controller", "--instance", self.instance.name],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 20) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.controller is not None and self.controller.poll() is not None:
+                raise RuntimeError(f"controller exited: {self.controller_log()[-3000:]}")
+            try:
+                last = self.status()
+                if last.get("ok"):
+                    return last
+            except OSError as e:
+                last = e
+            time.sleep(0.1)
+        raise RuntimeError(f"controller not healthy in {timeout} s: {last}\n{self.controller_log()[-3000:]}")
+
+    def status(self) -> dict[str, Any]:
+        h = self.cfg["network"]["http"]
+        try:
+            with urllib.request.urlopen(f"http://{h['bind']}:{h['port']}/status", timeout=3) as r:
+                return json.load(r)
+        except urllib.error.HTTPError as e:
+            return json.load(e)
+
+    def controller_log(self) -> str:
+        p = self.workdir / "controller.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def kill_controller(self) -> None:
+        if self.controller is not None and self.controller.poll() is None:
+            os.killpg(self.controller.pid, signal.SIGKILL)
+            self.controller.wait(5)
+
+    def stop_controller(self) -> None:
+        if self.controller is not None and self.controller.poll() is None:
+            self.controller.send_signal(signal.SIGTERM)
+            try:
+                self.controller.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill_controller()
+
+    def stop(self) -> None:
+        self.stop_controller()
+        self.asterisk.stop()
+        if self.redis is not None:
+            self.redis.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.redis.wait(5)
+        if not os.environ.get("HOTLINE_KEEP_TEST_INSTANCE"):
+            self.instance.destroy()
+
+    # -------------------------------------------------------------- looking in
+    def cli(self, command: str) -> str:
+        return self.instance.cli(command)
+
+    def active_channels(self) -> int:
+        out = self.cli("core show channels count")
+        m = re.search(r"(\d+) active channels?", out)
+        assert m, out
+        return int(m.group(1))
+
+    def wait_no_channels(self, timeout: float = 10) -> int:
+        deadline = time.monotonic() + timeout
+        n = self.active_channels()
+        while n and time.monotonic() < deadline:
+            time.sleep(0.1)
+            n = self.active_channels()
+        return n
+
+    def queue_log(self) -> str:
+        p = self.instance.host("log", "queue_log")
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def wait_for(self, predicate: Any, timeout: float = 10, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            v = predicate()
+            if v:
+                return v
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    @property
+    def sip_target(self) -> str:
+        s = self.cfg["network"]["sip"]
+        return f"{s['bind']}:{s['port']}"
+
+    def trunk(self, name: str) -> tuple[str, int]:
+        t = self.cfg["trunks"][name]
+        return t["address"], t["port"]
+
+    def seat_password(self, seat: str) -> str:
+        return str(self.cfg["seats"][seat]["password"])
+
+    def ami_secret(self) -> str:
+        return (self.instance.state / "ami-secret").read_text().strip()
+
+    def messages_log(self) -> str:
+        p = self.instance.host("log", "messages.log")
+        return p.read_text(errors="replace") if p.exists() else ""

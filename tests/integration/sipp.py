@@ -1,0 +1,400 @@
+"""SIPp parties for integration tests: citizens calling in, agents on seats.
+
+Scenarios are small XML templates filled per test (``$name`` placeholders via
+string.Template, SIPp's own ``[keywords]`` untouched). Each SIPp process is
+bounded in time (``-timeout``) and call count (``-m``), on loopback only.
+Media: the caller's SDP can point at a :class:`RtpSink` (a UDP socket in the
+test) so a test can prove it received the prompt's audio, while SIPp itself
+sends RFC 4733 DTMF from Debian's pcaps (``/usr/share/sip-tester``).
+"""
+
+from __future__ import annotations
+
+import audioop
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+PCAP_DIR = Path("/usr/share/sip-tester")
+
+_INVITE_SDP = """\
+v=0
+o=citizen 53655765 2353687637 IN IP4 [local_ip]
+s=-
+c=IN IP4 $media_ip
+t=0 0
+m=audio $media_port RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-16
+a=sendrecv"""
+
+
+def caller_scenario(steps: str, service: str = "12345", caller: str = "13907910001",
+                    media_ip: str = "[media_ip]", media_port: str = "[media_port]") -> str:
+    """A UAC that calls ``service``, is answered, runs ``steps``, then hangs up.
+
+    ``steps`` is SIPp XML run after the ACK (pauses, DTMF pcaps).
+    """
+    sdp = Template(_INVITE_SDP).substitute(media_ip=media_ip, media_port=media_port)
+    return f"""<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="citizen calls {service}">
+  <send retrans="500" start_rtd="answer">
+    <![CDATA[
+      INVITE sip:{service}@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "citizen" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:{service}@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:{caller}@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{sdp}
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rtd="answer"/>
+  <send>
+    <![CDATA[
+      ACK sip:{service}@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "citizen" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:{service}@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Contact: <sip:{caller}@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+{steps}
+  <send retrans="500">
+    <![CDATA[
+      BYE sip:{service}@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "citizen" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:{service}@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>
+</scenario>
+"""
+
+
+def rejected_call_scenario(service: str, expect: str) -> str:
+    """A UAC whose INVITE must be refused with response ``expect`` (e.g. 404)."""
+    return f"""<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="call to {service} must be refused">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:{service}@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "stranger" <sip:13800000000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:{service}@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:13800000000@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+v=0
+o=x 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8
+a=rtpmap:8 PCMA/8000
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="{expect}"/>
+  <send>
+    <![CDATA[
+      ACK sip:{service}@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "stranger" <sip:13800000000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:{service}@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+</scenario>
+"""
+
+
+def dtmf(digit: str, then_ms: int = 0) -> str:
+    name = {"*": "star", "#": "pound"}.get(digit, digit)
+    xml = f'  <nop><action><exec play_pcap_audio="{PCAP_DIR}/dtmf_2833_{name}.pcap"/></action></nop>\n'
+    if then_ms:
+        xml += pause(then_ms)
+    return xml
+
+
+def pause(ms: int) -> str:
+    return f'  <pause milliseconds="{ms}"/>\n'
+
+
+def agent_register_scenario(seat: str, password: str, hold_ms: int) -> str:
+    """Register seat ``seat`` (digest auth), stay registered ``hold_ms``, unregister."""
+    def register(cseq: int, expires: int, auth: bool) -> str:
+        a = f"\n      [authentication username={seat} password={password}]" if auth else ""
+        return f"""  <send retrans="500">
+    <![CDATA[
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:{seat}@[remote_ip]>;tag=[pid]SIPpTag[call_number]
+      To: <sip:{seat}@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: {cseq} REGISTER
+      Contact: <sip:{seat}@[local_ip]:[local_port]>
+      Expires: {expires}
+      Max-Forwards: 70{a}
+      Content-Length: 0
+    ]]>
+  </send>
+"""
+    return f"""<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="agent seat {seat} registers">
+{register(1, 300, False)}  <recv response="401" auth="true"/>
+{register(2, 300, True)}  <recv response="200"/>
+  <pause milliseconds="{hold_ms}"/>
+{register(3, 0, False)}  <recv response="401" auth="true"/>
+{register(4, 0, True)}  <recv response="200"/>
+</scenario>
+"""
+
+
+def agent_answer_scenario(answer_after_ms: int = 300) -> str:
+    """Out-of-call scenario of a registered agent: answers INVITEs and OPTIONS."""
+    return f"""<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="agent answers">
+  <recv request="OPTIONS" optional="true" next="ping"/>
+  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 180 Ringing
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:agent@[local_ip]:[local_port]>
+      Content-Length: 0
+    ]]>
+  </send>
+  <pause milliseconds="{answer_after_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:agent@[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+v=0
+o=agent 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+  <nop next="done"/>
+  <label id="ping"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag02[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+  <label id="done"/>
+</scenario>
+"""
+
+
+def free_port(host: str = "127.0.0.1", udp_and_tcp: bool = True) -> int:
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((host, 0))
+            port = u.getsockname()[1]
+            if not udp_and_tcp:
+                return port
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port")
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    stdout: str
+    workdir: Path
+    rtts_ms: list[float] = field(default_factory=list)
+
+    def log(self, suffix: str) -> str:
+        out = []
+        for p in self.workdir.glob(f"*{suffix}"):
+            out.append(p.read_text(errors="replace"))
+        return "\n".join(out)
+
+    @property
+    def messages(self) -> str:
+        return self.log("_messages.log")
+
+    @property
+    def errors(self) -> str:
+        return self.log("_errors.log")
+
+    def explain(self) -> str:
+        return f"sipp exit {self.returncode}\n{self.stdout[-3000:]}\nerrors:\n{self.errors[-3000:]}"
+
+
+class Sipp:
+    """One SIPp process. Start it, then ``wait()`` for its result."""
+
+    def __init__(self, workdir: Path, name: str, scenario: str, *, local_ip: str, target: str,
+                 local_port: int | None = None, media_port: int | None = None,
+                 ooc_scenario: str | None = None, calls: int = 1, rate: float = 1.0,
+                 timeout_s: int = 30, extra: list[str] | None = None):
+        self.workdir = workdir / name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        sf = self.workdir / f"{name}.xml"
+        sf.write_text(scenario)
+        self.local_port = local_port or free_port(local_ip, udp_and_tcp=False)
+        self.media_port = media_port or free_port(local_ip, udp_and_tcp=False)
+        sipp = shutil.which("sipp")
+        if sipp is None:
+            raise FileNotFoundError("sipp")
+        cmd = [sipp, "-sf", str(sf), "-i", local_ip, "-p", str(self.local_port),
+               "-mi", local_ip, "-mp", str(self.media_port),
+               "-m", str(calls), "-r", str(rate), "-l", str(max(1, calls)),
+               "-timeout", f"{timeout_s}s", "-timeout_error", "-nostdin",
+               "-trace_err", "-trace_msg", "-trace_rtt", "-rtt_freq", "1", "-nd"]
+        if ooc_scenario:
+            oo = self.workdir / f"{name}-ooc.xml"
+            oo.write_text(ooc_scenario)
+            cmd += ["-oocsf", str(oo)]
+        cmd += (extra or []) + [target]
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def wait(self, timeout: float = 60) -> SippResult:
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        text = out.decode(errors="replace")
+        rtts: list[float] = []
+        for p in self.workdir.glob("*_rtt.csv"):
+            for line in p.read_text().splitlines()[1:]:
+                parts = line.split(";")
+                if len(parts) >= 2:
+                    try:
+                        rtts.append(float(parts[1]))
+                    except ValueError:
+                        pass
+        return SippResult(self.proc.returncode, text, self.workdir, rtts)
+
+    def messages_so_far(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.workdir.glob("*_messages.log"))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class RtpSink:
+    """A UDP socket that counts the RTP it receives and keeps the PCMA payload."""
+
+    def __init__(self, ip: str):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((ip, 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.packets = 0
+        self.first_at: float | None = None
+        self.payload = bytearray()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, _ = self.sock.recvfrom(2048)
+            except (TimeoutError, OSError):
+                continue
+            if len(data) > 12 and data[0] >> 6 == 2:
+                self.packets += 1
+                if self.first_at is None:
+                    self.first_at = time.monotonic()
+                if data[1] & 0x7F == 8:
+                    self.payload += data[12:]
+
+    def rms(self) -> int:
+        if not self.payload:
+            return 0
+        return audioop.rms(audioop.alaw2lin(bytes(self.payload), 2), 2)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join(2)
+        self.sock.close()
+
+
+def ensure_dir(p: Path) -> Path:
+    os.makedirs(p, exist_ok=True)
+    return p
