@@ -135,12 +135,38 @@ def prune_releases(instance: Instance, keep: int = KEEP_RELEASES) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-async def reload_and_verify(ami: Ami, release: Release, timeout: float = 10.0) -> None:
+class LogWatch:
+    """Lines Asterisk logged since a mark: a reload that logs ERROR was refused in part.
+
+    Asterisk keeps the old object when it rejects one (a PJSIP endpoint with a bad
+    option stays as it was), so presence checks alone cannot see a refusal; the
+    ERROR lines it writes while loading can.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.offset = path.stat().st_size if path is not None and path.exists() else 0
+
+    def errors(self) -> list[str]:
+        if self.path is None or not self.path.exists():
+            return []
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            new = f.read().decode("utf-8", "replace")
+        return [line.split("] ", 1)[-1] for line in new.splitlines() if " ERROR[" in line]
+
+
+async def reload_and_verify(
+    ami: Ami, release: Release, timeout: float = 10.0, log_file: Path | None = None
+) -> None:
+    watch = LogWatch(log_file)
     for module in RELOADS:
         resp = await ami.action("Reload", Module=module)
         if _get(resp, "Response") != "Success":
             raise ApplyError(f"Asterisk refused to reload {module}: {_get(resp, 'Message')}")
     await verify(ami, release, timeout)
+    if errors := watch.errors():
+        raise ApplyError("Asterisk reported errors loading the new config: " + " | ".join(errors[:5]))
 
 
 async def verify(ami: Ami, release: Release, timeout: float = 10.0) -> None:
@@ -181,9 +207,10 @@ def _get(msg: Any, key: str) -> str | None:
 
 async def apply_release(instance: Instance, ami: Ami, release: Release) -> None:
     """Swap ``release`` in and reload; on any failure put the previous one back."""
+    log_file = instance.host("log", "messages.log")
     previous = activate(instance, release.path)
     try:
-        await reload_and_verify(ami, release)
+        await reload_and_verify(ami, release, log_file=log_file)
     except Exception as e:
         if previous is None:
             raise
@@ -194,7 +221,7 @@ async def apply_release(instance: Instance, ami: Ami, release: Release) -> None:
         )
         prev = Release(previous, previous.name.rsplit("-", 1)[-1], prev_cfg)
         try:
-            await reload_and_verify(ami, prev)
+            await reload_and_verify(ami, prev, log_file=log_file)
         except Exception as e2:  # noqa: BLE001 - report both failures together
             raise ApplyError(f"{e}; and restoring the previous config also failed: {e2}") from e
         if isinstance(e, ApplyError):

@@ -38,12 +38,12 @@ def register_agent(h: Hotline, workdir: Path, seat: str = "1001", hold_ms: int =
 
 def call(h: Hotline, workdir: Path, steps: str, *, name: str = "citizen", caller: str = "13907910001",
          service: str = "12345", sink: RtpSink | None = None, timeout_s: int = 40) -> Sipp:
-    ip, port = h.trunk("carrier")
+    ip, _ = h.trunk("carrier")
     scen = caller_scenario(steps, service=service, caller=caller,
                            media_ip=ip if sink else "[media_ip]",
                            media_port=str(sink.port) if sink else "[media_port]")
-    return Sipp(workdir, name, scen, local_ip=ip, local_port=port, target=h.sip_target,
-                timeout_s=timeout_s)
+    # Any source port: PJSIP identifies the carrier by address alone.
+    return Sipp(workdir, name, scen, local_ip=ip, target=h.sip_target, timeout_s=timeout_s)
 
 
 def stop_agent(agent: Sipp) -> None:
