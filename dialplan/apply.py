@@ -55,9 +55,18 @@ class Release:
     config: Config
 
 
-def ami_secret(instance: Instance) -> str:
-    """The instance's AMI secret, generated on first use and kept host-side (0600)."""
-    p = instance.state / "ami-secret"
+CONTROLLER_USER = "hotline"
+ADMIN_USER = "hotline-admin"
+
+
+def ami_secret(instance: Instance, user: str = CONTROLLER_USER) -> str:
+    """An AMI user's secret, generated on first use and kept host-side (0600).
+
+    Two users: ``hotline`` for the long-running controller (calls, queues, no
+    reload, no CLI) and ``hotline-admin`` for `hotline apply` (reload and
+    checks), so the process that handles callers cannot reconfigure Asterisk.
+    """
+    p = instance.state / ("ami-secret" if user == CONTROLLER_USER else f"ami-secret-{user}")
     if not p.exists():
         instance.state.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -71,6 +80,7 @@ def target_for(instance: Instance, source: str) -> Target:
         instance=instance.inner,
         modules_dir=instance.root.modules_dir(),
         ami_secret=ami_secret(instance),
+        ami_admin_secret=ami_secret(instance, ADMIN_USER),
         source=source,
     )
 

@@ -77,6 +77,7 @@ class Target:
     instance: PurePosixPath  # /srv/hotline/NAME inside the Asterisk root
     modules_dir: PurePosixPath
     ami_secret: str
+    ami_admin_secret: str = ""
     source: str = "config/hotline.yaml"
 
     @property
@@ -227,8 +228,21 @@ enabled = no
 
     def manager(self) -> str:
         ami = self.cfg.network.ami
-        # Least rights for the controller: it originates calls, watches queues and
-        # reloads configuration; it never runs CLI commands (no "command" class).
+        # Least rights. The controller (user hotline) handles callers: it may place
+        # and watch calls and queues, never reload, run CLI commands or touch files.
+        # `hotline apply` (user hotline-admin) may reload and list what loaded.
+        # Reload needs system or config; PJSIPShowEndpoints needs system.
+        admin = ""
+        if self.t.ami_admin_secret:
+            admin = f"""
+[hotline-admin]
+secret = {self.t.ami_admin_secret}
+deny = 0.0.0.0/0.0.0.0
+permit = {ami.bind}/255.255.255.255
+read = system,reporting
+write = system,reporting
+writetimeout = 1000
+"""
         return f"""
 [general]
 enabled = yes
@@ -244,9 +258,9 @@ secret = {self.t.ami_secret}
 deny = 0.0.0.0/0.0.0.0
 permit = {ami.bind}/255.255.255.255
 read = system,call,agent,user,reporting,dialplan
-write = system,call,originate,agent,reporting
+write = call,originate,agent,reporting
 writetimeout = 1000
-"""
+""" + admin
 
     # ------------------------------------------------------------- PJSIP
     def pjsip(self) -> str:

@@ -96,6 +96,7 @@ def cross_check(cfg: Config, src: SourceMap, prompt_dirs: list[Path]) -> list[Co
     hours = [*cfg.hours, "always"]
 
     _ref(out, src, ("hotline", "default_queue"), "queues", cfg.hotline.default_queue, cfg.queues)
+    out.extend(_reserved_names(cfg, src))
     for line in cfg.hotline.emergency_words:
         _ref(out, src, ("hotline", "emergency_words", line), "emergency_lines", line, cfg.emergency_lines)
 
@@ -258,6 +259,28 @@ def cross_check(cfg: Config, src: SourceMap, prompt_dirs: list[Path]) -> list[Co
 def _is_hotline_number(cfg: Config, index: dict[str, int], number: str) -> bool:
     """``number`` is defined, but as the hotline itself rather than a legacy number."""
     return number in index and cfg.numbers[index[number]].kind != "legacy"
+
+
+# Names the compiler itself uses: a queue called "i" would be the dialplan's
+# invalid-extension handler, a trunk called "global" the PJSIP global section.
+RESERVED_EXTENSIONS = frozenset({"i", "s", "t", "h", "T", "e", "o", "a", "fax", "talk"})
+RESERVED_SECTIONS = frozenset({"global", "system", "media", "transport-udp", "transport-tcp", "general"})
+
+
+def _reserved_names(cfg: Config, src: SourceMap) -> list[ConfigIssue]:
+    out: list[ConfigIssue] = []
+    for qid in cfg.queues:
+        if qid in RESERVED_EXTENSIONS or qid in RESERVED_SECTIONS:
+            out.append(src.issue(("queues", qid), f"{qid!r} is reserved by the generated dialplan; choose another queue id"))
+    seat_sections = set(cfg.seats) | {f"{s}-auth" for s in cfg.seats}
+    for section, ids in (("trunks", set(cfg.trunks)), ("seats", set(cfg.seats))):
+        for name in sorted(ids):
+            if name in RESERVED_SECTIONS:
+                out.append(src.issue((section, name), f"{name!r} is reserved in pjsip.conf; choose another id"))
+    for tid in cfg.trunks:
+        if tid in seat_sections and tid not in cfg.seats:
+            out.append(src.issue(("trunks", tid), f"{tid!r} clashes with the auth section of a seat in pjsip.conf"))
+    return out
 
 
 def referenced_prompts(cfg: Config) -> dict[str, Ref]:

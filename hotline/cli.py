@@ -43,7 +43,9 @@ def generated_prompts_dir() -> Path:
 
 def prompt_dirs_for(config_file: Path) -> list[Path]:
     """An admin's recording in config/prompts/ wins over the generated prompt."""
-    return [config_file.resolve().parent / "prompts", generated_prompts_dir()]
+    from recordings.prompts import prompt_dirs
+
+    return prompt_dirs(config_file.resolve().parent, generated_prompts_dir())
 
 
 def _instance(name: str) -> Instance:
@@ -69,7 +71,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_prompts(args: argparse.Namespace) -> int:
-    from recordings.prompts import synthesize
+    from recordings.prompts import PromptError, synthesize
 
     try:
         cfg = load_config(args.file)  # no prompt-file check: we are making them
@@ -77,7 +79,11 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return 1
     out = generated_prompts_dir()
-    made = synthesize(cfg.prompts, out, force=args.force)
+    try:
+        made = synthesize(cfg.prompts, out, force=args.force)
+    except PromptError as e:
+        print(f"prompts: {e}", file=sys.stderr)
+        return 1
     print(f"{len(cfg.prompts)} prompts in {out} ({len(made)} rendered now)")
     return 0
 
@@ -105,13 +111,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 async def _apply(instance: Instance, file: Path) -> str:
-    from dialplan.apply import ami_secret, apply_release, build_release
+    from dialplan.apply import ADMIN_USER, ami_secret, apply_release, build_release
     from hotline.ami import AmiClient
 
     text = file.read_text(encoding="utf-8")
     release = build_release(instance, text, str(file), prompt_dirs_for(file))
     net = release.config.network
-    async with AmiClient(net.ami.bind, net.ami.port, "hotline", ami_secret(instance)) as ami:
+    async with AmiClient(net.ami.bind, net.ami.port, ADMIN_USER, ami_secret(instance, ADMIN_USER)) as ami:
         await apply_release(instance, ami, release)
     return release.version
 
@@ -168,8 +174,6 @@ def _start_redis(inst: Instance, cfg: Config) -> subprocess.Popen[bytes]:
 def cmd_up(args: argparse.Namespace) -> int:
     from dialplan.apply import activate, build_release
 
-    from .controller import serve
-
     try:
         inst = _instance(args.instance)
         cfg = load_config(args.file, prompt_dirs_for(args.file))
@@ -197,7 +201,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         ast.start()
         _print_banner(cfg, inst)
-        asyncio.run(serve(inst))
+        asyncio.run(_supervise(inst, ast))
     except SetupError as e:
         print(e, file=sys.stderr)
         return 1
@@ -212,6 +216,31 @@ def cmd_up(args: argparse.Namespace) -> int:
                 (inst.state / p).unlink()
     print("stopped", file=sys.stderr)
     return 0
+
+
+async def _supervise(inst: Instance, ast: AsteriskProcess) -> None:
+    """Run the controller; restart Asterisk if it dies (the controller's AMI client
+    reconnects and rebuilds its view when the new Asterisk reports FullyBooted)."""
+    from .controller import serve
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if ast.proc is not None and ast.proc.poll() is not None:
+                log.error("Asterisk exited with %s; restarting it", ast.proc.returncode)
+                try:
+                    await asyncio.to_thread(ast.start)
+                    log.info("Asterisk restarted")
+                except SetupError as e:
+                    log.error("could not restart Asterisk: %s", e)
+
+    watcher = asyncio.create_task(watch(), name="asterisk-watch")
+    try:
+        await serve(inst)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
 
 
 def _print_banner(cfg: Config, inst: Instance) -> None:
@@ -254,9 +283,14 @@ def cmd_down(args: argparse.Namespace) -> int:
         return 0
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        # `up` removes its pid file as its very last step; a parent that has not
+        # reaped it yet would keep the pid alive as a zombie.
         try:
             os.kill(pid, 0)
+            gone = not pidfile.exists()
         except ProcessLookupError:
+            gone = True
+        if gone:
             print(f"instance {inst.name!r} stopped")
             return 0
         time.sleep(0.1)

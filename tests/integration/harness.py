@@ -198,8 +198,10 @@ class Hotline:
     def seat_password(self, seat: str) -> str:
         return str(self.cfg["seats"][seat]["password"])
 
-    def ami_secret(self) -> str:
-        return (self.instance.state / "ami-secret").read_text().strip()
+    def ami_secret(self, user: str = "hotline") -> str:
+        from dialplan.apply import ami_secret
+
+        return ami_secret(self.instance, user)
 
     def messages_log(self) -> str:
         p = self.instance.host("log", "messages.log")

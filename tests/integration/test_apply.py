@@ -103,7 +103,7 @@ def test_config_asterisk_rejects_is_rolled_back(clean: Hotline) -> None:
 
     async def go() -> None:
         net = h.cfg["network"]["ami"]
-        async with AmiClient(net["bind"], net["port"], "hotline", h.ami_secret()) as ami:
+        async with AmiClient(net["bind"], net["port"], "hotline-admin", h.ami_secret("hotline-admin")) as ami:
             with pytest.raises(ApplyError, match="Asterisk reported errors loading the new config: .*dtmf_mode"):
                 await apply_release(h.instance, ami, rel)
 
@@ -114,7 +114,9 @@ def test_config_asterisk_rejects_is_rolled_back(clean: Hotline) -> None:
 
 
 def test_ami_user_has_least_rights(clean: Hotline) -> None:
-    """The controller's AMI user cannot run CLI commands, and AMI listens on loopback only."""
+    """The controller's AMI user cannot reload, run CLI commands or write config files;
+    the admin user (used by `hotline apply`) can reload but not run CLI commands either.
+    AMI listens on loopback only."""
     h = clean
     net = h.cfg["network"]["ami"]
 
@@ -124,8 +126,18 @@ def test_ami_user_has_least_rights(clean: Hotline) -> None:
                 await ami.action("Command", Command="core show version")
             with pytest.raises(AmiActionError):
                 await ami.action("UpdateConfig", SrcFilename="manager.conf", DstFilename="manager.conf")
+            with pytest.raises(AmiActionError):
+                await ami.action("Reload", Module="pbx_config.so")
+            with pytest.raises(AmiActionError):
+                await ami.action("Originate", Channel="Local/s@hotline-done", Application="System", Data="id")
             pong = await ami.action("Ping")
             assert pong.get("Response") == "Success"
+        async with AmiClient(net["bind"], net["port"], "hotline-admin", h.ami_secret("hotline-admin")) as admin:
+            with pytest.raises(AmiActionError):
+                await admin.action("Command", Command="core show version")
+            with pytest.raises(AmiActionError):
+                await admin.action("Originate", Channel="Local/s@hotline-done", Exten="s", Context="hotline-done", Priority="1")
+            assert (await admin.action("Reload", Module="app_queue.so")).get("Response") == "Success"
 
     asyncio.run(go())
     out = h.cli("manager show settings")

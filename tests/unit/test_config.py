@@ -516,3 +516,14 @@ def test_readme_documents_every_key() -> None:
     assert missing == []
     for kind in m.ACTION_KINDS:
         assert f"`{kind}" in readme, kind
+
+
+def test_reserved_queue_and_trunk_names_are_refused() -> None:
+    text = SAMPLE.read_text(encoding="utf-8").replace("  social: {name: 人社专席", "  i: {name: 人社专席").replace(
+        "queue: social}", "queue: i}").replace("queue:social", "queue:i")
+    text = text.replace("  carrier: {kind: carrier", "  global: {kind: carrier")
+    with pytest.raises(ConfigError) as e:
+        load_config_text(text, "hotline.yaml")
+    msgs = [str(i) for i in e.value.issues]
+    assert any("queues.i: 'i' is reserved by the generated dialplan" in m for m in msgs), msgs
+    assert any("trunks.global: 'global' is reserved in pjsip.conf" in m for m in msgs), msgs

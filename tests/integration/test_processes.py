@@ -1,0 +1,86 @@
+"""`hotline up`, `status` and `down` as a newcomer uses them, with the README's test call."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+from hotline.runtime import AsteriskRoot, Instance
+
+from .harness import REPO, test_config
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hotline.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_up_status_call_restart_down(asterisk_root: AsteriskRoot, tools: None, tmp_path: Path) -> None:
+    cfg = test_config()
+    conf = tmp_path / "hotline.yaml"
+    conf.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    name = "up" + uuid.uuid4().hex[:8]
+    out = open(tmp_path / "up.log", "w+")  # noqa: SIM115
+    up = subprocess.Popen([sys.executable, "-m", "hotline.cli", "up", str(conf), "--instance", name],
+                          cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    inst = Instance(asterisk_root, name)
+    try:
+        deadline = time.monotonic() + 40
+        while "Ctrl-C or `hotline down`" not in (tmp_path / "up.log").read_text():
+            assert up.poll() is None, (tmp_path / "up.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()
+            time.sleep(0.2)
+        banner = (tmp_path / "up.log").read_text()
+        sip = cfg["network"]["sip"]
+        assert f"SIP      127.0.0.1:{sip['port']} (UDP and TCP)" in banner
+        assert "1001" in banner and "sip:1001@127.0.0.1" in banner
+
+        deadline = time.monotonic() + 20
+        while (st := run("status", "--instance", name)).returncode != 0:
+            assert time.monotonic() < deadline, st.stdout + st.stderr
+            time.sleep(0.3)
+        assert re.search(r"^asterisk\s+ok", st.stdout, re.M), st.stdout
+        assert re.search(r"^redis\s+ok", st.stdout, re.M), st.stdout
+
+        # The test call exactly as the banner tells a newcomer (with this test's ports).
+        m = re.search(r"^\s+(sipp -sn uac .*)$", banner, re.M)
+        assert m, banner
+        cmd = m.group(1).split()
+        cmd[cmd.index("-p") + 1] = "0"
+        res = subprocess.run([*cmd, "-timeout", "20s", "-timeout_error", "-nostdin"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=40)
+        assert res.returncode == 0, res.stdout[-2000:]
+
+        # Asterisk dies: `hotline up` starts it again and the controller reconnects.
+        pid = int((inst.state / "asterisk.pid").read_text())
+        os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            time.sleep(0.5)
+            st = run("status", "--instance", name)
+            new_pid = (inst.state / "asterisk.pid").read_text() if (inst.state / "asterisk.pid").exists() else ""
+            if st.returncode == 0 and new_pid and int(new_pid) != pid:
+                break
+            assert time.monotonic() < deadline, st.stdout + (tmp_path / "up.log").read_text()[-3000:]
+
+        down = run("down", "--instance", name)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert up.wait(30) == 0
+        assert run("status", "--instance", name).returncode == 1
+        leftovers = subprocess.run(["pgrep", "-f", f"/srv/hotline/{name}/"], capture_output=True, text=True)
+        assert leftovers.stdout == "", leftovers.stdout
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait(10)
+        subprocess.run(["pkill", "-9", "-f", f"/srv/hotline/{name}/"], check=False)
+        subprocess.run(["pkill", "-9", "-f", f"{tmp_path}/"], check=False)
+        inst.destroy()
