@@ -35,16 +35,20 @@ async def ivr(ch: Any, app: App) -> None:
         await ch.set_variable(f"__{cv.COUNTY}", loc.county)
     engine = MenuEngine(cfg, menu_id, loc)
 
-    digit = await ch.stream_file(app.prompt(cfg.hotline.welcome_prompt), ALL_KEYS)
+    digit = await ch.stream_file(
+        app.prompt(cfg.hotline.welcome_prompt), ALL_KEYS, max_wait=app.prompt_wait(cfg.hotline.welcome_prompt)
+    )
     step: Step = engine.enter()
     for _ in range(MAX_STEPS):
         if step.kind == "route":
             break
         if digit is None:
             assert step.prompt is not None
-            digit = await ch.stream_file(app.prompt(step.prompt), ALL_KEYS)
+            digit = await ch.stream_file(app.prompt(step.prompt), ALL_KEYS, max_wait=app.prompt_wait(step.prompt))
             if digit is None and step.reason == "play":
-                digit = await ch.stream_file(app.prompt(engine.menu.prompt), ALL_KEYS)
+                digit = await ch.stream_file(
+                    app.prompt(engine.menu.prompt), ALL_KEYS, max_wait=app.prompt_wait(engine.menu.prompt)
+                )
             if digit is None:
                 digit = await ch.wait_for_digit(int(engine.menu.timeout * 1000))
         step = engine.answer(Answer(digit=digit) if digit else NOTHING)
@@ -53,7 +57,7 @@ async def ivr(ch: Any, app: App) -> None:
         step = engine._resolve(engine.menu.fallback)
 
     if step.route == "hangup" and step.prompt:
-        await ch.stream_file(app.prompt(step.prompt), "")
+        await ch.stream_file(app.prompt(step.prompt), "", max_wait=app.prompt_wait(step.prompt))
     await ch.set_variable(cv.ROUTE, step.route or "queue")
     await ch.set_variable(cv.TARGET, step.target or cfg.hotline.default_queue)
     await app.record_call_path(

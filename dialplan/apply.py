@@ -141,7 +141,7 @@ def prune_releases(instance: Instance, keep: int = KEEP_RELEASES) -> None:
     live = live_release(instance)
     rels = sorted(p for p in instance.releases.iterdir() if p.is_dir())
     for p in rels[:-keep]:
-        if p != live:
+        if p.resolve() != live:  # live is resolved: compare like with like
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -226,9 +226,12 @@ async def apply_release(instance: Instance, ami: Ami, release: Release) -> None:
             raise
         log.error("apply of %s failed (%s); restoring %s", release.path.name, e, previous.name)
         activate(instance, previous)
-        prev_cfg = load_config_text(
-            (previous / "hotline.yaml").read_text(encoding="utf-8"), str(previous), [previous / "sounds"]
-        )
+        try:
+            prev_cfg = load_config_text(
+                (previous / "hotline.yaml").read_text(encoding="utf-8"), str(previous), [previous / "sounds"]
+            )
+        except Exception as e2:  # noqa: BLE001 - report both failures together
+            raise ApplyError(f"{e}; and the previous release no longer loads: {e2}") from e
         prev = Release(previous, previous.name.rsplit("-", 1)[-1], prev_cfg)
         try:
             await reload_and_verify(ami, prev, log_file=log_file)

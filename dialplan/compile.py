@@ -318,7 +318,7 @@ identify_by = ip
 [{tid}]
 type = aor
 contact = sip:{t.address}:{t.port}
-qualify_frequency = 0
+qualify_frequency = {t.qualify}
 
 [{tid}]
 type = identify
@@ -389,7 +389,13 @@ setqueueentryvar = yes
 """)
             for sid in q.members:
                 iface = self.member_interface(sid)
-                out.append(f"member => {iface},0,{sid}\n")
+                seat = self.cfg.seats[sid]
+                if seat.kind == "remote":
+                    # A remote seat's state is its county site's trunk; the site may
+                    # have several seats, so the trunk being in use must not block it.
+                    out.append(f"member => {iface},0,{sid},PJSIP/{seat.trunk},yes\n")
+                else:
+                    out.append(f"member => {iface},0,{sid}\n")
         return "".join(out)
 
     # ------------------------------------------------------------- dialplan
@@ -443,6 +449,8 @@ exten => s,1,Answer()
  same => n,AGI(${{HOTLINE_AGI}}/ivr)
  same => n,Set(TIMEOUT(absolute)=0)
  same => n,GotoIf($["${{AGISTATUS}}" != "SUCCESS"]?{cv.CTX_FAILURE},s,1)
+ ; a FastAGI server that vanished mid-call also ends with SUCCESS: no route = failure
+ same => n,GotoIf($["${{{cv.ROUTE}}}" = ""]?{cv.CTX_FAILURE},s,1)
  same => n,Goto({cv.CTX_ROUTE},${{{cv.ROUTE}}},1)
 exten => T,1,Set({cv.ABORT_REASON}=agi-timeout)
  same => n,Goto({cv.CTX_FAILURE},s,1)

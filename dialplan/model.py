@@ -28,6 +28,18 @@ PromptName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
+def _ipv4(v: str) -> str:
+    """IPv4 only for now: the generated PJSIP and AMI ACL lines are IPv4 forms."""
+    try:
+        ipaddress.IPv4Address(v)
+    except ValueError:
+        raise ValueError(f"{v!r} is not an IPv4 address such as 127.0.0.1") from None
+    return v
+
+
+Word = Annotated[str, Field(min_length=1, max_length=40)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -100,8 +112,8 @@ class Hotline(Strict):
     language: Literal["zh"] = "zh"
     default_queue: Ident
     operator_keys: tuple[DtmfKey, ...] = ("0",)
-    operator_words: tuple[str, ...] = ("人工", "人工服务", "转人工")
-    emergency_words: dict[Digits, tuple[str, ...]] = Field(default_factory=dict)
+    operator_words: tuple[Word, ...] = ("人工", "人工服务", "转人工")
+    emergency_words: dict[Digits, tuple[Word, ...]] = Field(default_factory=dict)
     apology_prompt: PromptName = "apology"
     welcome_prompt: PromptName = "welcome"
 
@@ -113,8 +125,7 @@ class Endpoint(Strict):
     @field_validator("bind")
     @classmethod
     def _ip(cls, v: str) -> str:
-        ipaddress.ip_address(v)
-        return v
+        return _ipv4(v)
 
 
 class RtpRange(Strict):
@@ -241,7 +252,7 @@ class Department(Strict):
 
 class Choice(Strict):
     key: DtmfKey | None = None
-    words: tuple[str, ...] = ()
+    words: tuple[Word, ...] = ()
     action: str
 
     @field_validator("action")
@@ -334,12 +345,14 @@ class Trunk(Strict):
     port: Port = 5060
     transport: Literal["udp", "tcp"] = "udp"
     name: str = ""
+    # Seconds between SIP OPTIONS probes; 0 = off. A trunk that stops answering is
+    # Unavailable, so queues skip its remote seats at once instead of ringing them.
+    qualify: Annotated[int, Field(ge=0, le=3600)] = 30
 
     @field_validator("address")
     @classmethod
     def _ip(cls, v: str) -> str:
-        ipaddress.ip_address(v)
-        return v
+        return _ipv4(v)
 
 
 class Route(Strict):

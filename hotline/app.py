@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import wave
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ class App:
     redis: Any = None  # redis.asyncio.Redis when configured
     ami: Any = None  # hotline.ami.AmiClient
     started: float = field(default_factory=time.time)
+    _lengths: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_live_release(cls, instance: Instance) -> App:
@@ -40,11 +42,26 @@ class App:
     def reload(self) -> None:
         cfg, version = load_live_config(self.instance)
         self.config, self.version = cfg, version
+        self._lengths.clear()
         log.info("controller now runs config version %s", version)
 
     def prompt(self, name: str) -> str:
         """The path Asterisk plays ``name`` from (no extension: Asterisk picks the format)."""
         return str(self.instance.current_inner / "sounds" / name)
+
+    def prompt_wait(self, name: str, margin: float = 5.0) -> float:
+        """How long an AGI STREAM FILE of ``name`` may take: its length plus a margin."""
+        cached = self._lengths.get(name)
+        if cached is None:
+            cached = 60.0
+            path = self.instance.host("current", "sounds", f"{name}.wav")
+            try:
+                with wave.open(str(path)) as w:
+                    cached = w.getnframes() / max(1, w.getframerate())
+            except (OSError, wave.Error, EOFError):
+                log.debug("no WAV length for prompt %s; allowing 60 s", name)
+            self._lengths[name] = cached
+        return cached + margin
 
     async def record_call_path(self, uniqueid: str, record: dict[str, Any]) -> None:
         """Keep the path a caller took where work orders and reports can read it.

@@ -31,10 +31,11 @@ class Locality:
 
 def digits_of(caller_id: str) -> str:
     d = re.sub(r"[^0-9+]", "", caller_id or "")[:24]
-    if d.startswith("+86"):
-        d = "0" + d[3:] if not d[3:].startswith("1") else d[3:]
-    elif d.startswith("0086"):
-        d = "0" + d[4:] if not d[4:].startswith("1") else d[4:]
+    for cc in ("+86", "0086"):
+        if d.startswith(cc):
+            national = d[len(cc):].lstrip("0")  # "+86 0797…" keeps a trunk 0 sometimes
+            d = national if national.startswith("1") else "0" + national
+            break
     return d.lstrip("+")
 
 

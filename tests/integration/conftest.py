@@ -27,9 +27,14 @@ def tools() -> None:
 
 
 @pytest.fixture(scope="module")
-def hotline(asterisk_root: AsteriskRoot, tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hotline]:
-    """One real hotline (Asterisk + Redis + controller) shared by a test module."""
-    h = Hotline(tmp_path_factory.mktemp("hotline"))
+def hotline(asterisk_root: AsteriskRoot, tools: None, tmp_path_factory: pytest.TempPathFactory,
+            request: pytest.FixtureRequest) -> Iterator[Hotline]:
+    """One real hotline (Asterisk + Redis + controller) shared by a test module.
+
+    A module may define ``hotline_config()`` returning the config dict to run.
+    """
+    make = getattr(request.module, "hotline_config", None)
+    h = Hotline(tmp_path_factory.mktemp("hotline"), make() if make else None)
     h.start()
     try:
         yield h

@@ -49,6 +49,9 @@ def test_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     }
     for t in cfg["trunks"].values():
         t["port"] = free_port(t["address"], udp_and_tcp=False)
+        # The parties a test plays start after Asterisk; a probe before they listen
+        # would mark their trunk Unavailable for a whole qualify period.
+        t["qualify"] = 0
     for k, v in (overrides or {}).items():
         cfg[k] = v
     return cfg
@@ -185,6 +188,35 @@ class Hotline:
                 return v
             time.sleep(0.1)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def call_paths(self) -> dict[str, dict[str, Any]]:
+        """Every IVR path the controller stored in Redis, by uniqueid."""
+        import redis
+
+        r = self.cfg["network"]["redis"]
+        client = redis.Redis(host=r["bind"], port=r["port"], socket_timeout=2)
+        try:
+            out = {}
+            for key in client.scan_iter("hotline:call:*"):
+                raw = client.hget(key, "ivr")
+                if raw:
+                    out[key.decode().rsplit(":", 1)[-1]] = json.loads(raw)
+            return out
+        finally:
+            client.close()
+
+    def new_call_paths(self, before: dict[str, Any], count: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
+        def fresh() -> list[dict[str, Any]]:
+            now = self.call_paths()
+            got = [v for k, v in now.items() if k not in before]
+            return got if len(got) >= count else []
+        return self.wait_for(fresh, timeout, f"{count} new call path(s) in Redis")
+
+    def prompt_seconds(self, name: str) -> float:
+        import wave
+
+        with wave.open(str(generated_prompts_dir() / f"{name}.wav")) as w:
+            return w.getnframes() / w.getframerate()
 
     @property
     def sip_target(self) -> str:
