@@ -4,6 +4,12 @@ Dialplan: ``AGI(agi://HOST:PORT/ivr)`` with ``HOTLINE_MENU`` naming the entry
 menu. Sets ``HOTLINE_ROUTE``/``HOTLINE_TARGET`` for ``hotline-route`` (only ids
 from the config, never caller text), ``HOTLINE_CITY``/``HOTLINE_COUNTY`` for
 the queue step, and stores the caller's path for the work order.
+
+Each menu question goes through :func:`ivr.listen.ask`: keys or speech with
+barge-in when speech is on (AudioSocket), keys only when it is off.  The
+grammar of a question is the menu's keywords plus the operator and emergency
+words, so 人工 and 救命 work in every menu; an ``open_question`` menu is
+recognised as free text and matched against the keywords by the menu engine.
 """
 
 from __future__ import annotations
@@ -11,14 +17,27 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from dialplan.model import Config, Menu
+
 from agi_scripts import ROUTES, Abort
 from hotline import channel_vars as cv
 from hotline.app import App
+from ivr.listen import ALL_KEYS, Heard, ask
 from ivr.locality import locate
-from ivr.menu import NOTHING, Answer, MenuEngine, Step
+from ivr.menu import Answer, MenuEngine, Step
 
-ALL_KEYS = "0123456789*#"
 MAX_STEPS = 40  # a caller who keeps choosing menus still ends with a person
+
+
+def menu_words(cfg: Config, menu: Menu) -> list[str]:
+    """The grammar of a question in ``menu``; ``[]`` (free text) for an open question."""
+    if menu.open_question:
+        return []
+    h = cfg.hotline
+    words = [w for c in menu.choices for w in c.words]
+    words += h.operator_words
+    words += [w for line in h.emergency_words.values() for w in line]
+    return list(dict.fromkeys(words))
 
 
 @ROUTES.register("ivr")
@@ -38,26 +57,37 @@ async def ivr(ch: Any, app: App) -> None:
     digit = await ch.stream_file(
         app.prompt(cfg.hotline.welcome_prompt), ALL_KEYS, max_wait=app.prompt_wait(cfg.hotline.welcome_prompt)
     )
+    heard: list[Heard] = []
+    answer: Answer | None = Answer(digit=digit) if digit else None
     step: Step = engine.enter()
     for _ in range(MAX_STEPS):
         if step.kind == "route":
             break
-        if digit is None:
+        asked = len(heard)
+        if answer is None:
             assert step.prompt is not None
-            digit = await ch.stream_file(app.prompt(step.prompt), ALL_KEYS, max_wait=app.prompt_wait(step.prompt))
-            if digit is None and step.reason == "play":
-                digit = await ch.stream_file(
-                    app.prompt(engine.menu.prompt), ALL_KEYS, max_wait=app.prompt_wait(engine.menu.prompt)
-                )
-            if digit is None:
-                digit = await ch.wait_for_digit(int(engine.menu.timeout * 1000))
-        step = engine.answer(Answer(digit=digit) if digit else NOTHING)
-        digit = None
+            words = menu_words(cfg, engine.menu)
+            timeout = engine.menu.timeout
+            if step.reason == "play":
+                # Information, then the menu again: both can be interrupted.
+                answer = await ask(ch, app, step.prompt, words, 0.0, trace=heard)
+                if answer.empty:
+                    answer = await ask(ch, app, engine.menu.prompt, words, timeout, trace=heard)
+            else:
+                answer = await ask(ch, app, step.prompt, words, timeout, trace=heard)
+        step = engine.answer(answer)
+        if len(heard) > asked:
+            heard[-1].decided()
+        answer = None
     else:
         step = engine._resolve(engine.menu.fallback)
 
     if step.route == "hangup" and step.prompt:
         await ch.stream_file(app.prompt(step.prompt), "", max_wait=app.prompt_wait(step.prompt))
+    if engine.locality.source == "menu":  # the caller told us where the matter is
+        loc = engine.locality
+        await ch.set_variable(f"__{cv.CITY}", loc.city or "")
+        await ch.set_variable(f"__{cv.COUNTY}", loc.county or "")
     await ch.set_variable(cv.ROUTE, step.route or "queue")
     await ch.set_variable(cv.TARGET, step.target or cfg.hotline.default_queue)
     await app.record_call_path(
@@ -72,6 +102,7 @@ async def ivr(ch: Any, app: App) -> None:
             "reason": step.reason,
             "ivr_ms": int((time.monotonic() - t0) * 1000),
             "steps": [vars(e) for e in engine.path],
+            "questions": [h.record() for h in heard],
         },
     )
     ch.log.info("route %s:%s (%s) after %d steps", step.route, step.target, step.reason, len(engine.path))

@@ -146,6 +146,8 @@ class Network(Strict):
     ami: Endpoint = Endpoint(port=5038)
     http: Endpoint = Endpoint(port=8080)
     redis: Endpoint = Endpoint(port=6379)
+    # Where the controller takes AudioSocket() connections (speech menus).
+    audiosocket: Endpoint = Endpoint(port=4574)
     # Longest time one AGI step may hold a channel before the dialplan takes
     # the call back (TIMEOUT(absolute) + the T extension).
     agi_timeout: Annotated[int, Field(ge=5, le=3600)] = 300
@@ -254,6 +256,10 @@ class Choice(Strict):
     key: DtmfKey | None = None
     words: tuple[Word, ...] = ()
     action: str
+    # Choosing this sets the caller's locality (a menu answer beats the caller ID):
+    # e.g. "which city is your matter in?" for a mobile caller from elsewhere.
+    city: Ident | None = None
+    county: Ident | None = None
 
     @field_validator("action")
     @classmethod

@@ -165,6 +165,12 @@ def cross_check(cfg: Config, src: SourceMap, prompt_dirs: list[Path]) -> list[Co
                 if ch.key in cfg.hotline.operator_keys:
                     out.append(src.issue((*where, "key"), f"key {ch.key} is reserved: it reaches a person from every menu (hotline.operator_keys)"))
                 keys[ch.key] = i
+            if ch.city is not None:
+                _ref(out, src, (*where, "city"), "cities", ch.city, cfg.cities)
+                if ch.county is not None and ch.city in cfg.cities:
+                    _ref(out, src, (*where, "county"), "counties", ch.county, cfg.cities[ch.city].counties)
+            elif ch.county is not None:
+                out.append(src.issue((*where, "county"), "a county needs its city: add city: to this choice"))
             a = ch.parsed
             kind_targets = ACTION_KINDS[a.kind]
             if kind_targets and kind_targets != "prompts":

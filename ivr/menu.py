@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from dialplan.model import Action, Config, Menu
+from dialplan.model import Action, Choice, Config, Menu
 
 from .locality import Locality, local_queue
 
@@ -105,12 +105,17 @@ class MenuEngine:
                     return self._act(answer, Action("emergency", line))
         for ch in self.menu.choices:
             if answer.digit and ch.key == answer.digit:
-                return self._act(answer, ch.parsed)
+                return self._choose(answer, ch)
         if answer.text:
             for ch in self.menu.choices:
                 if any(w in answer.text for w in ch.words):
-                    return self._act(answer, ch.parsed)
+                    return self._choose(answer, ch)
         return self._retry(answer)
+
+    def _choose(self, answer: Answer, choice: Choice) -> Step:
+        if choice.city is not None:
+            self.locality = Locality(choice.city, choice.county, "menu")
+        return self._act(answer, choice.parsed)
 
     def _retry(self, answer: Answer) -> Step:
         self.retries += 1

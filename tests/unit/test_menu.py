@@ -217,3 +217,16 @@ def test_path_log_records_each_answer(cfg: Config) -> None:
     ]
     assert all(p.at_ms >= 0 for p in e.path)
     assert [p.at_ms for p in e.path] == sorted(p.at_ms for p in e.path)
+
+
+def test_a_menu_answer_sets_the_locality_and_the_local_queue() -> None:
+    text = SAMPLE.read_text(encoding="utf-8").replace(
+        '      - {key: "3", words: [其他, 咨询], action: "operator"}',
+        '      - {key: "3", words: [其他, 咨询], action: "operator"}\n'
+        '      - {key: "4", words: [于都], city: ganzhou, county: yudu, action: "operator"}',
+    )
+    cfg = load_config_text(text, "hotline.yaml")
+    engine = MenuEngine(cfg, "main")
+    step = engine.answer(Answer(text="我在于都"))
+    assert engine.locality == Locality("ganzhou", "yudu", "menu")
+    assert (step.route, step.target) == ("queue", "ganzhou-yudu")
