@@ -446,6 +446,8 @@ exten => _X.,1,NoOp(transfer in from an emergency centre)
 [hotline-ivr]
 exten => s,1,Answer()
  same => n,Set(TIMEOUT(absolute)={c.network.agi_timeout})
+ ; without this, res_agi waits for a stalled script even after the timeout fires
+ same => n,Set(AGIEXITONHANGUP=yes)
  same => n,AGI(${{HOTLINE_AGI}}/ivr)
  same => n,Set(TIMEOUT(absolute)=0)
  same => n,GotoIf($["${{AGISTATUS}}" != "SUCCESS"]?{cv.CTX_FAILURE},s,1)

@@ -12,7 +12,7 @@ import re
 import time
 from pathlib import Path
 
-from .harness import Hotline
+from .harness import Hotline, test_config
 from .sipp import (
     RtpSink,
     Sipp,
@@ -23,6 +23,12 @@ from .sipp import (
     pause,
     rejected_call_scenario,
 )
+
+
+def hotline_config() -> dict:
+    cfg = test_config()
+    cfg["network"]["agi_timeout"] = 8  # so the stalled-controller test takes seconds
+    return cfg
 
 
 def register_agent(h: Hotline, workdir: Path, seat: str = "1001", hold_ms: int = 90000,
@@ -114,4 +120,27 @@ def test_controller_down_still_reaches_a_person(clean: Hotline, workdir: Path) -
         assert time.monotonic() - t0 < 30
     finally:
         stop_agent(agent)
+        h.start_controller()
+
+
+def test_stalled_controller_times_out_to_a_person(clean: Hotline, workdir: Path) -> None:
+    """The controller accepts the FastAGI connection but never answers (SIGSTOP):
+    TIMEOUT(absolute) takes the call back through the T extension to a person."""
+    import os
+    import signal
+
+    h = clean
+    agent = register_agent(h, workdir)
+    assert h.controller is not None
+    os.kill(h.controller.pid, signal.SIGSTOP)
+    try:
+        before = h.queue_log()
+        res = call(h, workdir, pause(20000), name="stalled").wait(40)
+        assert res.returncode == 0, res.explain()
+        new = h.queue_log()[len(before):]
+        assert "|province|1001|CONNECT|" in new, new
+    finally:
+        os.kill(h.controller.pid, signal.SIGCONT)
+        stop_agent(agent)
+        h.kill_controller()
         h.start_controller()
