@@ -60,7 +60,7 @@ MODULES = (
     "func_logic.so", "func_global.so", "func_cut.so", "func_math.so", "func_db.so",
     "func_uuid.so", "func_hangupcause.so", "func_dialplan.so",
     # accounting
-    "cdr_csv.so", "cel_manager.so",
+    "cdr_csv.so",
 )
 
 HEADER = """\
@@ -122,6 +122,14 @@ class Compiler:
             "cdr.conf": self.cdr,
             "features.conf": self.features,
             "http.conf": self.http,
+            # Files Asterisk reads at start and complains about (ERROR) when absent.
+            "ccss.conf": lambda: "\n[general]\ncc_max_requests = 20\n",
+            "cel.conf": lambda: "\n[general]\nenable = no\n",
+            "acl.conf": lambda: "",
+            "udptl.conf": lambda: "\n[general]\n",
+            "pjproject.conf": lambda: "",
+            "queuerules.conf": lambda: "",
+            "confbridge.conf": self.confbridge,
         }
         return {name: self.header(name) + fn() for name, fn in gen.items()}
 
@@ -218,6 +226,17 @@ accountlogs = no
 transferdigittimeout = 3
 
 [featuremap]
+"""
+
+    def confbridge(self) -> str:
+        return """
+[general]
+
+[default_bridge]
+type = bridge
+
+[default_user]
+type = user
 """
 
     def http(self) -> str:

@@ -144,3 +144,11 @@ def test_stalled_controller_times_out_to_a_person(clean: Hotline, workdir: Path)
         stop_agent(agent)
         h.kill_controller()
         h.start_controller()
+
+
+def test_asterisk_runs_the_generated_config_without_errors(clean: Hotline) -> None:
+    errors = [line for line in clean.messages_log().splitlines() if " ERROR[" in line]
+    assert errors == [], "\n".join(errors)
+    modules = clean.cli("module show like anonymous")
+    assert "res_pjsip_endpoint_identifier_anonymous" not in modules
+    assert "Asterisk 22." in clean.cli("core show version")

@@ -16,6 +16,7 @@ import yaml
 from hotline.runtime import AsteriskRoot, Instance
 
 from .harness import REPO, test_config
+from .sipp import Sipp, agent_answer_scenario, agent_register_scenario, caller_scenario, dtmf, pause
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -58,6 +59,24 @@ def test_up_status_call_restart_down(asterisk_root: AsteriskRoot, tools: None, t
         res = subprocess.run([*cmd, "-timeout", "20s", "-timeout_error", "-nostdin"],
                              cwd=tmp_path, capture_output=True, text=True, timeout=40)
         assert res.returncode == 0, res.stdout[-2000:]
+
+        # An agent registers as seat 1001 (as a softphone would) and a citizen presses 0.
+        target = f"127.0.0.1:{sip['port']}"
+        agent = Sipp(tmp_path, "agent", agent_register_scenario("1001", cfg["seats"]["1001"]["password"], 60000),
+                     local_ip="127.0.0.1", target=target, ooc_scenario=agent_answer_scenario(), timeout_s=70)
+        try:
+            deadline = time.monotonic() + 10
+            while f"sip:1001@127.0.0.1:{agent.local_port}" not in inst.cli("pjsip show aor 1001"):
+                assert time.monotonic() < deadline, "seat 1001 did not register"
+                time.sleep(0.2)
+            queue_log = inst.host("log", "queue_log")
+            citizen = Sipp(tmp_path, "citizen", caller_scenario(pause(1000) + dtmf("0", then_ms=5000)),
+                           local_ip="127.0.0.2", target=target, timeout_s=30)
+            res = citizen.wait(40)
+            assert res.returncode == 0, res.explain()
+            assert "|1001|CONNECT|" in queue_log.read_text(), queue_log.read_text()
+        finally:
+            agent.stop()
 
         # Asterisk dies: `hotline up` starts it again and the controller reconnects.
         pid = int((inst.state / "asterisk.pid").read_text())
