@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 import phonenumbers
 from phonenumbers import geocoder
 
 from dialplan.model import Config
+from queues.hours import open_centre
 
 
 @dataclass(frozen=True)
@@ -70,14 +72,22 @@ def _county(cfg: Config, city: str, rest: str) -> str | None:
     return best[1] if best else None
 
 
-def local_queue(cfg: Config, loc: Locality) -> str:
-    """The first queue to ring for this caller: county, then city centre, else default."""
+def local_queue(cfg: Config, loc: Locality, now: datetime | None = None) -> str:
+    """The first queue to ring for this caller (屬地管理優先).
+
+    The county's remote seats, then the city centre's queue, then the default
+    queue; a centre outside its opening hours (or on a holiday) hands its
+    callers to the nearest open parent centre, in the end the 24/7 province.
+    """
     if loc.city and loc.city in cfg.cities:
         city = cfg.cities[loc.city]
-        if loc.county and loc.county in city.counties and city.counties[loc.county].queue:
-            q = city.counties[loc.county].queue
-            assert q is not None
-            return q
         if city.centre and city.centre in cfg.centres:
-            return cfg.centres[city.centre].queue
+            served_by = open_centre(cfg, city.centre, now)
+            if served_by == city.centre:
+                if loc.county and loc.county in city.counties and city.counties[loc.county].queue:
+                    q = city.counties[loc.county].queue
+                    assert q is not None
+                    return q
+                return cfg.centres[city.centre].queue
+            return cfg.centres[served_by].queue
     return cfg.hotline.default_queue

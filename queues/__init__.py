@@ -1,0 +1,1 @@
+"""Queues and seats: opening hours, local-first queue choice, agent state, statistics."""
