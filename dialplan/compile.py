@@ -567,6 +567,7 @@ exten => s,1,Hangup(16)
             ' same => n,GotoIf($["${QUEUESTATUS}" = ""]?hotline-done,s,1)',
         ]
         if q.overflow:
+            lines.append(f" same => n,QueueLog({qid},${{UNIQUEID}},NONE,OVERFLOW,{q.overflow.to}|${{QUEUESTATUS}})")
             lines.append(f" same => n,Set(__HOTLINE_OVERFLOWED_FROM={qid})")
             lines.append(f" same => n,Goto({cv.CTX_QUEUE},{q.overflow.to},1)")
         else:
