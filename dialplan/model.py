@@ -373,6 +373,35 @@ class EmergencyLine(Strict):
     answer_timeout: Annotated[int, Field(ge=3, le=60)] = 8
 
 
+class User(Strict):
+    """A user of the HTTP API. Agents are linked to their seat by ``seats.X.agent``."""
+
+    name: str = ""
+    role: Literal["agent", "supervisor", "admin"]
+    password_hash: str
+    centre: Ident | None = None  # a supervisor's centre
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, v: str) -> str:
+        from hotline.auth import check_hash_format
+
+        check_hash_format(v)
+        return v
+
+
+class Agents(Strict):
+    """Rules for agents at their seats."""
+
+    # Pause reason codes an agent may give (code -> what it means).
+    pause_reasons: dict[Ident, str] = Field(
+        default_factory=lambda: {"break": "休息", "lunch": "就餐", "training": "培训", "meeting": "会议",
+                                 "after-call": "话后处理"}
+    )
+    # After this many offers in a row not answered, the agent is paused (0 = never).
+    max_missed_offers: Annotated[int, Field(ge=0, le=20)] = 3
+
+
 class Speech(Strict):
     model: str | None = None  # a vosk model directory; None = speech off (DTMF menus)
     silence_ms: Annotated[int, Field(ge=200, le=3000)] = 700
@@ -396,6 +425,8 @@ class Config(Strict):
     seats: dict[SeatId, Seat] = Field(default_factory=dict)
     trunks: dict[Ident, Trunk] = Field(default_factory=dict)
     emergency_lines: dict[Digits, EmergencyLine] = Field(default_factory=dict)
+    users: dict[Ident, User] = Field(default_factory=dict)
+    agents: Agents = Agents()
 
     def number(self, digits: str) -> Number | None:
         return next((n for n in self.numbers if n.number == digits), None)

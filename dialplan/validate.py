@@ -202,6 +202,17 @@ def cross_check(cfg: Config, src: SourceMap, prompt_dirs: list[Path]) -> list[Co
         if sid in cfg.trunks:
             out.append(src.issue(("seats", sid), f"seat {sid!r} has the same name as a trunk"))
 
+    for uid, u in cfg.users.items():
+        if u.role == "supervisor":
+            if u.centre is None:
+                out.append(src.issue(("users", uid), "a supervisor needs the centre they supervise: centre: ID"))
+            else:
+                _ref(out, src, ("users", uid, "centre"), "centres", u.centre, cfg.centres)
+    if cfg.users:
+        for sid, s in cfg.seats.items():
+            if s.agent and (s.agent not in cfg.users or cfg.users[s.agent].role != "agent"):
+                out.append(src.issue(("seats", sid, "agent"), f"{s.agent!r} is not a user with role agent under users:"))
+
     for qid, q in cfg.queues.items():
         _ref(out, src, ("queues", qid, "centre"), "centres", q.centre, cfg.centres)
         for i, mem in enumerate(q.members):

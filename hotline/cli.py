@@ -7,6 +7,7 @@
     hotline up FILE           start Asterisk, Redis and the controller; Ctrl-C stops all
     hotline down              stop what `hotline up` started
     hotline status            health of each part
+    hotline passwd            hash a password for users: in the YAML
     hotline controller        run the controller alone (used by tests)
 
 Exit status: 0 ok, 1 the config or the running system has a problem, 2 usage.
@@ -322,6 +323,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if st.get("ok") else 1
 
 
+def cmd_passwd(args: argparse.Namespace) -> int:
+    """Print the password_hash line for users: in the YAML (the password never is stored)."""
+    import getpass
+
+    from .auth import hash_password
+
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("the two passwords differ", file=sys.stderr)
+            return 1
+    if len(password) < 8:
+        print("a password needs at least 8 characters", file=sys.stderr)
+        return 1
+    print(f'password_hash: "{hash_password(password)}"')
+    return 0
+
+
 def cmd_controller(args: argparse.Namespace) -> int:
     from .controller import serve
 
@@ -356,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn, help_ in (("apply", cmd_apply, "put a config live"), ("up", cmd_up, "start everything")):
         sp = with_file(name, fn, help=help_)
         sp.add_argument("--instance", default="main")
+    sp = sub.add_parser("passwd", help="hash a password for users: in the YAML")
+    sp.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    sp.set_defaults(fn=cmd_passwd)
     for name, fn in (("down", cmd_down), ("status", cmd_status), ("controller", cmd_controller)):
         sp = sub.add_parser(name)
         sp.add_argument("--instance", default="main")
