@@ -381,7 +381,7 @@ qualify_frequency = 30
     def queues(self) -> str:
         out = ["""
 [general]
-persistentmembers = no
+persistentmembers = yes
 autofill = yes
 shared_lastcall = yes
 log_membername_as_agent = yes
@@ -413,8 +413,8 @@ setqueueentryvar = yes
                     # A remote seat's state is its county site's trunk; the site may
                     # have several seats, so the trunk being in use must not block it.
                     out.append(f"member => {iface},0,{sid},PJSIP/{seat.trunk},yes\n")
-                else:
-                    out.append(f"member => {iface},0,{sid}\n")
+                # Softphone seats are dynamic members: they log in and out (*21/*22,
+                # the HTTP API), and Asterisk keeps them across restarts.
         return "".join(out)
 
     # ------------------------------------------------------------- dialplan
@@ -456,11 +456,17 @@ exten => _X.,1,NoOp(transfer in from an emergency centre)
  same => n,Goto({cv.CTX_QUEUE},{default_q},1)
 
 [from-seat]
-; agent softphones: they may call the hotline itself (to test it), nothing outside
+; agent softphones: feature codes, and the hotline itself (to test it); nothing outside.
+; CHANNEL(endpoint) is the authenticated seat, not something the caller can choose.
+exten => *21,1,Goto(hotline-seat-login,${{CHANNEL(endpoint)}},1)
+exten => *22,1,Goto(hotline-seat-logout,${{CHANNEL(endpoint)}},1)
+exten => *23,1,Goto(hotline-seat-pause,${{CHANNEL(endpoint)}},1)
+exten => *24,1,Goto(hotline-seat-resume,${{CHANNEL(endpoint)}},1)
 """)
         for n in c.numbers:
             if n.kind == "hotline":
                 out.append(self.number_entry(n))
+        out.append(self.seat_feature_contexts())
         out.append(f"""
 [hotline-ivr]
 exten => s,1,Answer()
@@ -519,6 +525,38 @@ exten => s,1,Hangup(16)
             out.append(f" same => n,Set({cv.ABORT_REASON}=emergency-{line}-${{DIALSTATUS}})\n")
             out.append(f" same => n,Goto({cv.CTX_FAILURE},s,1)\n")
         out.append(f"exten => i,1,Goto({cv.CTX_FAILURE},s,1)\n")
+        return "".join(out)
+
+    def seat_feature_contexts(self) -> str:
+        c = self.cfg
+        a = c.agents
+        seats = c.softphone_seats()
+        login, logout, pause, resume = [], [], [], []
+        for sid in seats:
+            queues = [q for q, v in c.queues.items() if sid in v.members]
+            iface = f"PJSIP/{sid}"
+            login.append(f"exten => {sid},1,Answer()")
+            for q in queues:
+                login.append(f" same => n,AddQueueMember({q},{iface},,,{sid},{iface})")
+            login.append(f" same => n,Playback({self.prompt(a.logged_in_prompt)})")
+            login.append(" same => n,Hangup()")
+            logout.append(f"exten => {sid},1,Answer()")
+            for q in queues:
+                logout.append(f" same => n,RemoveQueueMember({q},{iface})")
+            logout.append(f" same => n,Playback({self.prompt(a.logged_out_prompt)})")
+            logout.append(" same => n,Hangup()")
+            pause.append(f"exten => {sid},1,Answer()")
+            pause.append(f" same => n,PauseQueueMember(,{iface},,break)")
+            pause.append(f" same => n,Playback({self.prompt(a.paused_prompt)})")
+            pause.append(" same => n,Hangup()")
+            resume.append(f"exten => {sid},1,Answer()")
+            resume.append(f" same => n,UnpauseQueueMember(,{iface})")
+            resume.append(f" same => n,Playback({self.prompt(a.resumed_prompt)})")
+            resume.append(" same => n,Hangup()")
+        out = []
+        for name, lines in (("login", login), ("logout", logout), ("pause", pause), ("resume", resume)):
+            out.append(f"\n[hotline-seat-{name}]\n" + "\n".join(lines) + ("\n" if lines else "")
+                       + "exten => i,1,Hangup(21)\n")
         return "".join(out)
 
     def number_entry(self, n: Number) -> str:

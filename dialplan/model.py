@@ -400,6 +400,11 @@ class Agents(Strict):
     )
     # After this many offers in a row not answered, the agent is paused (0 = never).
     max_missed_offers: Annotated[int, Field(ge=0, le=20)] = 3
+    # What the softphone hears after a feature code (*21 log in, *22 log out, *23 pause, *24 resume).
+    logged_in_prompt: PromptName = "agent-logged-in"
+    logged_out_prompt: PromptName = "agent-logged-out"
+    paused_prompt: PromptName = "agent-paused"
+    resumed_prompt: PromptName = "agent-resumed"
 
 
 class Speech(Strict):

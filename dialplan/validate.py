@@ -305,6 +305,9 @@ def referenced_prompts(cfg: Config) -> dict[str, Ref]:
     refs: dict[str, Ref] = {}
     refs.setdefault(cfg.hotline.welcome_prompt, ("hotline", "welcome_prompt"))
     refs.setdefault(cfg.hotline.apology_prompt, ("hotline", "apology_prompt"))
+    if cfg.softphone_seats():
+        for key in ("logged_in_prompt", "logged_out_prompt", "paused_prompt", "resumed_prompt"):
+            refs.setdefault(getattr(cfg.agents, key), ("agents", key))
     for i, n in enumerate(cfg.numbers):
         if n.greeting:
             refs.setdefault(n.greeting, ("numbers", i, "greeting"))

@@ -31,6 +31,7 @@ class App:
     version: str
     redis: Any = None  # redis.asyncio.Redis when configured
     ami: Any = None  # hotline.ami.AmiClient
+    agents: Any = None  # queues.agents.AgentService
     started: float = field(default_factory=time.time)
     _lengths: dict[str, float] = field(default_factory=dict)
 

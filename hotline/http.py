@@ -6,9 +6,21 @@ Errors carry an HTTP status, a stable ``error_id`` and ``details``.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+
+from hotline.ami import AmiError
+from hotline.auth import AuthError, Forbidden, Principal, verify_password
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request, Principal], Awaitable[web.Response]]
 
 
 def error(status: int, error_id: str, message: str, **details: Any) -> web.Response:
@@ -17,8 +29,81 @@ def error(status: int, error_id: str, message: str, **details: Any) -> web.Respo
     )
 
 
+class Authenticator:
+    """HTTP Basic against ``users:`` of the live config. PBKDF2 is slow on purpose,
+    so a verified (user, password, hash) is remembered for a minute."""
+
+    TTL = 60.0
+
+    def __init__(self, app: Any):
+        self.app = app
+        self._ok: dict[str, float] = {}
+
+    def __call__(self, request: web.Request) -> Principal:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            raise AuthError("HTTP Basic credentials required")
+        try:
+            user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise AuthError("malformed Basic credentials") from None
+        cfg = self.app.config
+        u = cfg.users.get(user)
+        if u is None:
+            raise AuthError("unknown user or wrong password")
+        key = hashlib.sha256(f"{user}\0{password}\0{u.password_hash}".encode()).hexdigest()
+        now = time.monotonic()
+        if self._ok.get(key, 0) < now:
+            if not verify_password(password, u.password_hash):
+                raise AuthError("unknown user or wrong password")
+            self._ok[key] = now + self.TTL
+        seat = next((sid for sid, s in cfg.seats.items() if s.agent == user), None)
+        return Principal(user, u.role, seat=seat, centre=u.centre)
+
+
+def authenticated(auth: Authenticator, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def wrapped(request: web.Request) -> web.Response:
+        from queues.agents import BadRequest, NotFound
+
+        try:
+            who = auth(request)
+        except AuthError as e:
+            return web.json_response({"error_id": "unauthorized", "message": str(e), "details": {}},
+                                     status=401, headers={"WWW-Authenticate": 'Basic realm="hotline"'})
+        try:
+            return await handler(request, who)
+        except Forbidden as e:
+            log.warning("refused %s %s for %s: %s", request.method, request.path, who.name, e)
+            return error(403, "forbidden", str(e))
+        except NotFound as e:
+            return error(404, "not-found", str(e))
+        except BadRequest as e:
+            return error(400, "bad-request", str(e))
+        except ConnectionError as e:
+            return error(503, "asterisk-unavailable", str(e))
+        except AmiError as e:
+            log.warning("Asterisk refused %s %s for %s: %s", request.method, request.path, who.name, e)
+            return error(502, "asterisk-refused", str(e))
+    return wrapped
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    from queues.agents import BadRequest
+
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
 async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunner:
-    web_app = web.Application()
+    web_app = web.Application(client_max_size=64 * 1024)
+    auth = Authenticator(app)
 
     async def health(_: web.Request) -> web.Response:
         st = await controller.status()
@@ -38,8 +123,13 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
             }
         )
 
-    async def queue_stats(request: web.Request) -> web.Response:
-        """Queue figures from Asterisk's queue_log for calls first queued in [since, until)."""
+    async def queue_stats(request: web.Request, who: Principal) -> web.Response:
+        """Queue figures from Asterisk's queue_log for calls first queued in [since, until).
+
+        Supervisors and admins only (a supervisor sees every queue: the national
+        figures are the hotline's)."""
+        if who.role not in ("supervisor", "admin"):
+            raise Forbidden("queue statistics are for supervisors and admins")
         from queues.stats import compute, read_events
 
         try:
@@ -60,7 +150,69 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
     web_app.router.add_get("/health", health)
     web_app.router.add_get("/status", status)
     web_app.router.add_get("/config", config)
-    web_app.router.add_get("/stats/queues", queue_stats)
+    web_app.router.add_get("/stats/queues", authenticated(auth, queue_stats))
+
+    # ----------------------------------------------------------- seats and agents
+    agents = app.agents
+
+    async def seats(_: web.Request, who: Principal) -> web.Response:
+        return web.json_response({s: agents.state_of(s) for s in agents.visible_seats(who)})
+
+    async def seat(request: web.Request, who: Principal) -> web.Response:
+        sid = request.match_info["seat"]
+        agents.check_seat(who, sid)
+        return web.json_response(agents.state_of(sid))
+
+    async def login(request: web.Request, who: Principal) -> web.Response:
+        body = await _json(request)
+        queues = body.get("queues")
+        if queues is not None and not (isinstance(queues, list) and all(isinstance(q, str) for q in queues)):
+            return error(400, "bad-request", "queues must be a list of queue ids")
+        done = await agents.login(who, request.match_info["seat"], queues)
+        return web.json_response({"seat": request.match_info["seat"], "queues": done})
+
+    async def logout(request: web.Request, who: Principal) -> web.Response:
+        await agents.logout(who, request.match_info["seat"])
+        return web.json_response({"seat": request.match_info["seat"], "logged_in": False})
+
+    async def pause(request: web.Request, who: Principal) -> web.Response:
+        body = await _json(request)
+        reason = body.get("reason")
+        if not isinstance(reason, str):
+            return error(400, "bad-request", "a pause needs a reason code",
+                         known=sorted(app.config.agents.pause_reasons))
+        await agents.pause(who, request.match_info["seat"], reason)
+        return web.json_response({"seat": request.match_info["seat"], "paused": True, "reason": reason})
+
+    async def resume(request: web.Request, who: Principal) -> web.Response:
+        await agents.resume(who, request.match_info["seat"])
+        return web.json_response({"seat": request.match_info["seat"], "paused": False})
+
+    async def spy(request: web.Request, who: Principal) -> web.Response:
+        body = await _json(request)
+        mode, from_seat = body.get("mode", "listen"), body.get("from_seat")
+        if not isinstance(mode, str) or not isinstance(from_seat, str):
+            return error(400, "bad-request", "give mode (listen, whisper, barge) and from_seat")
+        oid = await agents.spy(who, request.match_info["seat"], mode, from_seat)
+        return web.json_response({"seat": request.match_info["seat"], "mode": mode, "originate_id": oid})
+
+    async def audit(request: web.Request, who: Principal) -> web.Response:
+        if who.role != "admin":
+            raise Forbidden("only admins read the audit log")
+        try:
+            limit = min(1000, int(request.query.get("limit", "100")))
+        except ValueError:
+            return error(400, "bad-request", "limit must be a number")
+        return web.json_response(await agents.audit_log(limit))
+
+    if agents is not None:
+        for method, path, fn in (
+            ("GET", "/seats", seats), ("GET", "/seats/{seat}", seat),
+            ("POST", "/seats/{seat}/login", login), ("POST", "/seats/{seat}/logout", logout),
+            ("POST", "/seats/{seat}/pause", pause), ("POST", "/seats/{seat}/resume", resume),
+            ("POST", "/seats/{seat}/spy", spy), ("GET", "/audit", audit),
+        ):
+            web_app.router.add_route(method, path, authenticated(auth, fn))
     web_app.router.add_route("*", "/{tail:.*}", not_found)
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()

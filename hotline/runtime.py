@@ -118,7 +118,7 @@ class Instance:
         """Host-only state (secrets, pid files): not readable by Asterisk's user."""
         return self.host("state")
 
-    WRITABLE = ("run", "log", "spool", "lib", "recordings")
+    WRITABLE = ("run", "log", "log/cdr-csv", "spool", "lib", "recordings")
 
     def prepare(self) -> None:
         uid, gid = self.root.user_ids()

@@ -50,6 +50,11 @@ def clean(hotline: Hotline) -> Iterator[Hotline]:
     assert hotline.wait_no_channels(10) == 0, hotline.cli("core show channels")
     if hotline.controller is None or hotline.controller.poll() is not None:
         hotline.start_controller()
+    # Every softphone seat starts logged out (dynamic queue members outlive a test).
+    for seat, s in hotline.cfg["seats"].items():
+        if s.get("kind", "softphone") == "softphone":
+            status, body = hotline.api("POST", f"/seats/{seat}/logout", "admin")
+            assert status == 200, body
     yield hotline
     assert hotline.wait_no_channels(10) == 0, hotline.cli("core show channels")
 

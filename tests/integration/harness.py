@@ -193,6 +193,45 @@ class Hotline:
             time.sleep(0.1)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
+    # Sample users: agents' passwords are agent-<seat>; see config/hotline.yaml.
+    PASSWORDS = {"sup-nanchang": "sup-nanchang-pw", "sup-province": "sup-province-pw", "admin": "admin-pw"}
+
+    def password_of(self, user: str) -> str:
+        if user in self.PASSWORDS:
+            return self.PASSWORDS[user]
+        seat = next(sid for sid, s in self.cfg["seats"].items() if s.get("agent") == user)
+        return f"agent-{seat}"
+
+    def agent_of(self, seat: str) -> str:
+        return str(self.cfg["seats"][seat]["agent"])
+
+    def api(self, method: str, path: str, user: str | None = None, body: Any = None,
+            password: str | None = None) -> tuple[int, Any]:
+        """Call the controller's HTTP API as ``user`` (HTTP Basic); returns (status, JSON)."""
+        import base64
+
+        h = self.cfg["network"]["http"]
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://{h['bind']}:{h['port']}{path}", data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if user is not None:
+            pw = password if password is not None else self.password_of(user)
+            req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as e:
+            return e.code, json.load(e)
+
+    def login_seat(self, seat: str) -> None:
+        status, body = self.api("POST", f"/seats/{seat}/login", self.agent_of(seat))
+        assert status == 200, body
+
+    def logout_seat(self, seat: str) -> None:
+        status, body = self.api("POST", f"/seats/{seat}/logout", self.agent_of(seat))
+        assert status == 200, body
+
     def call_paths(self) -> dict[str, dict[str, Any]]:
         """Every IVR path the controller stored in Redis, by uniqueid."""
         import redis

@@ -398,3 +398,132 @@ class RtpSink:
 def ensure_dir(p: Path) -> Path:
     os.makedirs(p, exist_ok=True)
     return p
+
+
+def seat_dial_scenario(seat: str, password: str, number: str, hold_ms: int = 8000) -> str:
+    """A registered seat's softphone dials ``number`` (digest auth on the INVITE),
+    is answered, and waits for Asterisk to hang up (a feature code) or ``hold_ms``."""
+    def invite(cseq: int, auth: bool) -> str:
+        a = f"\n      [authentication username={seat} password={password}]" if auth else ""
+        return f"""  <send retrans="500">
+    <![CDATA[
+      INVITE sip:{number}@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:{seat}@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:{number}@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: {cseq} INVITE
+      Contact: <sip:{seat}@[local_ip]:[local_port]>
+      Max-Forwards: 70{a}
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+v=0
+o={seat} 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv
+    ]]>
+  </send>
+"""
+    ack = """  <send>
+    <![CDATA[
+      ACK sip:{number}@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:{seat}@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:{number}@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} ACK
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+"""
+    return f"""<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="seat {seat} dials {number}">
+{invite(1, False)}  <recv response="100" optional="true"/>
+  <recv response="401" auth="true"/>
+{ack.format(number=number, seat=seat, cseq=1)}{invite(2, True)}  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200"/>
+{ack.format(number=number, seat=seat, cseq=2)}  <recv request="BYE" timeout="{hold_ms}"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+</scenario>
+"""
+
+
+def agent_no_answer_scenario() -> str:
+    """Out-of-call scenario of a registered agent who lets every offer ring out."""
+    return """<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="agent does not answer">
+  <recv request="OPTIONS" optional="true" next="ping"/>
+  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 180 Ringing
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:agent@[local_ip]:[local_port]>
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="CANCEL">
+    <action><ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="cs"/></action>
+  </recv>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+  <send>
+    <![CDATA[
+      SIP/2.0 487 Request Terminated
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      CSeq: [$cs] INVITE
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <nop next="done"/>
+  <label id="ping"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag02[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+  <label id="done"/>
+</scenario>
+"""

@@ -39,6 +39,7 @@ def register_agent(h: Hotline, workdir: Path, seat: str = "1001", hold_ms: int =
     h.wait_for(lambda: f"{seat}/sip:{seat}@127.0.0.1:{agent.local_port}" in h.cli(f"pjsip show aor {seat}"),
                timeout=10, what=f"seat {seat} to register")
     # The seat's device state must be known to the queue before a call arrives.
+    h.login_seat(seat)  # as the agent would, through the HTTP API
     queue = queue or next(q for q, v in h.cfg["queues"].items() if seat in v.get("members", []))
     h.wait_for(lambda: re.search(rf"\(PJSIP/{seat}\).*Not in use", h.cli(f"queue show {queue}")),
                10, f"seat {seat} available in queue {queue}")
@@ -55,7 +56,7 @@ def call(h: Hotline, workdir: Path, steps: str, *, name: str = "citizen", caller
     return Sipp(workdir, name, scen, local_ip=ip, target=h.sip_target, timeout_s=timeout_s)
 
 
-def stop_agent(agent: Sipp) -> None:
+def stop_agent(agent: Sipp, h: Hotline | None = None, seat: str = "1001") -> None:
     agent.stop()
 
 
@@ -107,8 +108,8 @@ def test_inbound_call_cannot_dial_out(clean: Hotline, workdir: Path) -> None:
 def test_controller_down_still_reaches_a_person(clean: Hotline, workdir: Path) -> None:
     """FastAGI unreachable: the dialplan apologises and queues the caller."""
     h = clean
-    h.kill_controller()
     agent = register_agent(h, workdir)
+    h.kill_controller()
     try:
         before = h.queue_log()
         t0 = time.monotonic()

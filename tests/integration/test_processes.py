@@ -69,6 +69,20 @@ def test_up_status_call_restart_down(asterisk_root: AsteriskRoot, tools: None, t
             while f"sip:1001@127.0.0.1:{agent.local_port}" not in inst.cli("pjsip show aor 1001"):
                 assert time.monotonic() < deadline, "seat 1001 did not register"
                 time.sleep(0.2)
+            # The agent logs in through the HTTP API, as the README shows.
+            import base64
+            import urllib.request
+
+            http = cfg["network"]["http"]
+            req = urllib.request.Request(f"http://127.0.0.1:{http['port']}/seats/1001/login", data=b"{}",
+                                         method="POST", headers={"Content-Type": "application/json"})
+            req.add_header("Authorization", "Basic " + base64.b64encode(b"zhangwei:agent-1001").decode())
+            with urllib.request.urlopen(req, timeout=10) as r:
+                assert r.status == 200
+            deadline = time.monotonic() + 10
+            while "Not in use" not in inst.cli("queue show province"):
+                assert time.monotonic() < deadline, inst.cli("queue show province")
+                time.sleep(0.2)
             queue_log = inst.host("log", "queue_log")
             citizen = Sipp(tmp_path, "citizen", caller_scenario(pause(1000) + dtmf("0", then_ms=5000)),
                            local_ip="127.0.0.2", target=target, timeout_s=30)

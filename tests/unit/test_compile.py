@@ -328,7 +328,8 @@ def test_from_carrier_answers_exactly_the_configured_numbers(
     assert extens(plan["from-carrier"]) == [n.number for n in cfg.numbers]
     hotline = [n.number for n in cfg.numbers if n.kind == "hotline"]
     assert extens(plan["from-partner"]) == hotline
-    assert extens(plan["from-seat"]) == hotline
+    # Seats also get the agent feature codes (*21 log in, *22 log out, *23 pause, *24 resume).
+    assert extens(plan["from-seat"]) == ["*21", "*22", "*23", "*24", *hotline]
 
 
 def test_from_emergency_queues_with_priority_and_no_ivr(
@@ -381,7 +382,8 @@ def test_every_queue_has_an_extension_and_a_section(
     for qid, q in cfg.queues.items():
         # member => interface,penalty,membername[,state_interface,ringinuse,...]
         members = [m.split(",") for m in qsections[qid].getall("member")]
-        assert [m[2] for m in members] == list(q.members)
+        # Remote seats are static members; softphone seats log in (dynamic members).
+        assert [m[2] for m in members] == [s for s in q.members if cfg.seats[s].kind == "remote"]
         for iface, _penalty, sid, *_ in members:
             seat = cfg.seats[sid]
             want = f"PJSIP/{seat.number}@{seat.trunk}" if seat.kind == "remote" else f"PJSIP/{sid}"
@@ -530,3 +532,14 @@ def test_asterisk_conf_directories(cfg: Config) -> None:
     assert d.get("astlogdir") == "/srv/hotline/test/log"
     assert secs["options"].get("runuser") == "asterisk"
     assert secs["options"].get("rungroup") == "asterisk"
+
+
+def test_feature_codes_add_a_seat_to_exactly_its_queues(cfg: Config, plan: dict[str, list[Priority]]) -> None:
+    for sid in cfg.softphone_seats():
+        adds = [a for a in apps_of(plan["hotline-seat-login"], sid) if a.startswith("AddQueueMember(")]
+        want = [q for q, v in cfg.queues.items() if sid in v.members]
+        assert adds == [f"AddQueueMember({q},PJSIP/{sid},,,{sid},PJSIP/{sid})" for q in want]
+        removes = [a for a in apps_of(plan["hotline-seat-logout"], sid) if a.startswith("RemoveQueueMember(")]
+        assert removes == [f"RemoveQueueMember({q},PJSIP/{sid})" for q in want]
+    # The seat is the authenticated endpoint, never dialled digits.
+    assert any("${CHANNEL(endpoint)}" in a for a in apps_of(plan["from-seat"], "*21"))
