@@ -17,9 +17,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dialplan.model import Config, Menu
-
 from agi_scripts import ROUTES, Abort
+from dialplan.model import Config, Menu
 from hotline import channel_vars as cv
 from hotline.app import App
 from ivr.listen import ALL_KEYS, Heard, ask
@@ -54,9 +53,8 @@ async def ivr(ch: Any, app: App) -> None:
         await ch.set_variable(f"__{cv.COUNTY}", loc.county)
     engine = MenuEngine(cfg, menu_id, loc)
 
-    digit = await ch.stream_file(
-        app.prompt(cfg.hotline.welcome_prompt), ALL_KEYS, max_wait=app.prompt_wait(cfg.hotline.welcome_prompt)
-    )
+    welcome = cfg.hotline.welcome_prompt
+    digit = await ch.stream_file(app.prompt(welcome), ALL_KEYS, max_wait=app.prompt_wait(welcome))
     heard: list[Heard] = []
     answer: Answer | None = Answer(digit=digit) if digit else None
     step: Step = engine.enter()
@@ -105,4 +103,5 @@ async def ivr(ch: Any, app: App) -> None:
             "questions": [h.record() for h in heard],
         },
     )
-    ch.log.info("route %s:%s (%s) after %d steps", step.route, step.target, step.reason, len(engine.path))
+    ch.log.info("route %s:%s (%s) after %d steps", step.route, step.target, step.reason,
+                len(engine.path))

@@ -18,7 +18,10 @@ from agi_scripts import ROUTES, load_all
 from dialplan.apply import ami_secret
 from hotline.app import App
 from hotline.runtime import Instance
+from ivr.listen import Listener, attach, detach
 from ivr.server import FastAgiServer
+from queues.agents import AgentService
+from queues.state import HANDLED_EVENTS
 
 from . import http
 
@@ -29,7 +32,11 @@ class Controller:
     def __init__(self, instance: Instance):
         self.instance = instance
         self.app = App.from_live_release(instance)
+        self.agents = AgentService(config=lambda: self.app.config, ami=lambda: self.app.ami,
+                                   redis=lambda: self.app.redis)
+        self.app.agents = self.agents
         self.agi: FastAgiServer | None = None
+        self.listener: Listener | None = None
         self.http_runner: Any = None
         self._ami_task: asyncio.Task[None] | None = None
         self.stopping = asyncio.Event()
@@ -37,6 +44,10 @@ class Controller:
     async def start(self) -> None:
         load_all()
         net = self.app.config.network
+        # Speech first: a configured model that cannot be loaded stops the start
+        # (ivr.speech.ModelError names the path); no model means DTMF menus.
+        self.listener = await Listener.start(self.app.config)
+        attach(self.app, self.listener)
         self.agi = FastAgiServer(ROUTES, self.app, host=net.fastagi.bind, port=net.fastagi.port)
         await self.agi.start()
         log.info("FastAGI on %s:%s", net.fastagi.bind, self.agi.port)
@@ -50,6 +61,10 @@ class Controller:
 
         net = self.app.config.network
         client = AmiClient(net.ami.bind, net.ami.port, "hotline", ami_secret(self.instance))
+        for event in HANDLED_EVENTS:
+            client.on(event, self.agents.on_event)
+        client.on_booted(self._asterisk_booted)
+        self.app.ami = client  # before connecting: on_booted handlers use it
         delay = 0.2
         while not self.stopping.is_set():
             try:
@@ -60,6 +75,13 @@ class Controller:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.app.ami = client
+
+    async def _asterisk_booted(self, _event: Any) -> None:
+        """Every (re)connection to a fully booted Asterisk: rebuild the view from it."""
+        try:
+            await self.agents.rebuild()
+        except Exception as e:  # noqa: BLE001 - the next event or boot fixes it
+            log.error("could not rebuild the seat state: %s", e)
 
     def reload(self) -> None:
         try:
@@ -73,6 +95,7 @@ class Controller:
             "config_version": self.app.version,
             "fastagi": {"ok": self.agi is not None, "active_calls": self.agi.active_sessions if self.agi else 0},
             "ami": {"ok": bool(ami is not None and ami.connected)},
+            "speech": self.listener.status() if self.listener else {"ok": False},
             "redis": {"ok": False},
         }
         if ami is not None and ami.connected:
@@ -101,6 +124,9 @@ class Controller:
             await self.http_runner.cleanup()
         if self.agi is not None:
             await self.agi.close()
+        if self.listener is not None:
+            detach(self.app)
+            await self.listener.close()
         if self.app.ami is not None:
             await self.app.ami.close()
         if self.app.redis is not None:
