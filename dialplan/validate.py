@@ -263,7 +263,7 @@ def cross_check(cfg: Config, src: SourceMap, prompt_dirs: list[Path]) -> list[Co
             _ref(out, src, ("emergency_lines", line, "alternate", "trunk"), "trunks", e.alternate.trunk, cfg.trunks)
 
     ports: dict[tuple[str, int], str] = {}
-    for name in ("sip", "fastagi", "ami", "http", "redis"):
+    for name in ("sip", "fastagi", "ami", "http", "redis", "audiosocket"):
         ep = getattr(cfg.network, name)
         if (ep.bind, ep.port) in ports:
             out.append(src.issue(("network", name, "port"), f"port {ep.port} is already used by network.{ports[(ep.bind, ep.port)]}"))
