@@ -78,7 +78,7 @@ async def ivr(ch: Any, app: App) -> None:
             heard[-1].decided()
         answer = None
     else:
-        step = engine._resolve(engine.menu.fallback)
+        step = engine.resolve(engine.menu.fallback)
 
     if step.route == "hangup" and step.prompt:
         await ch.stream_file(app.prompt(step.prompt), "", max_wait=app.prompt_wait(step.prompt))

@@ -121,7 +121,7 @@ class MenuEngine:
         self.retries += 1
         if self.retries > self.menu.retries:
             self._log(answer, f"fallback {self.menu.after_retries}")
-            return self._resolve(self.menu.fallback)
+            return self.resolve(self.menu.fallback)
         self._log(answer, "retry")
         return Step("prompt", prompt=self.menu.retry_prompt, reason="retry")
 
@@ -134,9 +134,9 @@ class MenuEngine:
         if action.kind == "play":
             # Play the information, then the same menu again.
             return Step("prompt", prompt=action.target, reason="play")
-        return self._resolve(action)
+        return self.resolve(action)
 
-    def _resolve(self, action: Action) -> Step:
+    def resolve(self, action: Action) -> Step:
         if action.kind in ("operator", "callback"):
             # The call-back offer is made in the queue (issue #4); until a caller
             # is waiting it means: a person, local first.
