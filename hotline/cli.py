@@ -150,6 +150,29 @@ def _signal_controller(inst: Instance, sig: int) -> bool:
     return False
 
 
+def _busy_ports(cfg: Config) -> list[str]:
+    """Every configured listening port another program already holds."""
+    import socket
+
+    net = cfg.network
+    wanted = [("sip", net.sip, socket.SOCK_DGRAM), ("sip", net.sip, socket.SOCK_STREAM)]
+    for name in ("ami", "fastagi", "http", "redis", "audiosocket"):
+        ep = getattr(net, name, None)
+        if ep is not None:
+            wanted.append((name, ep, socket.SOCK_STREAM))
+    busy = []
+    for name, ep, kind in wanted:
+        with socket.socket(socket.AF_INET, kind) as sock:
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((ep.bind, ep.port))
+            except OSError as e:
+                proto = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+                busy.append(f"network.{name}: {ep.bind}:{ep.port}/{proto} is in use ({e.strerror})")
+    return busy
+
+
 def _start_redis(inst: Instance, cfg: Config) -> subprocess.Popen[bytes]:
     d = inst.state / "redis"
     d.mkdir(exist_ok=True)
@@ -192,6 +215,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"instance {inst.name!r} is already up (pid {pidfile.read_text()}); `hotline down` first",
                   file=sys.stderr)
             return 1
+    if busy := _busy_ports(cfg):
+        for line in busy:
+            print(line, file=sys.stderr)
+        print("nothing was started; stop what holds these ports or change network: in the YAML",
+              file=sys.stderr)
+        return 1
     inst.prepare()
     release = build_release(inst, args.file.read_text(encoding="utf-8"), str(args.file), prompt_dirs_for(args.file))
     activate(inst, release.path)
