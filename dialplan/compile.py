@@ -23,8 +23,12 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from hotline import channel_vars as cv
+from transfer import names as xn
+
+from queues import names as qn
 
 from .model import Config, Number, Queue
+from .say import QUEUE_SOUNDS, say_conf
 
 # Asterisk modules the generated configuration uses; everything else stays
 # unloaded (modules.conf autoload=no). res_pjsip_endpoint_identifier_anonymous
@@ -130,6 +134,7 @@ class Compiler:
             "pjproject.conf": lambda: "",
             "queuerules.conf": lambda: "",
             "confbridge.conf": self.confbridge,
+            "say.conf": lambda: say_conf(str(self.t.sounds)),
         }
         return {name: self.header(name) + fn() for name, fn in gen.items()}
 
@@ -226,7 +231,7 @@ accountlogs = no
 transferdigittimeout = 3
 
 [featuremap]
-"""
+""" + self.transfer_features()
 
     def confbridge(self) -> str:
         return """
@@ -237,7 +242,7 @@ type = bridge
 
 [default_user]
 type = user
-"""
+""" + self.transfer_profiles()
 
     def http(self) -> str:
         return """
@@ -276,7 +281,7 @@ authlimit = 20
 secret = {self.t.ami_secret}
 deny = 0.0.0.0/0.0.0.0
 permit = {ami.bind}/255.255.255.255
-read = system,call,agent,user,reporting,dialplan
+read = system,call,agent
 write = call,originate,agent,reporting
 writetimeout = 1000
 """ + admin
@@ -356,7 +361,7 @@ aors = {sid}
 auth = {sid}-auth
 identify_by = username
 callerid = "{text(s.name or sid, 40)}" <{sid}>
-
+{self.seat_transfer_features()}
 [{sid}-auth]
 type = auth
 auth_type = userpass
@@ -400,12 +405,10 @@ wrapuptime = {q.wrapup}
 ringinuse = no
 joinempty = {joinempty}
 leavewhenempty = no
-announce-frequency = 0
-periodic-announce-frequency = 0
 musicclass = default
 setinterfacevar = yes
 setqueueentryvar = yes
-""")
+""" + self.queue_waiting(q))
             for sid in q.members:
                 iface = self.member_interface(sid)
                 seat = self.cfg.seats[sid]
@@ -507,6 +510,7 @@ exten => s,1,Hangup(16)
         for qid, q in c.queues.items():
             out.append(self.queue_entry(qid, q))
         out.append(f"exten => i,1,Set({cv.ABORT_REASON}=unknown-queue)\n same => n,Goto({cv.CTX_FAILURE},s,1)\n")
+        out.append(self.waiting_contexts())
 
         out.append("\n[hotline-legacy]\n; a menu choice for a department with a retained number\n")
         for n in c.numbers:
@@ -518,6 +522,12 @@ exten => s,1,Hangup(16)
         for line, e in c.emergency_lines.items():
             out.append(f"exten => {line},1,NoOp(emergency line {line})\n")
             out.append(f" same => n,Set(__HOTLINE_EMERGENCY={line})\n")
+            # The controller's transfer service takes the caller into a transfer bridge
+            # (AMI Redirect); if it does not within the wait, dial the line from here.
+            out.append(f" same => n,UserEvent({xn.EVENT_EMERGENCY},Line: {line})\n")
+            out.append(f" same => n,Wait({xn.IVR_HANDOFF_WAIT})\n")
+            if e.prompt:
+                out.append(f" same => n,Playback({self.prompt(e.prompt)})\n")
             for r in (e.route, e.alternate):
                 if r is not None:
                     out.append(f" same => n,Dial(PJSIP/{r.number}@{r.trunk},{e.answer_timeout})\n")
@@ -525,7 +535,94 @@ exten => s,1,Hangup(16)
             out.append(f" same => n,Set({cv.ABORT_REASON}=emergency-{line}-${{DIALSTATUS}})\n")
             out.append(f" same => n,Goto({cv.CTX_FAILURE},s,1)\n")
         out.append(f"exten => i,1,Goto({cv.CTX_FAILURE},s,1)\n")
+        out.append(self.transfer_contexts())
         return "".join(out)
+
+    # ------------------------------------------------------------- warm transfers
+    # The emergency transfer (三方通話, transfer/): the controller moves the caller and
+    # the agent into a ConfBridge named after the transfer (AMI Redirect, HOTLINE_XFER
+    # set first) and originates the dispatcher leg into the same bridge.
+    # https://docs.asterisk.org/Asterisk_22_Documentation/API_Documentation/Dialplan_Applications/ConfBridge/
+    def transfer_contexts(self) -> str:
+        c = self.cfg
+        if not c.emergency_lines:
+            return ""
+        xfer = f"${{{xn.VAR_XFER}}}"
+        out = [f"""
+[{xn.CTX_CALLER}]
+; the caller of a warm transfer: the line's message, then the transfer's bridge
+; (music on hold while alone); leaving it alive means something failed: a person
+"""]
+        for line, e in c.emergency_lines.items():
+            first = f"Playback({self.prompt(e.prompt)})" if e.prompt else f"NoOp(transfer to {line})"
+            out.append(f"exten => {line},1,{first}\n same => n,Goto(join,1)\n")
+        out.append(f"""exten => join,1,GotoIf($["{xfer}" = ""]?{cv.CTX_FAILURE},s,1)
+ same => n,ConfBridge({xfer},{xn.BRIDGE_PROFILE},{xn.USER_CALLER})
+ same => n,Set({cv.ABORT_REASON}=transfer-{xfer}-${{CONFBRIDGE_RESULT}})
+ same => n,Goto({cv.CTX_FAILURE},s,1)
+exten => i,1,Goto({cv.CTX_FAILURE},s,1)
+
+[{xn.CTX_AGENT}]
+; the agent: straight into the bridge; "failed" tells them no route answered first
+exten => {xn.EXTEN_JOIN},1,GotoIf($["{xfer}" = ""]?hotline-done,s,1)
+ same => n,ConfBridge({xfer},{xn.BRIDGE_PROFILE},{xn.USER_AGENT})
+ same => n,Hangup()
+exten => {xn.EXTEN_AGENT_FAILED},1,Playback({self.prompt(c.transfers.failed_prompt)})
+ same => n,Goto({xn.EXTEN_JOIN},1)
+
+[{xn.CTX_DISPATCHER}]
+; the emergency centre's dispatcher, once answered (AMI Originate)
+exten => {xn.EXTEN_JOIN},1,GotoIf($["{xfer}" = ""]?hotline-done,s,1)
+ same => n,ConfBridge({xfer},{xn.BRIDGE_PROFILE},{xn.USER_DISPATCHER})
+ same => n,Hangup()
+""")
+        return "".join(out)
+
+    def transfer_profiles(self) -> str:
+        """confbridge.conf profiles of the transfer bridge: nobody's leaving ends it for the
+        others (no marked users), nobody hears join/leave sounds, a caller or agent alone
+        hears music on hold, a dispatcher alone hears silence."""
+        if not self.cfg.emergency_lines:
+            return ""
+        user = """type = user
+quiet = yes
+announce_user_count = no
+dtmf_passthrough = no
+dsp_drop_silence = no
+"""
+        return f"""
+[{xn.BRIDGE_PROFILE}]
+type = bridge
+
+[{xn.USER_CALLER}]
+{user}music_on_hold_when_empty = yes
+music_on_hold_class = default
+
+[{xn.USER_AGENT}]
+{user}music_on_hold_when_empty = yes
+music_on_hold_class = default
+
+[{xn.USER_DISPATCHER}]
+{user}music_on_hold_when_empty = no
+"""
+
+    def transfer_features(self) -> str:
+        """features.conf: ``**LINE`` during a call raises the UserEvent the controller
+        turns into a transfer (the seats' channels carry DYNAMIC_FEATURES)."""
+        lines = self.cfg.emergency_lines
+        if not lines:
+            return ""
+        out = ["\n[applicationmap]\n"]
+        for line in lines:
+            out.append(f"{xn.feature_name(line)} => **{line},self,"
+                       f"UserEvent({xn.EVENT_REQUEST},Line: {line})\n")
+        return "".join(out)
+
+    def seat_transfer_features(self) -> str:
+        if not self.cfg.emergency_lines:
+            return ""
+        names = "#".join(xn.feature_name(line) for line in self.cfg.emergency_lines)
+        return f"set_var = {xn.DYNAMIC_FEATURES}={names}\n"
 
     def seat_feature_contexts(self) -> str:
         c = self.cfg
@@ -599,9 +696,11 @@ exten => s,1,Hangup(16)
     def queue_entry(self, qid: str, q: Queue) -> str:
         wait = q.overflow.after if q.overflow else q.max_wait
         lines = [
-            f"exten => {qid},1,Set(HOTLINE_QUEUE={qid})",
+            f"exten => {qid},1,Set({qn.QUEUE}={qid})",
+            f" same => n,Gosub({qn.CTX_POSITION},s,1)",
             " same => n,Set(QUEUESTATUS=)",
-            f" same => n,Queue({qid},,,,{wait})",
+            # Asterisk 22: Queue(queuename,options,URL,announceoverride,timeout,AGI,gosub,rule,position)
+            f" same => n,Queue({qid},,,,{wait},,,,${{{qn.QUEUE_POSITION}}})",
             ' same => n,GotoIf($["${QUEUESTATUS}" = ""]?hotline-done,s,1)',
         ]
         if q.overflow:
@@ -612,6 +711,120 @@ exten => s,1,Hangup(16)
             # Top of the chain: keep waiting, never hang up on the caller.
             lines.append(f" same => n,Goto({cv.CTX_QUEUE},{qid},1)")
         return "\n".join(lines) + "\n"
+
+
+    # ------------------------------------------------------------- waiting (issue 4)
+    def callback_trunk(self) -> str:
+        """The carrier trunk that calls citizens back."""
+        c = self.cfg
+        return c.callbacks.trunk or next(t for t, v in c.trunks.items() if v.kind == "carrier")
+
+    def queue_waiting(self, q: Queue) -> str:
+        """queues.conf lines for what a waiting caller hears, besides the music.
+
+        Position and expected wait: app_queue's own announcement (announce-position,
+        announce-holdtime) with Mandarin prompts and numbers (say.conf, dialplan/say.py).
+        The caller's position is Asterisk's, which the queue step keeps in time.
+        Periodic announcements: the call-back offer (from callback_after seconds in the
+        queue, periodic-announce-startdelay) and the wait message, in turn.
+        """
+        lines: list[str] = []
+        if q.announce_every:
+            lines += [
+                "announce-position = yes",
+                "announce-holdtime = yes",
+                "announce-round-seconds = 0",
+                f"announce-frequency = {q.announce_every}",
+                f"min-announce-frequency = {min(15, q.announce_every)}",
+            ]
+            lines += [f"{option} = {self.prompt(name)}" for option, name in QUEUE_SOUNDS.items()]
+        else:
+            lines += ["announce-position = no", "announce-frequency = 0"]
+        periodic = []
+        if q.callback_after:
+            periodic.append(self.prompt(self.cfg.callbacks.offer_prompt))
+        if q.wait_message:
+            periodic.append(self.prompt(q.wait_message))
+        if periodic:
+            lines += [
+                f"periodic-announce = {','.join(periodic)}",
+                f"periodic-announce-frequency = {q.message_every}",
+                f"periodic-announce-startdelay = {q.callback_after or q.message_every}",
+            ]
+        else:
+            lines.append("periodic-announce-frequency = 0")
+        if q.callback_after:
+            # A single digit that is an extension of this context takes the caller out.
+            lines.append(f"context = {qn.CTX_CALLBACK_OFFER}")
+        return "\n".join(lines) + "\n"
+
+    def waiting_contexts(self) -> str:
+        c = self.cfg
+        cb = c.callbacks
+        trunk = self.callback_trunk()
+        log = (f"${{{qn.CB_QUEUE}}},${{{qn.CB_CALLID}}},${{{qn.CB_SEAT}}}")
+        answered_args = "^".join(f"${{{v}}}" for v in (qn.CB_QUEUE, qn.CB_CALLID, qn.CB_SEAT, qn.CB_ATTEMPT))
+        return f"""
+[{qn.CTX_POSITION}]
+; Gosub before each Queue(): the caller's first arrival at any queue (kept across
+; overflows and a declined call-back offer), Mandarin for the announcements, and the
+; position that keeps their place in time, computed by the controller. No answer
+; within 3 s or AGISTATUS != SUCCESS: Queue() without a position (end of the line).
+exten => s,1,Set(__{qn.FIRST_QUEUED}=${{IF($["${{{qn.FIRST_QUEUED}}}" = ""]?${{EPOCH}}:${{{qn.FIRST_QUEUED}}})}})
+ same => n,Set(CHANNEL(language)=zh)
+ same => n,Set({qn.QUEUE_POSITION}=)
+ same => n,Set(AGIEXITONHANGUP=yes)
+ same => n,Set(TIMEOUT(absolute)=3)
+ same => n,AGI(${{HOTLINE_AGI}}/{qn.SCRIPT_QUEUE_ENTRY})
+ same => n,Set(TIMEOUT(absolute)=0)
+ same => n,ExecIf($["${{AGISTATUS}}" != "SUCCESS"]?Set({qn.QUEUE_POSITION}=))
+ same => n,Return()
+exten => T,1,Set(TIMEOUT(absolute)=0)
+ same => n,Set({qn.QUEUE_POSITION}=)
+ same => n,Return()
+
+[{qn.CTX_CALLBACK_OFFER}]
+; queues.conf context=: a waiting caller pressed 1 in a queue that offers call-backs.
+; The controller confirms or takes the number and stores the request with the first
+; arrival; then the caller hangs up. Otherwise they are back in line, in their place.
+exten => 1,1,Set({qn.CALLBACK_ID}=)
+ same => n,Set(AGIEXITONHANGUP=yes)
+ same => n,Set(TIMEOUT(absolute)={c.network.agi_timeout})
+ same => n,AGI(${{HOTLINE_AGI}}/{qn.SCRIPT_CALLBACK_OFFER})
+ same => n,Set(TIMEOUT(absolute)=0)
+ same => n,GotoIf($["${{{qn.CALLBACK_ID}}}" != ""]?hotline-done,s,1)
+ same => n,Goto({cv.CTX_QUEUE},${{{qn.QUEUE}}},1)
+exten => T,1,Set(TIMEOUT(absolute)=0)
+ same => n,Goto({cv.CTX_QUEUE},${{{qn.QUEUE}}},1)
+
+[{qn.CTX_CALLBACK_DIAL}]
+; A call-back: the controller originates the reserved agent's seat into this context
+; (it is reachable from no inbound context). Once the agent answers, the citizen is
+; dialled at the stored number -- digits only, checked again here -- over the carrier
+; trunk and nowhere else. Each step goes to queue_log, where the controller reads the
+; outcome, also after a restart.
+exten => s,1,Set({qn.CB_DIALED}=)
+ same => n,GotoIf($[${{REGEX("^[0-9]{{5,20}}$" ${{{qn.CB_NUMBER}}})}}]?dial)
+ same => n,QueueLog({log},{qn.EV_FAIL},${{{qn.CB_ATTEMPT}}}|BADNUMBER)
+ same => n,Hangup(21)
+ same => n(dial),QueueLog({log},{qn.EV_DIAL},${{{qn.CB_ATTEMPT}}})
+ same => n,Set({qn.CB_DIALED}=1)
+ same => n,Set(CALLERID(num)=${{{qn.CB_FROM}}})
+ same => n,Set(CALLERID(name)=)
+ same => n,Dial(PJSIP/${{{qn.CB_NUMBER}}}@{trunk},{cb.ring_citizen},U({qn.CTX_CALLBACK_ANSWERED}^s^1({answered_args})))
+ same => n,Hangup()
+exten => h,1,GotoIf($["${{{qn.CB_DIALED}}}" != "1"]?over)
+ same => n,GotoIf($["${{DIALSTATUS}}" = "ANSWER"]?talked)
+ same => n,QueueLog({log},{qn.EV_FAIL},${{{qn.CB_ATTEMPT}}}|${{DIALSTATUS}})
+ same => n,Goto(over)
+ same => n(talked),QueueLog({log},{qn.EV_END},${{{qn.CB_ATTEMPT}}}|${{ANSWEREDTIME}})
+ same => n(over),NoOp(call-back ${{{qn.CB_ATTEMPT}}} over)
+
+[{qn.CTX_CALLBACK_ANSWERED}]
+; Dial U(): runs on the citizen's channel when they answer, before the bridge
+exten => s,1,QueueLog(${{ARG1}},${{ARG2}},${{ARG3}},{qn.EV_CALLBACK},${{ARG4}})
+ same => n,Return()
+"""
 
 
 def compile_config(cfg: Config, target: Target, version: str) -> dict[str, str]:

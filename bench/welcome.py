@@ -1,0 +1,57 @@
+"""The bench's FastAGI step: a minimal, realistic welcome of five AGI commands.
+
+It runs in the bench process on :class:`ivr.server.FastAgiServer` with its own
+:class:`agi_scripts.RouteTable` (the controller's table lives in another
+process).  The server's ``on_session_end`` hook gives, per call, the time from
+the TCP accept to the end of the session (socket closed): that is the AGI
+latency the bench reports.  It covers reading the environment, the five
+command round trips through Asterisk and the close, but not Asterisk's
+``connect()`` (res_agi.c ``launch_netscript()``) before the accept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from agi_scripts import RouteTable
+from hotline import channel_vars as cv
+from ivr.server import Channel
+
+BENCH_WELCOME: Final = "bench-welcome"
+BENCH_CENTRE: Final = "province"
+
+ROUTES = RouteTable()
+
+
+@dataclass
+class WelcomeStats:
+    """Per-step counters, reset between steps; also the handlers' context."""
+
+    completed: int = 0  # handlers that ran all five commands
+    latencies_s: list[float] = field(default_factory=list)  # bench-welcome sessions
+    other_sessions: int = 0  # sessions for any other script (or none)
+
+    def reset(self) -> None:
+        self.completed = 0
+        self.latencies_s = []
+        self.other_sessions = 0
+
+    def on_session_end(self, script: str, uniqueid: str, seconds: float) -> None:
+        """:data:`ivr.server.SessionHook`."""
+        del uniqueid
+        if script == BENCH_WELCOME:
+            self.latencies_s.append(seconds)
+        else:
+            self.other_sessions += 1
+
+
+@ROUTES.register(BENCH_WELCOME)
+async def bench_welcome(channel: Channel, stats: WelcomeStats) -> None:
+    """What a welcome step does before the IVR: read, tag and log the call."""
+    number = await channel.get_variable(cv.NUMBER) or channel.env.extension
+    await channel.set_variable(cv.NUMBER, number)
+    await channel.set_variable(cv.CENTRE, BENCH_CENTRE)
+    caller = await channel.get_variable("CALLERID(num)")
+    await channel.verbose(f"welcome {caller or 'anonymous'} to {number}", 3)
+    stats.completed += 1
