@@ -54,6 +54,7 @@ integration: setup
 
 bench: setup
 	@$(BIN)/python -m bench
+	@$(BIN)/python -m bench.speech_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache
