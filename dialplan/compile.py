@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from hotline import channel_vars as cv
+from queues import names as qn
 from transfer import names as xn
 
-from queues import names as qn
-
 from .model import Config, Number, Queue
-from .say import QUEUE_SOUNDS, say_conf
+from .say import QUEUE_SOUNDS, QUEUE_SOUNDS_OFF, say_conf
 
 # Asterisk modules the generated configuration uses; everything else stays
 # unloaded (modules.conf autoload=no). res_pjsip_endpoint_identifier_anonymous
@@ -256,6 +255,8 @@ enabled = no
         # and watch calls and queues, never reload, run CLI commands or touch files.
         # `hotline apply` (user hotline-admin) may reload and list what loaded.
         # Reload needs system or config; PJSIPShowEndpoints needs system.
+        # Read class user: the UserEvents of the transfer dialplan (feature code, IVR
+        # emergency offer); nothing else raises them, so they add no event volume.
         admin = ""
         if self.t.ami_admin_secret:
             admin = f"""
@@ -281,7 +282,7 @@ authlimit = 20
 secret = {self.t.ami_secret}
 deny = 0.0.0.0/0.0.0.0
 permit = {ami.bind}/255.255.255.255
-read = system,call,agent
+read = system,call,agent,user
 write = call,originate,agent,reporting
 writetimeout = 1000
 """ + admin
@@ -554,7 +555,8 @@ exten => s,1,Hangup(16)
 ; (music on hold while alone); leaving it alive means something failed: a person
 """]
         for line, e in c.emergency_lines.items():
-            first = f"Playback({self.prompt(e.prompt)})" if e.prompt else f"NoOp(transfer to {line})"
+            first = (f"Playback({self.prompt(e.prompt)})" if e.prompt
+                     else f"NoOp(transfer to {line})")
             out.append(f"exten => {line},1,{first}\n same => n,Goto(join,1)\n")
         out.append(f"""exten => join,1,GotoIf($["{xfer}" = ""]?{cv.CTX_FAILURE},s,1)
  same => n,ConfBridge({xfer},{xn.BRIDGE_PROFILE},{xn.USER_CALLER})
@@ -699,7 +701,8 @@ music_on_hold_class = default
             f"exten => {qid},1,Set({qn.QUEUE}={qid})",
             f" same => n,Gosub({qn.CTX_POSITION},s,1)",
             " same => n,Set(QUEUESTATUS=)",
-            # Asterisk 22: Queue(queuename,options,URL,announceoverride,timeout,AGI,gosub,rule,position)
+            # Asterisk 22: Queue(queuename,options,URL,announceoverride,timeout,AGI,gosub,rule,
+            # position)
             f" same => n,Queue({qid},,,,{wait},,,,${{{qn.QUEUE_POSITION}}})",
             ' same => n,GotoIf($["${QUEUESTATUS}" = ""]?hotline-done,s,1)',
         ]
@@ -738,6 +741,7 @@ music_on_hold_class = default
                 f"min-announce-frequency = {min(15, q.announce_every)}",
             ]
             lines += [f"{option} = {self.prompt(name)}" for option, name in QUEUE_SOUNDS.items()]
+            lines += [f"{option} =" for option in QUEUE_SOUNDS_OFF]
         else:
             lines += ["announce-position = no", "announce-frequency = 0"]
         periodic = []
@@ -763,14 +767,19 @@ music_on_hold_class = default
         cb = c.callbacks
         trunk = self.callback_trunk()
         log = (f"${{{qn.CB_QUEUE}}},${{{qn.CB_CALLID}}},${{{qn.CB_SEAT}}}")
-        answered_args = "^".join(f"${{{v}}}" for v in (qn.CB_QUEUE, qn.CB_CALLID, qn.CB_SEAT, qn.CB_ATTEMPT))
+        answered_args = "^".join(
+            f"${{{v}}}" for v in (qn.CB_QUEUE, qn.CB_CALLID, qn.CB_SEAT, qn.CB_ATTEMPT)
+        )
+        first = f"${{{qn.FIRST_QUEUED}}}"
+        keep_first = f'${{IF($["{first}" = ""]?${{EPOCH}}:{first})}}'
+        dial = f"PJSIP/${{{qn.CB_NUMBER}}}@{trunk},{cb.ring_citizen}"
         return f"""
 [{qn.CTX_POSITION}]
 ; Gosub before each Queue(): the caller's first arrival at any queue (kept across
 ; overflows and a declined call-back offer), Mandarin for the announcements, and the
 ; position that keeps their place in time, computed by the controller. No answer
 ; within 3 s or AGISTATUS != SUCCESS: Queue() without a position (end of the line).
-exten => s,1,Set(__{qn.FIRST_QUEUED}=${{IF($["${{{qn.FIRST_QUEUED}}}" = ""]?${{EPOCH}}:${{{qn.FIRST_QUEUED}}})}})
+exten => s,1,Set(__{qn.FIRST_QUEUED}={keep_first})
  same => n,Set(CHANNEL(language)=zh)
  same => n,Set({qn.QUEUE_POSITION}=)
  same => n,Set(AGIEXITONHANGUP=yes)
@@ -811,7 +820,7 @@ exten => s,1,Set({qn.CB_DIALED}=)
  same => n,Set({qn.CB_DIALED}=1)
  same => n,Set(CALLERID(num)=${{{qn.CB_FROM}}})
  same => n,Set(CALLERID(name)=)
- same => n,Dial(PJSIP/${{{qn.CB_NUMBER}}}@{trunk},{cb.ring_citizen},U({qn.CTX_CALLBACK_ANSWERED}^s^1({answered_args})))
+ same => n,Dial({dial},U({qn.CTX_CALLBACK_ANSWERED}^{answered_args}))
  same => n,Hangup()
 exten => h,1,GotoIf($["${{{qn.CB_DIALED}}}" != "1"]?over)
  same => n,GotoIf($["${{DIALSTATUS}}" = "ANSWER"]?talked)
@@ -821,7 +830,8 @@ exten => h,1,GotoIf($["${{{qn.CB_DIALED}}}" != "1"]?over)
  same => n(over),NoOp(call-back ${{{qn.CB_ATTEMPT}}} over)
 
 [{qn.CTX_CALLBACK_ANSWERED}]
-; Dial U(): runs on the citizen's channel when they answer, before the bridge
+; Dial U(context^arg1^...): runs s,1 on the citizen's channel when they answer, before
+; the bridge (app_dial.c builds Gosub(context,s,1(args)))
 exten => s,1,QueueLog(${{ARG1}},${{ARG2}},${{ARG3}},{qn.EV_CALLBACK},${{ARG4}})
  same => n,Return()
 """

@@ -321,6 +321,45 @@ class Queue(Strict):
     members: tuple[SeatId, ...] = ()
     overflow: Overflow | None = None
     priority: Annotated[int, Field(ge=0, le=10)] = 0
+    # Waiting (issue 4): Asterisk announces the caller's position and expected wait in
+    # Mandarin every announce_every seconds (0 = off); wait_message interrupts the music
+    # every message_every seconds; after callback_after seconds of waiting the
+    # caller is offered a call-back by pressing 1 (0 = off).
+    announce_every: Annotated[int, Field(ge=0, le=600)] = 60
+    wait_message: PromptName | None = None
+    message_every: Annotated[int, Field(ge=10, le=600)] = 45
+    callback_after: Annotated[int, Field(ge=0, le=3600)] = 0
+
+    @field_validator("announce_every")
+    @classmethod
+    def _announce_every(cls, v: int) -> int:
+        if 0 < v < 10:
+            raise ValueError("announce_every is 0 (no announcements) or 10-600 seconds")
+        return v
+
+
+class Callbacks(Strict):
+    """Call-backs (回拨): a waiting caller hangs up and is called back in turn.
+
+    See queues/callback.py.
+    """
+
+    # Further tries after a first call-back the citizen did not answer (busy, no answer).
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    retry_delay: Annotated[int, Field(ge=5, le=86400)] = 300
+    # How long the reserved agent's seat rings, then the citizen's phone.
+    ring_agent: Annotated[int, Field(ge=5, le=120)] = 20
+    ring_citizen: Annotated[int, Field(ge=5, le=120)] = 30
+    # The carrier trunk that calls citizens back; none = the first carrier trunk.
+    trunk: Ident | None = None
+    # What the caller hears: the offer (in the queue), the number read back, the choice
+    # (1 this number, 2 another), entering a number, a wrong number, the confirmation.
+    offer_prompt: PromptName = "callback-offer"
+    confirm_prompt: PromptName = "callback-confirm"
+    choice_prompt: PromptName = "callback-choice"
+    enter_prompt: PromptName = "callback-enter"
+    invalid_prompt: PromptName = "callback-invalid"
+    accepted_prompt: PromptName = "callback-accepted"
 
 
 class Seat(Strict):
@@ -371,6 +410,15 @@ class EmergencyLine(Strict):
     route: Route
     alternate: Route | None = None
     answer_timeout: Annotated[int, Field(ge=3, le=60)] = 8
+    # Played to the caller before the line is dialled ("正在为您转接119，请不要挂机"); none = no message.
+    prompt: PromptName | None = None
+
+
+class Transfers(Strict):
+    """Warm transfers to emergency lines (三方通话), see transfer/."""
+
+    # What the agent hears when no route of the line answered (the caller is back with them).
+    failed_prompt: PromptName = "transfer-failed"
 
 
 class User(Strict):
@@ -432,6 +480,8 @@ class Config(Strict):
     emergency_lines: dict[Digits, EmergencyLine] = Field(default_factory=dict)
     users: dict[Ident, User] = Field(default_factory=dict)
     agents: Agents = Agents()
+    transfers: Transfers = Transfers()
+    callbacks: Callbacks = Callbacks()
 
     def number(self, digits: str) -> Number | None:
         return next((n for n in self.numbers if n.number == digits), None)

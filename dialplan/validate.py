@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from .loader import ConfigError, ConfigIssue, SourceMap, load_yaml, load_yaml_text
 from .model import Config
+from .say import ANNOUNCEMENT_PROMPTS, NUMBER_PROMPTS
 
 Ref = tuple[str | int, ...]
 
@@ -257,6 +258,13 @@ def cross_check(cfg: Config, src: SourceMap, prompt_dirs: list[Path]) -> list[Co
     if not any(t.kind == "carrier" for t in cfg.trunks.values()):
         out.append(src.issue(("trunks",), "no carrier trunk: the hotline would receive no calls"))
 
+    cb_trunk = cfg.callbacks.trunk
+    if cb_trunk is not None:
+        _ref(out, src, ("callbacks", "trunk"), "trunks", cb_trunk, cfg.trunks)
+        if cb_trunk in cfg.trunks and cfg.trunks[cb_trunk].kind != "carrier":
+            out.append(src.issue(("callbacks", "trunk"), f"trunk {cb_trunk!r} is a {cfg.trunks[cb_trunk].kind} trunk; "
+                                 "citizens are called back over a carrier trunk"))
+
     for line, e in cfg.emergency_lines.items():
         _ref(out, src, ("emergency_lines", line, "route", "trunk"), "trunks", e.route.trunk, cfg.trunks)
         if e.alternate:
@@ -311,6 +319,23 @@ def referenced_prompts(cfg: Config) -> dict[str, Ref]:
     for i, n in enumerate(cfg.numbers):
         if n.greeting:
             refs.setdefault(n.greeting, ("numbers", i, "greeting"))
+    for line, e in cfg.emergency_lines.items():
+        if e.prompt:
+            refs.setdefault(e.prompt, ("emergency_lines", line, "prompt"))
+    if cfg.emergency_lines and cfg.softphone_seats():
+        refs.setdefault(cfg.transfers.failed_prompt, ("transfers", "failed_prompt"))
+    for qid, q in cfg.queues.items():  # waiting in a queue (issue 4)
+        if q.announce_every:
+            for name in ANNOUNCEMENT_PROMPTS:
+                refs.setdefault(name, ("queues", qid, "announce_every"))
+        if q.wait_message:
+            refs.setdefault(q.wait_message, ("queues", qid, "wait_message"))
+        if q.callback_after:
+            for key in ("offer_prompt", "confirm_prompt", "choice_prompt", "enter_prompt",
+                        "invalid_prompt", "accepted_prompt"):
+                refs.setdefault(getattr(cfg.callbacks, key), ("callbacks", key))
+            for name in NUMBER_PROMPTS[:10]:  # the number is read back digit by digit
+                refs.setdefault(name, ("queues", qid, "callback_after"))
     for mid, m in cfg.menus.items():
         refs.setdefault(m.prompt, ("menus", mid, "prompt"))
         refs.setdefault(m.retry_prompt, ("menus", mid, "retry_prompt"))

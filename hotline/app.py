@@ -32,6 +32,9 @@ class App:
     redis: Any = None  # redis.asyncio.Redis when configured
     ami: Any = None  # hotline.ami.AmiClient
     agents: Any = None  # queues.agents.AgentService
+    arrivals: Any = None  # queues.position.Arrivals (first arrival of waiting callers)
+    callbacks: Any = None  # queues.callback_service.CallbackService
+    transfers: Any = None  # transfer.services.TransferService
     started: float = field(default_factory=time.time)
     _lengths: dict[str, float] = field(default_factory=dict)
 

@@ -21,7 +21,9 @@ from hotline.runtime import Instance
 from ivr.listen import Listener, attach, detach
 from ivr.server import FastAgiServer
 from queues.agents import AgentService
+from queues.callback_plugin import CallbackPlugin
 from queues.state import HANDLED_EVENTS
+from transfer.plugin import TransferPlugin
 
 from . import http
 
@@ -35,6 +37,9 @@ class Controller:
         self.agents = AgentService(config=lambda: self.app.config, ami=lambda: self.app.ami,
                                    redis=lambda: self.app.redis)
         self.app.agents = self.agents
+        self.transfers = TransferPlugin(self.app)
+        self.app.transfers = self.transfers.service
+        self.callbacks = CallbackPlugin(self.app)  # sets app.callbacks and app.arrivals
         self.agi: FastAgiServer | None = None
         self.listener: Listener | None = None
         self.http_runner: Any = None
@@ -53,6 +58,7 @@ class Controller:
         log.info("FastAGI on %s:%s", net.fastagi.bind, self.agi.port)
         self.app.redis = await _redis(net.redis.bind, net.redis.port)
         self._ami_task = asyncio.create_task(self._ami(), name="ami-connect")
+        await self.callbacks.start()
         self.http_runner = await http.start(self.app, self, net.http.bind, net.http.port)
         log.info("HTTP on http://%s:%s/", net.http.bind, net.http.port)
 
@@ -64,6 +70,8 @@ class Controller:
         for event in HANDLED_EVENTS:
             client.on(event, self.agents.on_event)
         client.on_booted(self._asterisk_booted)
+        self.transfers.attach(client)
+        self.callbacks.attach(client)
         self.app.ami = client  # before connecting: on_booted handlers use it
         delay = 0.2
         while not self.stopping.is_set():
@@ -127,6 +135,8 @@ class Controller:
         if self.listener is not None:
             detach(self.app)
             await self.listener.close()
+        await self.transfers.close()
+        await self.callbacks.close()
         if self.app.ami is not None:
             await self.app.ami.close()
         if self.app.redis is not None:

@@ -213,6 +213,16 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
             ("POST", "/seats/{seat}/spy", spy), ("GET", "/audit", audit),
         ):
             web_app.router.add_route(method, path, authenticated(auth, fn))
+    if getattr(app, "transfers", None) is not None:
+        from transfer.http import routes as transfer_routes
+
+        for method, path, fn in transfer_routes(app.transfers, error, _json):
+            web_app.router.add_route(method, path, authenticated(auth, fn))
+    if getattr(app, "callbacks", None) is not None:
+        from queues.callback_http import routes as callback_routes
+
+        for method, path, cb_handler in callback_routes(app.callbacks, error, _json):
+            web_app.router.add_route(method, path, authenticated(auth, cb_handler))
     web_app.router.add_route("*", "/{tail:.*}", not_found)
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()

@@ -17,7 +17,9 @@ Figures per queue and per hour, and for the whole hotline over any period:
 * answered: CONNECT; *answered within 15 s* measures from the moment the call
   first entered any queue, so overflow does not reset the clock;
 * abandoned (ABANDON, with how long the caller waited), overflowed (OVERFLOW),
-  timed out (EXITWITHTIMEOUT), called back (CALLBACK, from the call-back queue);
+  timed out (EXITWITHTIMEOUT), called back (CALLBACK: written by the call-back
+  dialplan under the ORIGINAL call's uniqueid when the citizen answers the call-back,
+  see queues/callback.py; a caller who left the queue for a call-back is EXITWITHKEY);
 * connection rate = answered / offered (the national standard's 电话接通率).
 """
 

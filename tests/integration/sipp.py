@@ -527,3 +527,357 @@ def agent_no_answer_scenario() -> str:
   <label id="done"/>
 </scenario>
 """
+
+
+# --------------------------------------------------------------------------- transfers
+# Parties of the emergency transfer tests (issue 5). Their SDP names a TonePeer's
+# socket instead of SIPp's own media port, so one socket both sends and receives
+# (Asterisk's RTP is symmetric and strict: a second source would be dropped).
+
+_SDP = """v=0
+o=$who 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 $media_ip
+t=0 0
+m=audio $media_port RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-16
+a=sendrecv"""
+
+
+def _talk(sdp: str, who: str, hold_ms: int, bye: str | None) -> str:
+    """The talking phase of a party: answers Asterisk's re-INVITEs (connected-line
+    updates), then sends ``bye`` after ``hold_ms`` without a re-INVITE, or (``bye`` None)
+    waits up to ``hold_ms`` for the hotline's BYE."""
+    reinvite = f"""  <label id="reinvite"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:{who}@[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{sdp}
+    ]]>
+  </send>
+  <recv request="ACK" next="talk"/>
+"""
+    if bye is None:
+        return f"""  <label id="talk"/>
+  <recv request="INVITE" optional="true" next="reinvite"/>
+  <recv request="BYE" timeout="{hold_ms}"/>
+{_OK_TO_REQUEST}  <nop next="talked"/>
+{reinvite}  <label id="talked"/>
+"""
+    return f"""  <label id="talk"/>
+  <recv request="INVITE" timeout="{hold_ms}" ontimeout="hangup" next="reinvite"/>
+{reinvite}  <label id="hangup"/>
+  <send retrans="500">
+    <![CDATA[
+{bye}
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>
+"""
+
+
+def citizen_call_scenario(service: str, caller: str, media_ip: str, media_port: int,
+                          hold_ms: int, hangs_up: bool = True) -> str:
+    """A citizen calls ``service``; after ``hold_ms`` hangs up (``hangs_up``), or else
+    waits up to ``hold_ms`` for the hotline to hang up."""
+    sdp = Template(_SDP).substitute(who="citizen", media_ip=media_ip, media_port=media_port)
+    tag = "[pid]SIPpTag00[call_number]"
+    dialog = f"""From: "citizen" <sip:{caller}@[local_ip]:[local_port]>;tag={tag}
+      To: <sip:{service}@[remote_ip]:[remote_port]>"""
+    bye = f"""      BYE sip:{service}@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {dialog}[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0"""
+    end = _talk(sdp, "citizen", hold_ms, bye if hangs_up else None)
+    return f"""<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="citizen calls {service}">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:{service}@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {dialog}
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:{caller}@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{sdp}
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200"/>
+  <send>
+    <![CDATA[
+      ACK sip:{service}@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {dialog}[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+{end}</scenario>
+"""
+
+
+_OK_TO_REQUEST = """  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+"""
+
+
+_TAGGED_TO = "[last_To:];tag=[pid]SIPpTag01[call_number]"
+
+
+def answering_party_scenario(mode: str, media_ip: str = "", media_port: int = 0, *,
+                             answer_after_ms: int = 200, hangup_after_ms: int = 0,
+                             wait_ms: int = 60000, who: str = "dispatcher") -> str:
+    """A called party (an emergency dispatcher, or an agent as SIPp's out-of-call scenario).
+
+    ``mode``: ``answer`` (180, then 200 after ``answer_after_ms``; hangs up itself after
+    ``hangup_after_ms`` if non-zero, else waits for the BYE), ``busy`` (486),
+    ``silent`` (180, never answers: waits for the CANCEL). SIP OPTIONS are answered.
+    """
+    ringing = f"""  <send>
+    <![CDATA[
+      SIP/2.0 180 Ringing
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:{who}@[local_ip]:[local_port]>
+      Content-Length: 0
+    ]]>
+  </send>
+"""
+    capture = """    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="inv_from"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="inv_to"/>
+      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" check_it="true"
+            assign_to="inv_contact"/>
+    </action>"""
+    if mode == "busy":
+        body = f"""  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 486 Busy Here
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:{who}@[local_ip]:[local_port]>
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="ACK"/>
+"""
+    elif mode == "silent":
+        body = f"""  <recv request="INVITE"/>
+{ringing}  <recv request="CANCEL" timeout="{wait_ms}">
+    <action><ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="cs"/></action>
+  </recv>
+{_OK_TO_REQUEST.replace("[last_To:]", _TAGGED_TO)}  <send>
+    <![CDATA[
+      SIP/2.0 487 Request Terminated
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      CSeq: [$cs] INVITE
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="ACK"/>
+"""
+    elif mode == "answer":
+        sdp = Template(_SDP).substitute(who=who, media_ip=media_ip, media_port=media_port)
+        bye = """      BYE [$inv_contact] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: [$inv_to];tag=[pid]SIPpTag01[call_number]
+      To: [$inv_from]
+      Call-ID: [call_id]
+      CSeq: 1 BYE
+      Max-Forwards: 70
+      Content-Length: 0"""
+        end = _talk(sdp, who, hangup_after_ms or wait_ms, bye if hangup_after_ms else None)
+        invite = f'  <recv request="INVITE">\n{capture}\n  </recv>\n' if hangup_after_ms \
+            else '  <recv request="INVITE"/>\n'
+        body = f"""{invite}{ringing}  <pause milliseconds="{answer_after_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:{who}@[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{sdp}
+    ]]>
+  </send>
+  <recv request="ACK"/>
+{end}"""
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    return f"""<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="{who} {mode}">
+  <recv request="OPTIONS" optional="true" next="ping"/>
+{body}  <nop next="done"/>
+  <label id="ping"/>
+{_OK_TO_REQUEST.replace("[last_To:]", _TAGGED_TO.replace("01", "02"))}  <label id="done"/>
+</scenario>
+"""
+
+
+class TonePeer:
+    """The media side of one party: a UDP socket that sends a sine tone as PCMA RTP
+    (20 ms frames) and keeps what it receives, to tell by frequency whom it hears.
+
+    It starts sending once Asterisk has sent it RTP (symmetric RTP: it answers to
+    the packets' source). :meth:`amplitude` measures a frequency in the received
+    audio over a time window (Goertzel over 20 ms blocks, so use multiples of 50 Hz).
+    :meth:`dtmf` sends an RFC 4733 digit.
+    """
+
+    RATE = 8000
+    FRAME = 160  # 20 ms
+
+    def __init__(self, ip: str, freq: int, amplitude: int = 6000):
+        import math
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((ip, 0))
+        self.sock.settimeout(0.1)
+        self.ip, self.port, self.freq = ip, self.sock.getsockname()[1], freq
+        step = 2 * math.pi * freq / self.RATE
+        wave = (int(amplitude * math.sin(step * n)) for n in range(self.RATE))
+        pcm = b"".join(x.to_bytes(2, "little", signed=True) for x in wave)  # 1 s: whole periods
+        self._alaw = audioop.lin2alaw(pcm, 2)
+        self.remote: tuple[str, int] | None = None
+        self.received: list[tuple[float, bytes]] = []  # (arrival, 16-bit PCM)
+        self.sending = True
+        self._lock = threading.Lock()
+        self._dtmf: list[str] = []
+        self._seq, self._ts, self._ssrc = 1000, 0, int.from_bytes(os.urandom(4), "big")
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._recv, daemon=True),
+                         threading.Thread(target=self._send, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _recv(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except (TimeoutError, OSError):
+                continue
+            if len(data) <= 12 or data[0] >> 6 != 2:
+                continue
+            self.remote = addr
+            if data[1] & 0x7F == 8:
+                with self._lock:
+                    self.received.append((time.monotonic(), audioop.alaw2lin(data[12:], 2)))
+
+    def _packet(self, pt: int, payload: bytes, marker: bool = False,
+                ts: int | None = None) -> bytes:
+        self._seq = (self._seq + 1) & 0xFFFF
+        stamp = (self._ts if ts is None else ts) & 0xFFFFFFFF
+        header = bytes([0x80, (0x80 if marker else 0) | pt]) + self._seq.to_bytes(2, "big")
+        return header + stamp.to_bytes(4, "big") + self._ssrc.to_bytes(4, "big") + payload
+
+    def _send(self) -> None:
+        offset, next_at = 0, time.monotonic()
+        while not self._stop.is_set():
+            next_at += 0.02
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            if self.remote is None:
+                continue
+            if self._dtmf:
+                self._send_digit(self._dtmf.pop(0))
+                next_at = time.monotonic()
+                continue
+            if self.sending:
+                frame = self._alaw[offset:offset + self.FRAME]
+                offset = (offset + self.FRAME) % len(self._alaw)
+                self.sock.sendto(self._packet(8, frame), self.remote)
+            self._ts += self.FRAME
+
+    def _send_digit(self, digit: str) -> None:
+        event = "0123456789*#".index(digit)
+        start, remote = self._ts, self.remote
+        assert remote is not None
+        for i in range(1, 9):  # 160 ms of tone
+            payload = bytes([event, 10]) + (i * self.FRAME).to_bytes(2, "big")
+            self.sock.sendto(self._packet(101, payload, marker=i == 1, ts=start), remote)
+            time.sleep(0.02)
+        for _ in range(3):  # end of event, sent three times (RFC 4733 2.5.1.4)
+            payload = bytes([event, 0x80 | 10]) + (8 * self.FRAME).to_bytes(2, "big")
+            self.sock.sendto(self._packet(101, payload, ts=start), remote)
+        self._ts += 9 * self.FRAME
+
+    def dtmf(self, digits: str) -> None:
+        self._dtmf.extend(digits)
+
+    def amplitude(self, freq: int, since: float, until: float | None = None) -> float:
+        """Mean amplitude (of 32767) of ``freq`` in what arrived in [since, until)."""
+        import math
+
+        until = time.monotonic() if until is None else until
+        with self._lock:
+            pcm = b"".join(p for at, p in self.received if since <= at < until)
+        n = self.FRAME
+        samples = [int.from_bytes(pcm[i:i + 2], "little", signed=True)
+                   for i in range(0, len(pcm) - 1, 2)]
+        blocks = len(samples) // n
+        if not blocks:
+            return 0.0
+        coeff = 2 * math.cos(2 * math.pi * freq / self.RATE)
+        total = 0.0
+        for b in range(blocks):
+            s1 = s2 = 0.0
+            for x in samples[b * n:(b + 1) * n]:
+                s1, s2 = x + coeff * s1 - s2, s1
+            total += 2 * math.sqrt(max(0.0, s1 * s1 + s2 * s2 - coeff * s1 * s2)) / n
+        return total / blocks
+
+    def packets(self, since: float = 0.0) -> int:
+        with self._lock:
+            return sum(1 for at, _ in self.received if at >= since)
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(2)
+        self.sock.close()

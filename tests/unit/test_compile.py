@@ -411,7 +411,7 @@ def test_overflow_goes_on_and_the_top_queue_loops_on_itself(
         tops += q.overflow is None
         assert apps[-1] == f"Goto({cv.CTX_QUEUE},{to},1)", qid
         wait = q.overflow.after if q.overflow else q.max_wait
-        assert f"Queue({qid},,,,{wait})" in apps
+        assert f"Queue({qid},,,,{wait},,,,${{HOTLINE_QUEUE_POSITION}})" in apps  # place in time
     assert tops == 1
     assert plan[cv.CTX_QUEUE][-1].app == f"Goto({cv.CTX_FAILURE},s,1)"  # unknown queue: a person
 

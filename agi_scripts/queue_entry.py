@@ -1,0 +1,60 @@
+"""``queue-entry``: the position that keeps a caller's place in time (queues/position.py).
+
+Dialplan: ``Gosub(hotline-queue-position,s,1)`` before each ``Queue()``, which
+sets ``HOTLINE_FIRST_QUEUED`` (first arrival at any queue), runs this script
+under ``TIMEOUT(absolute)=3`` and passes ``HOTLINE_QUEUE_POSITION`` to Queue().
+Nothing here may keep a caller from the queue: when Asterisk cannot be asked
+(AMI down, slow) the script logs why and returns without a position, and the
+caller joins at the end of the line as without the controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agi_scripts import ROUTES
+from hotline.ami import AmiError
+from hotline.app import App
+from queues import names as qn
+from queues.position import Arrivals, parse_epoch, position_for
+
+LOOKUP_BUDGET = 1.5  # seconds for QueueStatus + Getvars; the dialplan allows 3
+
+
+@ROUTES.register(qn.SCRIPT_QUEUE_ENTRY)
+async def queue_entry(ch: Any, app: App) -> None:
+    queue = await ch.get_variable(qn.QUEUE)
+    first = parse_epoch(await ch.get_variable(qn.FIRST_QUEUED))
+    if not queue or queue not in app.config.queues or first is None:
+        ch.log.warning(
+            "queue-entry without a known queue (%r) or first arrival; no position", queue
+        )
+        return
+    arrivals: Arrivals = app.arrivals if app.arrivals is not None else Arrivals()
+    arrivals.remember(ch.uniqueid, first)
+    ami = app.ami
+    if ami is None or not ami.connected:
+        ch.log.info("queue %s: AMI not connected, joining at the end of the line", queue)
+        return
+    try:
+        async with asyncio.timeout(LOOKUP_BUDGET):
+            waiting = (await arrivals.waiting(ami, queue)).get(queue, [])
+    except (AmiError, ConnectionError, TimeoutError) as e:
+        ch.log.warning("queue %s: could not list the waiting callers (%s); no position", queue, e)
+        return
+    others = [w for w in waiting if w.uniqueid != ch.uniqueid]
+    pos = position_for(others, first)
+    if pos is None:
+        ch.log.info(
+            "queue %s: first queued %.0f, %d waiting, joins at the end", queue, first, len(others)
+        )
+        return
+    await ch.set_variable(qn.QUEUE_POSITION, str(pos))
+    ch.log.info(
+        "queue %s: first queued %.0f, enters at position %d of %d",
+        queue,
+        first,
+        pos,
+        len(others) + 1,
+    )

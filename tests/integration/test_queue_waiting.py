@@ -1,0 +1,583 @@
+"""Issue #4, waiting in the queue and the call-back queue, on a real Asterisk.
+
+* A caller who overflowed from the Nanchang queue keeps their place in time:
+  in the province queue they are put in front of a caller who arrived after
+  them, and are answered first.
+* The position announcement is heard: Asterisk plays the Mandarin prompts
+  and number files (say.conf) to the waiting caller (verbose log), and the
+  caller's RTP at that moment carries audio.
+* A call-back accepted (press 1, confirm the number, Asterisk hangs up), the
+  agent reserved and freed, the citizen -- a SIPp UAS on the carrier trunk's
+  address -- called back and bridged with the agent; the stats count it.
+* Two call-backs and one live caller are served in original arrival order.
+* The controller killed and started again with call-backs pending and one in
+  progress: none lost, none doubled (INVITEs the carrier received).
+* A call-back the citizen does not answer is retried, then recorded failed.
+* An abandoned call is listed and turned into a call-back request.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .harness import Hotline
+from .harness import test_config as sample_config
+from .sipp import (
+    PCAP_DIR,
+    Sipp,
+    agent_answer_scenario,
+    agent_register_scenario,
+    caller_scenario,
+    dtmf,
+    pause,
+)
+from .test_first_call import call
+
+RING_CITIZEN = 6
+
+
+def hotline_config() -> dict[str, Any]:
+    cfg = sample_config()
+    q = cfg["queues"]
+    q["province"].update(
+        ring_timeout=3, wrapup=1, announce_every=10, callback_after=4, message_every=20
+    )
+    q["nanchang"].update(ring_timeout=3, overflow={"after": 6, "to": "province"})
+    cfg["callbacks"].update(retries=1, retry_delay=5, ring_agent=8, ring_citizen=RING_CITIZEN)
+    return cfg
+
+
+# ------------------------------------------------------------------ SIP parties
+
+
+def citizen_uas_scenario(talk_ms: int = 2000, answer: bool = True) -> str:
+    """The citizen called back: a UAS on the carrier's address. It answers, talks
+    ``talk_ms`` and hangs up (BYE); or, with ``answer=False``, is busy (486)."""
+    invite = """  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_from"/>
+      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>
+    </action>
+  </recv>
+"""
+    if not answer:  # (SIPp refuses variables that are set and never used: no ereg here)
+        return """<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="citizen is busy">
+  <recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 486 Busy Here
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="ACK"/>
+</scenario>
+"""
+    return f"""<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="citizen answers the call-back">
+{invite}  <send>
+    <![CDATA[
+      SIP/2.0 180 Ringing
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:citizen@[local_ip]:[local_port]>
+      Content-Length: 0
+    ]]>
+  </send>
+  <pause milliseconds="300"/>
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:citizen@[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+v=0
+o=citizen 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <pause milliseconds="{talk_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [$remote_contact] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:citizen@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+      To: [$remote_from]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Contact: <sip:citizen@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+class Keypad:
+    """RFC 4733 key presses of one call, as pcaps SIPp plays one after the other.
+
+    Debian's ``dtmf_2833_N.pcap`` each carry fixed RTP sequence numbers and
+    timestamps (the "2" is numbered after the "1"), so on one call a "1" after
+    a "2" looks like an old packet to Asterisk and is dropped. Each press here
+    is a copy renumbered after the previous one (UDP checksum cleared, which
+    IPv4 allows).
+    """
+
+    def __init__(self, workdir: Path, name: str):
+        self.dir = workdir / f"keys-{name}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.n = 0
+
+    def press(self, digit: str, then_ms: int = 0) -> str:
+        data = (PCAP_DIR / f"dtmf_2833_{digit}.pcap").read_bytes()
+        out, off = bytearray(data[:24]), 24
+        first: tuple[int, int] | None = None
+        while off < len(data):
+            incl = struct.unpack("<I", data[off + 8 : off + 12])[0]
+            pkt = bytearray(data[off + 16 : off + 16 + incl])
+            udp = 14 + (pkt[14] & 0x0F) * 4
+            rtp = udp + 8
+            seq, ts = struct.unpack(">HI", pkt[rtp + 2 : rtp + 8])
+            first = first or (seq, ts)
+            new_seq = 20000 + self.n * 50 + (seq - first[0])
+            new_ts = 400000 + self.n * 16000 + (ts - first[1])
+            pkt[rtp + 2 : rtp + 8] = struct.pack(">HI", new_seq, new_ts)
+            pkt[udp + 6 : udp + 8] = b"\0\0"
+            out += data[off : off + 16] + pkt
+            off += 16 + incl
+        path = self.dir / f"{self.n:02d}-{digit}.pcap"
+        path.write_bytes(bytes(out))
+        self.n += 1
+        xml = f'  <nop><action><exec play_pcap_audio="{path}"/></action></nop>\n'
+        return xml + (pause(then_ms) if then_ms else "")
+
+
+def hung_up_caller_scenario(steps: str, caller: str, service: str = "12345") -> str:
+    """A citizen calls ``service``, runs ``steps`` and waits for Asterisk to hang up."""
+    bye = '  <send retrans="500">\n    <![CDATA[\n      BYE'
+    head = caller_scenario("", service=service, caller=caller).split(bye)[0]
+    return (
+        head
+        + steps
+        + """  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+</scenario>
+"""
+    )
+
+
+class Carrier:
+    """The carrier's side of call-backs: a SIPp UAS at the carrier trunk's address."""
+
+    def __init__(
+        self, h: Hotline, workdir: Path, name: str, answer: bool = True, talk_ms: int = 2000
+    ):
+        ip, port = h.trunk("carrier")
+        self.sipp = Sipp(
+            workdir,
+            name,
+            citizen_uas_scenario(talk_ms, answer),
+            local_ip=ip,
+            local_port=port,
+            target=h.sip_target,
+            calls=100,
+            timeout_s=170,
+        )
+        time.sleep(0.3)  # listening before anything is dialled
+
+    def invites(self) -> list[tuple[str, str]]:
+        """(number dialled, Call-ID) of each distinct INVITE received, in order."""
+        seen: dict[str, str] = {}
+        for block in re.split(r"message received \[\d+\] bytes :", self.sipp.messages_so_far()):
+            m = re.match(r"\s*INVITE sip:(\d+)@", block)
+            cid = re.search(r"^Call-ID:\s*(\S+)", block, re.M | re.I)
+            if m and cid and cid.group(1) not in seen:
+                seen[cid.group(1)] = m.group(1)
+        return [(num, cid) for cid, num in seen.items()]
+
+    def stop(self) -> None:
+        self.sipp.stop()
+
+
+def register(h: Hotline, workdir: Path, seat: str, hold_ms: int = 170_000) -> Sipp:
+    agent = Sipp(
+        workdir,
+        f"agent-{seat}",
+        agent_register_scenario(seat, h.seat_password(seat), hold_ms),
+        local_ip="127.0.0.1",
+        target=h.sip_target,
+        ooc_scenario=agent_answer_scenario(),
+        timeout_s=hold_ms // 1000 + 20,
+    )
+    h.wait_for(
+        lambda: f"sip:{seat}@127.0.0.1:{agent.local_port}" in h.cli(f"pjsip show aor {seat}"),
+        10,
+        f"seat {seat} registered",
+    )
+    return agent
+
+
+def member_line(h: Hotline, queue: str, seat: str) -> str:
+    return next(
+        (ln for ln in h.cli(f"queue show {queue}").splitlines() if f"(PJSIP/{seat}" in ln), ""
+    )
+
+
+def waiting_channels(h: Hotline, queue: str) -> list[str]:
+    """Channels waiting in ``queue``, in Asterisk's order."""
+    out = h.cli(f"queue show {queue}")
+    return re.findall(r"^\s+\d+\. (PJSIP/\S+)", out, re.M)
+
+
+def callbacks(h: Hotline, state: str = "all") -> list[dict[str, Any]]:
+    status, body = h.api("GET", f"/callbacks?state={state}", "admin")
+    assert status == 200, body
+    return list(body["callbacks"])
+
+
+def callback_for(h: Hotline, number: str) -> dict[str, Any] | None:
+    return next((c for c in callbacks(h) if c["number"] == number), None)
+
+
+def offer_and_accept(
+    h: Hotline, workdir: Path, caller: str, name: str, press_at_ms: int = 7000
+) -> Sipp:
+    """A caller queues in the province (key 2), presses 1 for a call-back after the
+    offer, confirms the caller ID with 1 and waits for Asterisk to hang up."""
+    keys = Keypad(workdir, name)
+    steps = pause(800) + keys.press("2", then_ms=press_at_ms - 800) + keys.press("1", then_ms=1500)
+    steps += keys.press("1")
+    ip, _ = h.trunk("carrier")
+    return Sipp(
+        workdir,
+        name,
+        hung_up_caller_scenario(steps, caller),
+        local_ip=ip,
+        target=h.sip_target,
+        timeout_s=60,
+    )
+
+
+@pytest.fixture
+def fresh(clean: Hotline) -> Iterator[Hotline]:
+    """No call-back request left open by another test; verbose log on for this one."""
+    h = clean
+    h.cli("logger add channel verbose.log notice,warning,error,verbose(3)")
+    yield h
+    for c in callbacks(h, "open"):
+        h.api("POST", f"/callbacks/{c['id']}/cancel", "admin")
+
+
+def verbose_log(h: Hotline) -> str:
+    p = h.instance.host("log", "verbose.log")
+    return p.read_text(errors="replace") if p.exists() else ""
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_overflowed_caller_keeps_place_and_hears_position(fresh: Hotline, workdir: Path) -> None:
+    h = fresh
+    agent, city_agent = register(h, workdir, "1001"), register(h, workdir, "2001")
+    try:
+        # Nanchang's seat is logged in but paused: the caller waits there until overflow.
+        h.login_seat("2001")
+        assert h.api("POST", "/seats/2001/pause", "chenjing", {"reason": "meeting"})[0] == 200
+        before_log, before_q = len(verbose_log(h)), len(h.queue_log())
+        # X: a Nanchang fixed line presses 0 (local first: the Nanchang queue) ...
+        x = call(
+            h,
+            workdir,
+            pause(800) + dtmf("0", then_ms=30000),
+            name="x-nanchang",
+            caller="079186001234",
+        )
+        time.sleep(3)
+        # ... Y, a newer caller, goes straight to the province queue (key 2) and waits there.
+        y = call(
+            h,
+            workdir,
+            pause(800) + dtmf("2", then_ms=30000),
+            name="y-province",
+            caller="13907910002",
+        )
+        h.wait_for(
+            lambda: len(waiting_channels(h, "province")) == 1, 10, "Y waiting in the province"
+        )
+        y_chan = waiting_channels(h, "province")[0]
+        # X overflows after 6 s in Nanchang and is put in front of Y.
+        h.wait_for(
+            lambda: len(waiting_channels(h, "province")) == 2, 15, "X overflowed to the province"
+        )
+        order = waiting_channels(h, "province")
+        assert order[1] == y_chan, order
+        # Y's position changed to 2: Asterisk tells Y in Mandarin
+        # (queue-thereare, num-2, queue-callswaiting).
+        told = rf"Told {re.escape(y_chan)} in province their queue position \(which was 2\)"
+        h.wait_for(lambda: re.search(told, verbose_log(h)[before_log:]), 20, "Y told position 2")
+        log = verbose_log(h)[before_log:]
+        mine = [ln for ln in log.splitlines() if f"<{y_chan}>" in ln and "Playing" in ln]
+        files = [re.search(r"Playing '([^']+)'", ln).group(1).rsplit("/", 1)[-1] for ln in mine]  # type: ignore[union-attr]
+        assert "queue-thereare.slin" in files and "num-2.slin" in files, files
+        i = files.index("queue-thereare.slin")
+        assert files[i : i + 3] == [
+            "queue-thereare.slin",
+            "num-2.slin",
+            "queue-callswaiting.slin",
+        ], files
+        assert all("(language 'zh')" in ln for ln in mine if "num-" in ln)
+        # The agent comes: X (first arrival) is answered before Y.
+        h.login_seat("1001")
+        rx, ry = x.wait(60), y.wait(60)
+        assert rx.returncode == 0, rx.explain()
+        assert ry.returncode == 0, ry.explain()
+        new = h.queue_log()[before_q:]
+        connects = [ln.split("|")[1] for ln in new.splitlines() if "|province|1001|CONNECT|" in ln]
+        x_id = next(
+            ln.split("|")[1] for ln in new.splitlines() if "|nanchang|" in ln and "ENTERQUEUE" in ln
+        )
+        assert connects and connects[0] == x_id, new
+        assert "|nanchang|NONE|OVERFLOW|province|" in new
+    finally:
+        agent.stop()
+        city_agent.stop()
+
+
+def test_callback_accepted_agent_reserved_citizen_called_back(
+    fresh: Hotline, workdir: Path
+) -> None:
+    h = fresh
+    t0 = int(time.time())
+    carrier = Carrier(h, workdir, "carrier-accept")
+    agent = register(h, workdir, "1001")
+    try:
+        before_q = len(h.queue_log())
+        # Nobody logged in: the caller waits, is offered the call-back, presses 1, confirms.
+        res = offer_and_accept(h, workdir, "13907910021", "accept").wait(60)
+        assert res.returncode == 0, res.explain()  # Asterisk hung up after the confirmation
+        req = callback_for(h, "13907910021")
+        assert req is not None and req["state"] == "pending" and req["queue"] == "province", req
+        new = h.queue_log()[before_q:]
+        enter = next(ln for ln in new.splitlines() if "|province|" in ln and "ENTERQUEUE" in ln)
+        assert req["uniqueid"] == enter.split("|")[1]
+        assert abs(req["first_queued"] - int(enter.split("|")[0])) <= 1
+        assert "|EXITWITHKEY|1|" in new
+        assert carrier.invites() == []
+        # The agent logs in: reserved (paused, reason callback), rung, then the citizen is called.
+        h.login_seat("1001")
+        h.wait_for(lambda: carrier.invites(), 20, "the carrier receives the call-back INVITE")
+        assert [n for n, _ in carrier.invites()] == ["13907910021"]
+        assert "paused:callback" in member_line(h, "province", "1001")
+        h.wait_for(
+            lambda: (callback_for(h, "13907910021") or {}).get("state") == "done", 20, "done"
+        )
+        done = callback_for(h, "13907910021")
+        assert done is not None
+        assert [t["to"] for t in done["history"]] == [
+            "pending",
+            "reserved",
+            "calling-agent",
+            "calling-citizen",
+            "connected",
+            "done",
+        ]
+        assert done["attempts"] == 1
+        log = h.queue_log()[before_q:]
+        assert re.search(
+            rf"\|{req['uniqueid']}\|province\|1001\|CALLBACK\|{done['attempt_id']}$", log, re.M
+        ), log
+        # The agent is freed after the wrap-up and takes queue calls again.
+        h.wait_for(lambda: "paused" not in member_line(h, "province", "1001"), 10, "1001 unpaused")
+        # Stats: the call was called back.
+        status, stats = h.api("GET", f"/stats/queues?since={t0}", "admin")
+        assert status == 200, stats
+        assert (
+            stats["total"]["called_back"] == 1 and stats["by_queue"]["province"]["called_back"] == 1
+        )
+        assert [n for n, _ in carrier.invites()] == ["13907910021"]  # once
+    finally:
+        agent.stop()
+        carrier.stop()
+
+
+def queue_log_lines(h: Hotline, since: int) -> list[list[str]]:
+    return [ln.split("|") for ln in h.queue_log()[since:].splitlines() if ln]
+
+
+def test_two_callbacks_and_a_live_caller_served_in_arrival_order(
+    fresh: Hotline, workdir: Path
+) -> None:
+    h = fresh
+    carrier = Carrier(h, workdir, "carrier-order")
+    agent = register(h, workdir, "1001")
+    try:
+        before_q = len(h.queue_log())
+        a = offer_and_accept(h, workdir, "13907910031", "a")  # first
+        time.sleep(1.5)
+        c = call(
+            h, workdir, pause(800) + dtmf("2", then_ms=34000), name="c-live", caller="13907910032"
+        )
+        time.sleep(1.5)
+        b = offer_and_accept(h, workdir, "13907910033", "b")  # last
+        for name, p in (("a", a), ("b", b)):
+            res = p.wait(60)
+            assert res.returncode == 0, f"{name}: {res.explain()}"
+        ra, rb = callback_for(h, "13907910031"), callback_for(h, "13907910033")
+        assert ra is not None and rb is not None and ra["first_queued"] <= rb["first_queued"]
+        h.login_seat("1001")
+        res = c.wait(60)
+        assert res.returncode == 0, res.explain()
+        h.wait_for(
+            lambda: (callback_for(h, "13907910033") or {}).get("state") == "done",
+            30,
+            "B called back",
+        )
+        lines = queue_log_lines(h, before_q)
+        events = [(ln[1], ln[4]) for ln in lines if ln[4] in ("CALLBACK", "CONNECT")]
+        c_id = next(ln[1] for ln in lines if ln[4] == "ENTERQUEUE" and ln[6] == "13907910032")
+        assert events == [
+            (ra["uniqueid"], "CALLBACK"),
+            (c_id, "CONNECT"),
+            (rb["uniqueid"], "CALLBACK"),
+        ], lines
+        assert [n for n, _ in carrier.invites()] == ["13907910031", "13907910033"]
+    finally:
+        agent.stop()
+        carrier.stop()
+
+
+def test_controller_restart_loses_and_doubles_no_callback(fresh: Hotline, workdir: Path) -> None:
+    h = fresh
+    carrier = Carrier(h, workdir, "carrier-restart", talk_ms=4000)
+    agent = register(h, workdir, "1001")
+    try:
+        for p in (
+            offer_and_accept(h, workdir, "13907910041", "r1"),
+            offer_and_accept(h, workdir, "13907910042", "r2"),
+        ):
+            res = p.wait(60)
+            assert res.returncode == 0, res.explain()
+        pending = {c["number"]: c for c in callbacks(h, "pending")}
+        assert set(pending) == {"13907910041", "13907910042"}
+        # Killed with two call-backs pending: both are still there after the restart.
+        h.kill_controller()
+        h.start_controller()
+        assert {c["number"] for c in callbacks(h, "pending")} == set(pending)
+        h.login_seat("1001")
+        # Killed again while the first call-back is under way (the citizen talking).
+        h.wait_for(lambda: carrier.invites(), 20, "the first call-back reaches the carrier")
+        h.kill_controller()
+        h.start_controller()
+        h.wait_for(
+            lambda: all((callback_for(h, n) or {}).get("state") == "done" for n in pending),
+            40,
+            "both call-backs done",
+        )
+        # Each citizen called exactly once (they queued in the same second: either order).
+        assert sorted(n for n, _ in carrier.invites()) == ["13907910041", "13907910042"], (
+            carrier.invites()
+        )
+        for n in pending:
+            done = callback_for(h, n)
+            assert done is not None and done["attempts"] == 1 and done["launches"] == 1, done
+        h.wait_for(lambda: "paused" not in member_line(h, "province", "1001"), 10, "1001 unpaused")
+    finally:
+        agent.stop()
+        carrier.stop()
+
+
+def test_unanswered_callback_is_retried_then_failed(fresh: Hotline, workdir: Path) -> None:
+    h = fresh
+    carrier = Carrier(h, workdir, "carrier-busy", answer=False)
+    agent = register(h, workdir, "1001")
+    try:
+        res = offer_and_accept(h, workdir, "13907910051", "busy").wait(60)
+        assert res.returncode == 0, res.explain()
+        h.login_seat("1001")
+        h.wait_for(
+            lambda: (callback_for(h, "13907910051") or {}).get("state") == "failed", 40, "failed"
+        )
+        failed = callback_for(h, "13907910051")
+        assert failed is not None and failed["attempts"] == 2 and failed["result"] == "BUSY", failed
+        states = [t["to"] for t in failed["history"]]
+        assert states.count("retry-wait") == 1 and states[-1] == "failed", states
+        assert [n for n, _ in carrier.invites()] == ["13907910051", "13907910051"]
+        assert callbacks(h, "failed")[0]["id"] == failed["id"]
+        h.wait_for(lambda: "paused" not in member_line(h, "province", "1001"), 10, "1001 unpaused")
+    finally:
+        agent.stop()
+        carrier.stop()
+
+
+def test_abandoned_call_listed_and_turned_into_a_callback(fresh: Hotline, workdir: Path) -> None:
+    h = fresh
+    t0 = int(time.time())
+    res = call(
+        h, workdir, pause(800) + dtmf("2", then_ms=3000), name="gave-up", caller="13907910061"
+    ).wait(30)
+    assert res.returncode == 0, res.explain()
+    assert h.api("GET", "/callbacks/abandoned", "zhangwei")[0] == 403  # agents may not
+    status, body = h.api("GET", f"/callbacks/abandoned?since={t0}", "sup-province")
+    assert status == 200, body
+    (missed,) = [m for m in body["abandoned"] if m["number"] == "13907910061"]
+    assert missed["queue"] == "province" and missed["waited_s"] >= 1
+    status, made = h.api("POST", f"/callbacks/abandoned/{missed['uniqueid']}", "sup-province")
+    assert status == 201, made
+    assert (
+        made["source"] == "abandoned"
+        and made["state"] == "pending"
+        and made["created_by"] == "sup-province"
+    )
+    assert made["first_queued"] == missed["first_queued"] and made["number"] == "13907910061"
+    # Listed once: now it has a call-back.
+    body = h.api("GET", f"/callbacks/abandoned?since={t0}", "sup-province")[1]
+    assert missed["uniqueid"] not in [m["uniqueid"] for m in body["abandoned"]]
+    status, again = h.api("POST", f"/callbacks/abandoned/{missed['uniqueid']}", "sup-province")
+    assert status == 404 and again["error_id"] == "not-found", again
+    status, one = h.api("GET", f"/callbacks/{made['id']}", "sup-province")
+    assert status == 200 and one["id"] == made["id"], one
+    assert h.api("GET", f"/callbacks/{made['id']}", "sup-nanchang")[0] == 404  # not their queue
+    status, bad = h.api("GET", "/callbacks?state=sleeping", "admin")
+    assert status == 400 and bad["error_id"] == "bad-request", bad
+    status, cancelled = h.api("POST", f"/callbacks/{made['id']}/cancel", "sup-province")
+    assert status == 200 and cancelled["state"] == "cancelled", cancelled

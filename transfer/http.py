@@ -1,0 +1,75 @@
+"""HTTP resources of transfers (thin: parse, call the service, shape JSON).
+
+* ``POST /calls/{seat}/transfer`` ``{"line": "119"}``: the agent of the seat (or a
+  supervisor of its centre, or an admin) transfers the seat's call; 202 with the
+  transfer record (its ``state`` is ``dialling`` when the line rings).
+* ``GET /transfers/{id}``: one transfer with its transitions, outcome and timings.
+* ``GET /transfers?limit=N&seat=S``: the latest transfers (agents: their seat only).
+
+Errors carry an HTTP status, a stable ``error_id`` and ``details``, as every route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from hotline.auth import Principal
+
+from .exceptions import TransferError
+from .services import TransferService
+
+Handler = Callable[[web.Request, Principal], Awaitable[web.Response]]
+ErrorFn = Callable[..., web.Response]
+ReadJson = Callable[[web.Request], Awaitable[dict[str, Any]]]
+
+
+def routes(
+    service: TransferService, error: ErrorFn, read_json: ReadJson
+) -> list[tuple[str, str, Handler]]:
+    def failed(e: TransferError) -> web.Response:
+        return error(e.status, e.error_id, str(e), **e.details)
+
+    async def start(request: web.Request, who: Principal) -> web.Response:
+        body = await read_json(request)
+        line = body.get("line")
+        if not isinstance(line, str):
+            return error(
+                400, "bad-request", 'give the emergency line to transfer to, e.g. {"line": "119"}'
+            )
+        try:
+            record = await service.request(who, request.match_info["seat"], line)
+        except TransferError as e:
+            return failed(e)
+        return web.json_response(record, status=202)
+
+    def visible(who: Principal, record: dict[str, Any]) -> bool:
+        return who.role in ("admin", "supervisor") or (
+            who.seat is not None and record.get("seat") == who.seat
+        )
+
+    async def one(request: web.Request, who: Principal) -> web.Response:
+        record = service.get(request.match_info["id"])
+        if record is None or not visible(who, record):
+            return error(404, "not-found", f"no transfer {request.match_info['id']!r}")
+        return web.json_response(record)
+
+    async def many(request: web.Request, who: Principal) -> web.Response:
+        try:
+            limit = min(1000, int(request.query.get("limit", "100")))
+        except ValueError:
+            return error(400, "bad-request", "limit must be a number")
+        seat = request.query.get("seat")
+        if who.role not in ("admin", "supervisor"):
+            if who.seat is None:
+                return error(403, "forbidden", f"{who.name} has no seat")
+            seat = who.seat
+        return web.json_response(service.recent(limit, seat))
+
+    return [
+        ("POST", "/calls/{seat}/transfer", start),
+        ("GET", "/transfers/{id}", one),
+        ("GET", "/transfers", many),
+    ]

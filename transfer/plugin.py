@@ -1,0 +1,29 @@
+"""Wiring of the transfer service into the controller (no logic here)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .services import EVENTS, TransferService
+from .store import TransferStore
+
+log = logging.getLogger(__name__)
+
+
+class TransferPlugin:
+    """Created with the controller's :class:`hotline.app.App`; ``attach`` to the AMI client."""
+
+    def __init__(self, app: Any) -> None:
+        store = TransferStore.in_state_dir(app.instance.state)
+        self.service = TransferService(config=lambda: app.config, ami=lambda: app.ami, store=store)
+        self.service.load()
+
+    def attach(self, client: Any) -> None:
+        """Follow the transfer events; reconcile open transfers on every boot/reconnect."""
+        for name in EVENTS:
+            client.on(name, self.service.on_event)
+        client.on_booted(self.service.reconcile_all)
+
+    async def close(self) -> None:
+        await self.service.close()
