@@ -224,6 +224,25 @@ class Hotline:
         except urllib.error.HTTPError as e:
             return e.code, json.load(e)
 
+    # Registration takes milliseconds; the bound is generous for a loaded machine.
+    REGISTER_WAIT_S = 30
+
+    def register_seat(self, workdir: Path, seat: str, *, ooc_scenario: str | None = None,
+                      hold_ms: int = 90000, name: str | None = None) -> Any:
+        """A SIPp softphone registered as ``seat`` (digest auth) that answers offers
+        with ``ooc_scenario`` (default: answers every call); waits until Asterisk has
+        its contact."""
+        from .sipp import Sipp, agent_answer_scenario, agent_register_scenario
+
+        agent = Sipp(workdir, name or f"seat-{seat}",
+                     agent_register_scenario(seat, self.seat_password(seat), hold_ms),
+                     local_ip="127.0.0.1", target=self.sip_target,
+                     ooc_scenario=ooc_scenario or agent_answer_scenario(),
+                     timeout_s=hold_ms // 1000 + 20)
+        self.wait_for(lambda: f"sip:{seat}@127.0.0.1:{agent.local_port}" in self.cli(f"pjsip show aor {seat}"),
+                      self.REGISTER_WAIT_S, f"seat {seat} registered")
+        return agent
+
     def login_seat(self, seat: str) -> None:
         status, body = self.api("POST", f"/seats/{seat}/login", self.agent_of(seat))
         assert status == 200, body

@@ -16,8 +16,6 @@ from .harness import Hotline, test_config
 from .sipp import (
     RtpSink,
     Sipp,
-    agent_answer_scenario,
-    agent_register_scenario,
     caller_scenario,
     dtmf,
     pause,
@@ -33,12 +31,7 @@ def hotline_config() -> dict:
 
 def register_agent(h: Hotline, workdir: Path, seat: str = "1001", hold_ms: int = 90000,
                    queue: str | None = None) -> Sipp:
-    agent = Sipp(workdir, f"agent-{seat}", agent_register_scenario(seat, h.seat_password(seat), hold_ms),
-                 local_ip="127.0.0.1", target=h.sip_target, ooc_scenario=agent_answer_scenario(),
-                 timeout_s=hold_ms // 1000 + 20)
-    h.wait_for(lambda: f"{seat}/sip:{seat}@127.0.0.1:{agent.local_port}" in h.cli(f"pjsip show aor {seat}"),
-               timeout=10, what=f"seat {seat} to register")
-    # The seat's device state must be known to the queue before a call arrives.
+    agent = h.register_seat(workdir, seat, hold_ms=hold_ms, name=f"agent-{seat}")
     h.login_seat(seat)  # as the agent would, through the HTTP API
     queue = queue or next(q for q, v in h.cfg["queues"].items() if seat in v.get("members", []))
     h.wait_for(lambda: re.search(rf"\(PJSIP/{seat}\).*Not in use", h.cli(f"queue show {queue}")),

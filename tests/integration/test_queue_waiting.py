@@ -32,8 +32,6 @@ from .harness import test_config as sample_config
 from .sipp import (
     PCAP_DIR,
     Sipp,
-    agent_answer_scenario,
-    agent_register_scenario,
     caller_scenario,
     dtmf,
     pause,
@@ -240,21 +238,7 @@ class Carrier:
 
 
 def register(h: Hotline, workdir: Path, seat: str, hold_ms: int = 170_000) -> Sipp:
-    agent = Sipp(
-        workdir,
-        f"agent-{seat}",
-        agent_register_scenario(seat, h.seat_password(seat), hold_ms),
-        local_ip="127.0.0.1",
-        target=h.sip_target,
-        ooc_scenario=agent_answer_scenario(),
-        timeout_s=hold_ms // 1000 + 20,
-    )
-    h.wait_for(
-        lambda: f"sip:{seat}@127.0.0.1:{agent.local_port}" in h.cli(f"pjsip show aor {seat}"),
-        10,
-        f"seat {seat} registered",
-    )
-    return agent
+    return h.register_seat(workdir, seat, hold_ms=hold_ms, name=f"agent-{seat}")
 
 
 def member_line(h: Hotline, queue: str, seat: str) -> str:

@@ -17,7 +17,6 @@ from .sipp import (
     Sipp,
     agent_answer_scenario,
     agent_no_answer_scenario,
-    agent_register_scenario,
     dtmf,
     pause,
     seat_dial_scenario,
@@ -34,11 +33,7 @@ def hotline_config() -> dict[str, Any]:
 
 def register(h: Hotline, workdir: Path, seat: str, answer: bool = True, hold_ms: int = 60000) -> Sipp:
     ooc = agent_answer_scenario() if answer else agent_no_answer_scenario()
-    agent = Sipp(workdir, f"seat-{seat}", agent_register_scenario(seat, h.seat_password(seat), hold_ms),
-                 local_ip="127.0.0.1", target=h.sip_target, ooc_scenario=ooc, timeout_s=hold_ms // 1000 + 20)
-    h.wait_for(lambda: f"sip:{seat}@127.0.0.1:{agent.local_port}" in h.cli(f"pjsip show aor {seat}"),
-               10, f"seat {seat} registered")
-    return agent
+    return h.register_seat(workdir, seat, ooc_scenario=ooc, hold_ms=hold_ms)
 
 
 def member_line(h: Hotline, queue: str, seat: str) -> str:

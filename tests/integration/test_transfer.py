@@ -28,7 +28,6 @@ from .harness import Hotline
 from .sipp import (
     Sipp,
     TonePeer,
-    agent_register_scenario,
     answering_party_scenario,
     citizen_call_scenario,
 )
@@ -85,20 +84,7 @@ def agent(h: Hotline, wd: Path, *, hangup_after_ms: int = 0) -> Party:
         hangup_after_ms=hangup_after_ms,
         who="agent",
     )
-    sipp = Sipp(
-        wd,
-        "agent-1001",
-        agent_register_scenario("1001", h.seat_password("1001"), 60000),
-        local_ip="127.0.0.1",
-        target=h.sip_target,
-        ooc_scenario=ooc,
-        timeout_s=80,
-    )
-    h.wait_for(
-        lambda: f"sip:1001@127.0.0.1:{sipp.local_port}" in h.cli("pjsip show aor 1001"),
-        10,
-        "seat 1001 registered",
-    )
+    sipp = h.register_seat(wd, "1001", ooc_scenario=ooc, hold_ms=60000, name="agent-1001")
     h.login_seat("1001")
     h.wait_for(
         lambda: re.search(r"\(PJSIP/1001\).*Not in use", h.cli("queue show province")),
