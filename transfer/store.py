@@ -27,12 +27,12 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    create_engine,
-    event,
     select,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from hotline.storage import open_engine
 
 from .machine import Transfer
 
@@ -72,19 +72,11 @@ class TransitionRow(Base):
     reason: Mapped[str] = mapped_column(Text)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cur = dbapi_connection.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
 
 class TransferStore:
     def __init__(self, path: Path | str):
         self.path = str(path)
-        self.engine: Engine = create_engine(f"sqlite:///{self.path}")
-        event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.engine: Engine = open_engine(f"sqlite:///{self.path}")
         Base.metadata.create_all(self.engine)
         self._saved_history: dict[str, int] = {}
 
