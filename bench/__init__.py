@@ -12,4 +12,8 @@ and measures the AGI latency at 80 % of the AGI variant's maximum.
 Everything stays on loopback; every SIPp run is bounded in calls (``-m``),
 concurrency (``-l``) and time (``-timeout``); the whole search has a time
 budget.
+
+:mod:`bench.agi_micro` (``python -m bench.agi_micro``) measures the FastAGI
+server alone against a fake Asterisk: its CPU per call and latency, in
+seconds rather than minutes, for tuning :mod:`ivr.server`.
 """

@@ -54,7 +54,7 @@ from typing import Final
 
 from dialplan.loader import ConfigError
 from hotline.runtime import AsteriskRoot, SetupError
-from ivr.server import FastAgiServer
+from ivr.server import FastAgiServer, loop_factory
 from tests.integration.sipp import free_port
 
 from .dialplan import AGI_NUMBER, BARE_NUMBER, BenchHotline, BenchNumbers, bench_config
@@ -341,9 +341,10 @@ async def run(hotline: BenchHotline, server_port: int, opts: Options, workdir: P
 
 
 def setup_line(opts: Options) -> str:
+    loop = "uvloop" if loop_factory() is not None else "asyncio"
     return (f"setup: controller {'on' if opts.controller else 'off'}, transmit_silence "
             f"{'yes' if opts.silence else 'no'}, {opts.step_s:g} s of calls per step, "
-            f"hold {opts.hold_s} s, resolution {opts.resolution} cps")
+            f"hold {opts.hold_s} s, resolution {opts.resolution} cps, FastAGI on {loop}")
 
 
 def asterisk_complaints(hotline: BenchHotline, limit: int = 8) -> list[str]:
@@ -398,7 +399,9 @@ def run_with_teardown(hotline: BenchHotline, agi_port: int, opts: Options, workd
         hotline.check_bench_numbers()
         say(f"bench: SIP {hotline.sip_target}, carrier {hotline.carrier_ip}, "
             f"FastAGI 127.0.0.1:{agi_port}, load average {os.getloadavg()[0]:.2f}")
-        asyncio.run(run(hotline, agi_port, opts, workdir, report, started))
+        # The event loop the controller serves FastAGI on (uvloop when installed).
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(run(hotline, agi_port, opts, workdir, report, started))
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the teardown finish
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

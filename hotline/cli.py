@@ -373,12 +373,16 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 def cmd_controller(args: argparse.Namespace) -> int:
+    from ivr.server import loop_factory
+
     from .controller import serve
 
     inst = _instance(args.instance)
     (inst.state / "controller.pid").write_text(str(os.getpid()))
     try:
-        asyncio.run(serve(inst))
+        # uvloop when installed: the FastAGI server needs less CPU per call on it.
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(serve(inst))
     finally:
         with contextlib.suppress(FileNotFoundError):
             (inst.state / "controller.pid").unlink()

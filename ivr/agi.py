@@ -128,6 +128,9 @@ class AgiEnvironment:
 
 
 _ENV_KEY = re.compile(rb"agi_[a-z0-9_]+")
+# A whole well-formed block (decoded), and its "key: value" pairs: the fast path.
+_ENV_BLOCK = re.compile(r"(?:agi_[a-z0-9_]+:[^\r\n]*\r?\n)*(?:\r?\n)*")
+_ENV_PAIR = re.compile(r"(agi_[a-z0-9_]+): ?([^\r\n]*)\r?\n")
 _ARG_KEY = re.compile(r"agi_arg_([1-9][0-9]*)")
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 _REQUIRED_KEYS: Final = ("agi_network_script", "agi_uniqueid", "agi_channel")
@@ -153,32 +156,9 @@ def parse_environment(block: bytes) -> AgiEnvironment:
         raise AgiProtocolError(
             f"AGI environment is {len(block)} bytes, over the {MAX_ENVIRONMENT_BYTES}-byte limit"
         )
-    values: dict[str, str] = {}
-    ended = False
-    for number, line in enumerate(block.split(b"\n"), 1):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line:
-            ended = True
-            continue
-        if ended:
-            raise AgiProtocolError(
-                f"AGI environment line {number} follows the empty line that ends the environment"
-            )
-        key, colon, raw_value = line.partition(b":")
-        if not colon:
-            raise AgiProtocolError(f"AGI environment line {number} has no colon: {line[:60]!r}")
-        if _ENV_KEY.fullmatch(key) is None:
-            raise AgiProtocolError(
-                f"AGI environment line {number} has an invalid key: {key[:60]!r}"
-            )
-        name = key.decode("ascii")
-        if name in values:
-            raise AgiProtocolError(f"AGI environment line {number} repeats {name}")
-        # setup_env() writes "%s: %s\n": exactly one space follows the colon.
-        if raw_value.startswith(b" "):
-            raw_value = raw_value[1:]
-        values[name] = raw_value.decode("utf-8", "replace")
+    values = _well_formed_values(block)
+    if values is None:
+        values = _checked_values(block)
 
     for name in _REQUIRED_KEYS:
         if name not in values:
@@ -203,10 +183,11 @@ def parse_environment(block: bytes) -> AgiEnvironment:
         raise AgiProtocolError(f"agi_enhanced is not 0.0 or 1.0: {enhanced!r}")
 
     numbered: dict[int, str] = {}
-    for name, value in values.items():
-        match = _ARG_KEY.fullmatch(name)
-        if match is not None:
-            numbered[int(match.group(1))] = value
+    if b"agi_arg_" in block:  # AGI() with arguments
+        for name, value in values.items():
+            match = _ARG_KEY.fullmatch(name)
+            if match is not None:
+                numbered[int(match.group(1))] = value
     for index in range(1, len(numbered) + 1):
         if index not in numbered:
             highest = max(numbered)
@@ -235,6 +216,54 @@ def parse_environment(block: bytes) -> AgiEnvironment:
         arguments=tuple(numbered[i] for i in range(1, len(numbered) + 1)),
         raw=types.MappingProxyType(values),
     )
+
+
+def _well_formed_values(block: bytes) -> dict[str, str] | None:
+    """The variables of a block with nothing to complain about, or None.
+
+    One decode and two regex passes over the whole block (what Asterisk sends);
+    anything unusual -- a bad line, a repeated key, text after the empty line,
+    a CR inside a value -- returns None and :func:`_checked_values` reports it.
+    Decoding the block at once equals decoding each value: keys are ASCII, and
+    an ASCII byte (LF, CR, colon, space) always ends an invalid UTF-8 sequence.
+    """
+    text = block.decode("utf-8", "replace")
+    if _ENV_BLOCK.fullmatch(text) is None:
+        return None
+    pairs = _ENV_PAIR.findall(text)
+    values = dict(pairs)
+    return values if len(values) == len(pairs) else None
+
+
+def _checked_values(block: bytes) -> dict[str, str]:
+    """The variables of ``block``, line by line, raising on the first bad one."""
+    values: dict[str, str] = {}
+    ended = False
+    for number, line in enumerate(block.split(b"\n"), 1):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            ended = True
+            continue
+        if ended:
+            raise AgiProtocolError(
+                f"AGI environment line {number} follows the empty line that ends the environment"
+            )
+        key, colon, raw_value = line.partition(b":")
+        if not colon:
+            raise AgiProtocolError(f"AGI environment line {number} has no colon: {line[:60]!r}")
+        if _ENV_KEY.fullmatch(key) is None:
+            raise AgiProtocolError(
+                f"AGI environment line {number} has an invalid key: {key[:60]!r}"
+            )
+        name = key.decode("ascii")
+        if name in values:
+            raise AgiProtocolError(f"AGI environment line {number} repeats {name}")
+        # setup_env() writes "%s: %s\n": exactly one space follows the colon.
+        if raw_value.startswith(b" "):
+            raw_value = raw_value[1:]
+        values[name] = raw_value.decode("utf-8", "replace")
+    return values
 
 
 def format_environment(values: Mapping[str, str]) -> bytes:
@@ -282,19 +311,24 @@ def format_command(*words: str) -> bytes:
         raise ValueError(
             f"AGI command has {count} words, over the {MAX_COMMAND_WORDS} that res_agi keeps"
         )
-    parts = [verb]
-    for index in range(1, len(words)):
-        arg = words[index]
-        bad = _CONTROL.search(arg)
-        if bad is not None:
-            raise ValueError(
-                f"AGI command argument {index} contains control character 0x{ord(bad.group()):02x}"
-            )
-        if "\\" in arg or '"' in arg:
-            arg = arg.replace("\\", "\\\\").replace('"', '\\"')
-        parts.append(f'"{arg}"')
+    args = words[1:]
+    if not args:
+        text = verb + "\n"
+    else:
+        joined = "".join(args)  # one scan for the usual, clean case
+        if _CONTROL.search(joined) is not None:
+            for index, arg in enumerate(args, 1):
+                bad = _CONTROL.search(arg)
+                if bad is not None:
+                    raise ValueError(
+                        f"AGI command argument {index} contains control character "
+                        f"0x{ord(bad.group()):02x}"
+                    )
+        if "\\" in joined or '"' in joined:
+            args = tuple(arg.replace("\\", "\\\\").replace('"', '\\"') for arg in args)
+        text = verb + ' "' + '" "'.join(args) + '"\n'
     try:
-        line = (" ".join(parts) + "\n").encode("utf-8")
+        line = text.encode("utf-8")
     except UnicodeEncodeError:
         for index in range(1, len(words)):
             try:
@@ -524,6 +558,13 @@ def parse_response(lines: Sequence[bytes]) -> AgiResponse:
     )
 
 
+# The answers most commands get, one line on its own ("200 result=1\n"): parsed once.
+# AgiResponse is frozen, so one object can be handed out for every such line.
+_PLAIN_RESULTS: Final[Mapping[bytes, AgiResponse]] = {
+    b"200 result=%d\n" % n: AgiResponse(code=200, result=str(n)) for n in range(-2, 256)
+}
+
+
 class ResponseReader:
     """Incremental reader: feed bytes from the socket, get complete events.
 
@@ -548,6 +589,10 @@ class ResponseReader:
 
     def feed(self, data: bytes) -> list[AgiEvent]:
         """Add bytes; return the events they complete, in order."""
+        if not self._buffer and not self._block:
+            plain = _PLAIN_RESULTS.get(data)
+            if plain is not None:
+                return [plain]
         events: list[AgiEvent] = []
         buffer = self._buffer + data if self._buffer else data
         start = 0

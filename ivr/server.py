@@ -16,7 +16,17 @@ EOF) only ends the session.
 Deadlines: each command waits at most ``command_timeout`` for its response;
 the handler's own work between two commands (and before the first, after the
 last) is bounded by ``step_timeout``.  Both are one :func:`asyncio.timeout`
-per session, rescheduled around each command: no extra task, no polling.
+per session, driven by one timer that is only re-armed when the deadline
+comes earlier (:class:`_Deadline`): no extra task, no polling, no timer
+churn per command.
+
+CPU per call matters (issue 2, ``make bench``): every call of the hotline runs
+at least one AGI step, on the same cores as Asterisk.  So the socket is an
+:class:`asyncio.Protocol` (:class:`_Wire`) rather than a stream pair: the
+session's task wakes once for the environment however many pieces
+``setup_env()`` writes it in, and once per response.  :func:`loop_factory`
+gives uvloop's event loop when it is installed: about a third less again
+(``python -m bench.agi_micro`` measures it without Asterisk).
 """
 
 from __future__ import annotations
@@ -27,8 +37,8 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable, MutableMapping
-from typing import Any, Final, NoReturn
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final, NoReturn, cast
 
 from agi_scripts import Abort, Handler, RouteTable
 from hotline import channel_vars
@@ -56,6 +66,7 @@ __all__ = [
     "FastAgiServer",
     "Session",
     "SessionHook",
+    "loop_factory",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,7 +84,8 @@ REASON_BAD_ENVIRONMENT: Final = "bad environment"
 REASON_INTERNAL_ERROR: Final = "internal error"
 REASON_SHUTDOWN: Final = "server shutdown"
 
-_READ_CHUNK: Final = 64 * 1024
+# Stop reading when this much arrived unasked (what asyncio's StreamReader does at 2 x limit).
+_PAUSE_BYTES: Final = 2 * MAX_ENVIRONMENT_BYTES
 _DTMF = re.compile(r"[0-9*#A-D]*")
 _APPLICATION = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 # A variable, optionally with inheritance prefix, or a dialplan function call.
@@ -103,17 +115,82 @@ class CallLog(logging.LoggerAdapter[logging.Logger]):
         return self._prefix + str(msg), kwargs
 
 
-class _Wire:
-    """Command/response exchange on one FastAGI socket.
+class _Deadline:
+    """The handler's one deadline: moving it stores a number, not a timer.
 
-    One command at a time: write the line, read until its response.  A
-    ``HANGUP`` line, a ``511`` or EOF marks the wire hung up and raises
-    :class:`ChannelHungUp` (now and for every later command).
+    Every command moves the deadline twice (to ``now + max_wait``, then to
+    ``now + step_timeout``).  Rescheduling an event-loop timer each time costs
+    more than the rest of the command, so :meth:`move` only re-arms the timer
+    when the deadline comes *earlier* than the armed time; a timer that fires
+    before the deadline arms itself again for it.  When the deadline has
+    passed, the session's :func:`asyncio.timeout` is expired, which cancels
+    the handler and turns the cancellation into ``TimeoutError`` as usual.
+    """
+
+    __slots__ = ("_loop", "_timeout", "_due", "_armed", "_handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: asyncio.Timeout) -> None:
+        self._loop = loop
+        self._timeout = timeout
+        self._due = math.inf
+        self._armed = math.inf
+        self._handle: asyncio.TimerHandle | None = None
+
+    def expired(self) -> bool:
+        return self._timeout.expired()
+
+    def move(self, due: float) -> None:
+        """Set the deadline to loop time ``due`` (``math.inf``: none)."""
+        self._due = due
+        if due < self._armed:
+            self._arm(due)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._armed = math.inf
+
+    def _arm(self, due: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed = due
+        self._handle = self._loop.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._armed = math.inf
+        due = self._due
+        if due <= self._loop.time():
+            self._timeout.reschedule(due)  # past: expires on the next loop iteration
+        elif due != math.inf:
+            self._arm(due)
+
+
+class _Wire(asyncio.Protocol):
+    """One FastAGI socket: the environment, then one command/response at a time.
+
+    The protocol callbacks only keep what arrives; the bytes are parsed by the
+    session's task while it waits for the environment or for a command's
+    response (as a stream reader would).  The task is woken once the
+    environment block is complete, not for each of the lines that
+    ``setup_env()`` writes separately.  A ``HANGUP`` line, a ``511`` or EOF
+    marks the wire hung up and raises :class:`ChannelHungUp` (now and for
+    every later command).
     """
 
     __slots__ = (
-        "_reader",
-        "_writer",
+        "_server",
+        "_loop",
+        "transport",
+        "_peername",
+        "_pending",
+        "_env_scan",
+        "_waiter",
+        "_lost",
+        "_closed",
+        "_disconnected",
+        "_paused",
         "_responses",
         "_events",
         "_step_timeout",
@@ -123,66 +200,178 @@ class _Wire:
         "hangup_cause",
     )
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, step_timeout: float
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, server: FastAgiServer, loop: asyncio.AbstractEventLoop) -> None:
+        self._server = server
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self._peername: object = None
+        self._pending = b""  # received, not parsed yet
+        self._env_scan = 0  # where to look for the end of the environment; -1 once read
+        self._waiter: asyncio.Future[None] | None = None
+        self._lost: tuple[BaseException | None] | None = None  # EOF (None) or error
+        self._closed: asyncio.Future[None] | None = None
+        self._disconnected = False
+        self._paused = False
         self._responses = ResponseReader()
         self._events: deque[AgiEvent] = deque()
-        self._step_timeout = step_timeout
+        self._step_timeout = server.step_timeout
         #: The handler's deadline while it runs (see Session._run_handler).
-        self.deadline: asyncio.Timeout | None = None
+        self.deadline: _Deadline | None = None
         self.busy = False
         self.hung_up = False
         self.hangup_cause = ""
+
+    # ------------------------------------------------------------ protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's does not subclass asyncio.Transport).
+        self.transport = cast(asyncio.Transport, transport)
+        self._peername = transport.get_extra_info("peername")  # formatted only if logged
+        self._server._serve(self)
+
+    def data_received(self, data: bytes) -> None:
+        pending = self._pending = self._pending + data if self._pending else data
+        scan = self._env_scan
+        if scan >= 0:  # still waiting for the environment's empty line
+            if pending.find(b"\n\n", scan) < 0 and len(pending) - 1 <= MAX_ENVIRONMENT_BYTES:
+                self._env_scan = len(pending) - 1
+                return
+        elif len(pending) > _PAUSE_BYTES and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._lost = (None,)
+        self._wake()
+        return True  # keep the transport: it is closed when the session ends
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disconnected = True
+        if self._lost is None or exc is not None:
+            self._lost = (exc,)
+        self._wake()
+        closed = self._closed
+        if closed is not None and not closed.done():
+            closed.set_result(None)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        waiter = self._waiter = self._loop.create_future()
+        await waiter
+
+    # ------------------------------------------------------------ the session side
+
+    @property
+    def peer(self) -> str:
+        """``host:port`` of Asterisk's end of the socket."""
+        peer = self._peername
+        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+
+    async def read_environment(self) -> bytes:
+        """The environment block, up to its empty line.
+
+        Raises as ``StreamReader.readuntil(b"\\n\\n")`` with a limit of
+        :data:`MAX_ENVIRONMENT_BYTES` would: the connection's error,
+        :class:`asyncio.LimitOverrunError`, or :class:`asyncio.IncompleteReadError`
+        at EOF.
+        """
+        while True:
+            lost = self._lost
+            if lost is not None and lost[0] is not None:
+                raise lost[0]
+            pending = self._pending
+            found = pending.find(b"\n\n", max(0, self._env_scan))
+            if found >= 0:
+                if found > MAX_ENVIRONMENT_BYTES:
+                    raise asyncio.LimitOverrunError("AGI environment too large", found)
+                end = found + 2
+                self._env_scan = -1
+                self._pending = pending[end:]
+                return pending[:end]
+            if len(pending) - 1 > MAX_ENVIRONMENT_BYTES:
+                raise asyncio.LimitOverrunError("AGI environment too large", len(pending) - 1)
+            if lost is not None:
+                raise asyncio.IncompleteReadError(pending, None)
+            self._env_scan = max(0, len(pending) - 1)
+            await self._wait()
 
     def resync(self) -> None:
         """Forget buffered input after a protocol error (best effort)."""
         self._responses = ResponseReader()
         self._events.clear()
 
-    async def command(self, line: bytes, max_wait: float) -> AgiResponse:
+    async def command(self, line: bytes, max_wait: float, check: bool = False) -> AgiResponse:
         """Send one command line and return its response.
 
-        While a handler runs, the per-session deadline is moved to
-        ``now + max_wait`` for the command, then to ``now + step_timeout`` for
-        the handler's next step; otherwise a plain timeout applies.
-        ``max_wait=math.inf`` waits without limit.
+        While a handler runs, its deadline is moved to ``now + max_wait`` for
+        the command, then to ``now + step_timeout`` for the handler's next
+        step; otherwise a plain timeout applies.  ``max_wait=math.inf`` waits
+        without limit.  With ``check``, a response other than ``200`` raises
+        :class:`AgiCommandError`.
         """
         if self.hung_up:
             raise ChannelHungUp(self.hangup_cause)
         if self.busy:
             raise RuntimeError("another AGI command is already waiting on this channel")
         deadline = self.deadline
-        if deadline is not None and deadline.expired():
-            # The handler swallowed the cancellation of its expired deadline.
-            raise asyncio.CancelledError
-        self.busy = True
+        response: AgiResponse | None
         if deadline is None:
+            self.busy = True
             try:
                 async with asyncio.timeout(None if max_wait == math.inf else max_wait):
-                    return await self._exchange(line)
+                    response = await self._exchange(line)
             finally:
                 self.busy = False
-        loop = asyncio.get_running_loop()
-        deadline.reschedule(None if max_wait == math.inf else loop.time() + max_wait)
-        try:
-            response = await self._exchange(line)
-        except Exception:
+        else:
+            if deadline.expired():
+                # The handler swallowed the cancellation of its expired deadline.
+                raise asyncio.CancelledError
+            self.busy = True
+            loop = self._loop
+            deadline.move(loop.time() + max_wait)
+            try:
+                # _exchange(), inlined: this is the path every handler command takes.
+                self._send(line)
+                while (response := self._next_response()) is None:
+                    waiter = self._waiter = loop.create_future()
+                    await waiter
+            except Exception:
+                self.busy = False
+                raise
+            # On a timeout (CancelledError) "busy" stays set so that the session
+            # can tell a command timeout from a step timeout.
             self.busy = False
-            raise
-        # On a timeout (CancelledError) "busy" stays set so that the session
-        # can tell a command timeout from a step timeout.
-        self.busy = False
-        deadline.reschedule(loop.time() + self._step_timeout)
+            deadline.move(loop.time() + self._step_timeout)
+        if check and response.code != 200:
+            raise AgiCommandError(_verb(line), response)
         return response
 
     async def _exchange(self, line: bytes) -> AgiResponse:
+        self._send(line)
+        while (response := self._next_response()) is None:
+            waiter = self._waiter = self._loop.create_future()
+            await waiter
+        return response
+
+    def _send(self, line: bytes) -> None:
         events = self._events
         if events and isinstance(events[0], AgiHangup):
             self._hang_up("HANGUP from Asterisk")  # already said: send nothing more
-        self._writer.write(line)
+        transport = self.transport
+        assert transport is not None
+        if not transport.is_closing():
+            transport.write(line)
+
+    def _next_response(self) -> AgiResponse | None:
+        """The next response received, or None if it has to be waited for."""
+        events = self._events
         while True:
             if events:
                 event = events.popleft()
@@ -191,18 +380,42 @@ class _Wire:
                 elif event.code == 511:
                     self._hang_up(f"511 {event.data}")
                 return event
-            try:
-                data = await self._reader.read(_READ_CHUNK)
-            except ConnectionError as exc:
+            pending = self._pending
+            if pending:
+                self._pending = b""
+                if self._paused:
+                    self._paused = False
+                    self.transport.resume_reading()  # type: ignore[union-attr]
+                events.extend(self._responses.feed(pending))
+                continue
+            lost = self._lost
+            if lost is not None:
+                exc = lost[0]
+                if exc is None:
+                    self._hang_up("connection closed by Asterisk")
                 self._hang_up(f"connection lost: {exc!r}")
-            if not data:
-                self._hang_up("connection closed by Asterisk")
-            events.extend(self._responses.feed(data))
+            return None
 
     def _hang_up(self, cause: str) -> NoReturn:
         self.hung_up = True
         self.hangup_cause = cause
         raise ChannelHungUp(cause)
+
+    async def close(self, flush_s: float) -> None:
+        """Close the socket; wait (at most ``flush_s``) only if output is still queued."""
+        transport = self.transport
+        if transport is None:
+            return
+        flushing = transport.get_write_buffer_size() > 0
+        transport.close()
+        if not flushing or self._disconnected:
+            return
+        self._closed = self._loop.create_future()
+        try:
+            async with asyncio.timeout(flush_s):
+                await self._closed
+        except TimeoutError:
+            transport.abort()
 
 
 class Channel:
@@ -232,13 +445,11 @@ class Channel:
         """Whether a hangup has been seen (HANGUP, 511 or EOF)."""
         return self._wire.hung_up
 
-    async def _run(self, line: bytes, max_wait: float | None = None) -> AgiResponse:
-        response = await self._wire.command(
-            line, self._command_timeout if max_wait is None else max_wait
+    def _run(self, line: bytes, max_wait: float | None = None) -> Awaitable[AgiResponse]:
+        """Send ``line``; a response other than ``200`` raises :class:`AgiCommandError`."""
+        return self._wire.command(
+            line, self._command_timeout if max_wait is None else max_wait, True
         )
-        if response.code != 200:
-            raise AgiCommandError(_verb(line), response)
-        return response
 
     async def answer(self) -> None:
         """``ANSWER``: ``200 result=0``, or ``-1`` if the channel failed."""
@@ -376,30 +587,32 @@ def _check_variable(name: str) -> None:
 class Session:
     """One FastAGI connection: environment, route lookup, handler, abort."""
 
-    __slots__ = ("_server", "_reader", "_writer", "_wire", "_log", "_can_abort")
+    __slots__ = ("_server", "_wire", "_call_log", "_can_abort")
 
-    def __init__(
-        self, server: FastAgiServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, server: FastAgiServer, wire: _Wire) -> None:
         self._server = server
-        self._reader = reader
-        self._writer = writer
-        self._wire = _Wire(reader, writer, server.step_timeout)
-        peer = writer.get_extra_info("peername")
-        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
-        self._log = CallLog(logger, f"peer {where}")
+        self._wire = wire
+        self._call_log: CallLog | None = None  # "peer HOST:PORT" until the uniqueid is known
         self._can_abort = False
+
+    @property
+    def _log(self) -> CallLog:
+        log = self._call_log
+        if log is None:
+            log = self._call_log = CallLog(logger, f"peer {self._wire.peer}")
+        return log
 
     async def run(self) -> None:
         """Serve the connection until the handler ends; never raises (but cancel)."""
         started = time.perf_counter()
+        task = asyncio.current_task()
         script = uniqueid = ""
         try:
             env = await self._read_environment()
             if env is None:
                 return
             script, uniqueid = env.network_script, env.uniqueid
-            self._log = log = CallLog(logger, uniqueid)
+            self._call_log = log = CallLog(logger, uniqueid)
             handler = self._server.routes.lookup(script)
             if handler is None:
                 log.warning("unknown AGI script %r", script)
@@ -416,32 +629,34 @@ class Session:
                 await self._abort(REASON_SHUTDOWN)
             raise
         finally:
-            await self._close()
-            self._server._session_ended(script, uniqueid, time.perf_counter() - started)
+            server = self._server
+            await self._wire.close(server.command_timeout)
+            server._session_ended(script, uniqueid, time.perf_counter() - started)
+            if task is not None:
+                server._sessions.discard(task)
 
     async def _read_environment(self) -> AgiEnvironment | None:
-        log = self._log
         try:
             async with asyncio.timeout(self._server.command_timeout):
-                block = await self._reader.readuntil(b"\n\n")
+                block = await self._wire.read_environment()
         except asyncio.IncompleteReadError:
-            log.info("connection closed before the end of the AGI environment")
+            self._log.info("connection closed before the end of the AGI environment")
             return None
         except asyncio.LimitOverrunError:
             # The unread block is still buffered: no response could be read.
-            log.error("AGI environment over %d bytes, closing", MAX_ENVIRONMENT_BYTES)
+            self._log.error("AGI environment over %d bytes, closing", MAX_ENVIRONMENT_BYTES)
             return None
         except TimeoutError:
-            log.warning("no AGI environment within %.1f s", self._server.command_timeout)
+            self._log.warning("no AGI environment within %.1f s", self._server.command_timeout)
             return None
         except ConnectionError as exc:
-            log.info("connection lost before the AGI environment: %r", exc)
+            self._log.info("connection lost before the AGI environment: %r", exc)
             return None
         self._can_abort = True
         try:
             return parse_environment(block)
         except AgiProtocolError as exc:
-            log.error("bad AGI environment: %s", exc)
+            self._log.error("bad AGI environment: %s", exc)
             await self._abort(REASON_BAD_ENVIRONMENT)
             return None
 
@@ -451,15 +666,16 @@ class Session:
         wire = self._wire
         log = self._log
         channel = Channel(env, wire, log, server.command_timeout)
-        deadline = asyncio.timeout(None)
+        timeout = asyncio.timeout(None)
+        deadline = _Deadline(wire._loop, timeout)
         try:
-            async with deadline:
+            async with timeout:
                 wire.deadline = deadline
-                deadline.reschedule(asyncio.get_running_loop().time() + server.step_timeout)
+                deadline.move(wire._loop.time() + server.step_timeout)
                 await handler(channel, server.context)
             return None
         except TimeoutError:
-            if not deadline.expired():
+            if not timeout.expired():
                 log.exception("handler raised TimeoutError")
                 return REASON_INTERNAL_ERROR
             if wire.busy:
@@ -484,6 +700,7 @@ class Session:
             log.exception("handler %s failed", env.network_script)
             return REASON_INTERNAL_ERROR
         finally:
+            deadline.cancel()
             wire.deadline = None
             wire.busy = False
 
@@ -515,18 +732,9 @@ class Session:
         else:
             log.info("sent to %s,s,1: %s", channel_vars.CTX_FAILURE, reason)
 
-    async def _close(self) -> None:
-        writer = self._writer
-        writer.close()
-        try:
-            async with asyncio.timeout(self._server.command_timeout):
-                await writer.wait_closed()
-        except (OSError, TimeoutError):
-            writer.transport.abort()
-
 
 class FastAgiServer:
-    """FastAGI server on ``asyncio.start_server``.
+    """FastAGI server: ``loop.create_server`` with one :class:`_Wire` protocol per connection.
 
     ``routes`` maps ``agi_network_script`` to handlers; ``context`` is passed
     to every handler as its second argument.  ``on_session_end`` receives
@@ -573,9 +781,8 @@ class FastAgiServer:
         """Bind and start accepting connections."""
         if self._server is not None:
             raise RuntimeError("FastAGI server already started")
-        self._server = await asyncio.start_server(
-            self._on_connect, self.host, self._port, limit=MAX_ENVIRONMENT_BYTES
-        )
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Wire(self, loop), self.host, self._port)
         logger.info(
             "FastAGI server listening on %s:%d (%d scripts)",
             self.host,
@@ -601,6 +808,8 @@ class FastAgiServer:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+            # A task cancelled before it ran never reached its own discard.
+            self._sessions.difference_update(pending)
         if server is not None:
             await server.wait_closed()
             logger.info("FastAGI server on %s closed", self.host)
@@ -612,14 +821,9 @@ class FastAgiServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._sessions.add(task)
-        try:
-            await Session(self, reader, writer).run()
-        finally:
-            self._sessions.discard(task)
+    def _serve(self, wire: _Wire) -> None:
+        """A connection was accepted: serve it in its own task."""
+        self._sessions.add(wire._loop.create_task(Session(self, wire).run()))
 
     def _session_ended(self, script: str, uniqueid: str, seconds: float) -> None:
         hook = self.on_session_end
@@ -629,3 +833,17 @@ class FastAgiServer:
             hook(script, uniqueid, seconds)
         except Exception:
             logger.exception("[%s] on_session_end hook failed", uniqueid)
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop factory when uvloop is installed, else None (asyncio's).
+
+    For ``asyncio.Runner(loop_factory=loop_factory())`` in the processes that
+    serve FastAGI: on uvloop the server spends about a third less CPU per call.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
