@@ -271,6 +271,28 @@ def free_port(host: str = "127.0.0.1", udp_and_tcp: bool = True) -> int:
     raise RuntimeError("no free port")
 
 
+def free_media_port(host: str) -> int:
+    """An even port with the next three free too: SIPp binds RTP at -mp, RTCP at
+    +1 and video RTP/RTCP at +2/+3, and exits when any of them is taken."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(20000, 60000, 2)
+        socks = []
+        try:
+            for p in range(base, base + 4):
+                sk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sk)
+                sk.bind((host, p))
+        except OSError:
+            continue
+        finally:
+            for sk in socks:
+                sk.close()
+        return base
+    raise RuntimeError("no free media port range")
+
+
 @dataclass
 class SippResult:
     returncode: int
@@ -308,7 +330,7 @@ class Sipp:
         sf = self.workdir / f"{name}.xml"
         sf.write_text(scenario)
         self.local_port = local_port or free_port(local_ip, udp_and_tcp=False)
-        self.media_port = media_port or free_port(local_ip, udp_and_tcp=False)
+        self.media_port = media_port or free_media_port(local_ip)
         sipp = shutil.which("sipp")
         if sipp is None:
             raise FileNotFoundError("sipp")
