@@ -9,6 +9,8 @@ Roles:
 * ``agent``: acts on their own seat only (log in and out, pause, resume);
 * ``supervisor``: on the queues and seats of their centre (and its counties),
   and may listen to, whisper to or join calls there;
+* ``unit``: a responsible unit (承办单位): only the work orders dispatched to
+  its unit (accept, reply, return);
 * ``admin``: everything.
 """
 
@@ -67,6 +69,7 @@ class Principal:
     role: str  # agent, supervisor, admin
     seat: str | None = None  # an agent's seat
     centre: str | None = None  # a supervisor's centre
+    unit: str | None = None  # a unit user's unit (work orders)
 
 
 def may_act_on_seat(who: Principal, seat: str, seat_centre: str, centres_under: dict[str, set[str]]) -> bool:

@@ -58,7 +58,7 @@ class Authenticator:
                 raise AuthError("unknown user or wrong password")
             self._ok[key] = now + self.TTL
         seat = next((sid for sid, s in cfg.seats.items() if s.agent == user), None)
-        return Principal(user, u.role, seat=seat, centre=u.centre)
+        return Principal(user, u.role, seat=seat, centre=u.centre, unit=getattr(u, "unit", None))
 
 
 def authenticated(auth: Authenticator, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:

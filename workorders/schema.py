@@ -103,3 +103,16 @@ class EventRow(Base):
     to_status: Mapped[str | None] = mapped_column(String(16))
     unit: Mapped[str | None] = mapped_column(String(40))
     note: Mapped[str] = mapped_column(Text, default="")
+
+
+class RefDayRow(Base):
+    """The last case-reference sequence number given out on each day (Beijing time).
+
+    Incremented in the transaction that creates the order, so a rolled-back
+    creation gives its number back and references have no gaps.
+    """
+
+    __tablename__ = "order_ref_days"
+
+    day: Mapped[str] = mapped_column(String(8), primary_key=True)  # yyyymmdd
+    last: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,318 @@
+"""WorkOrderStore on SQLite and on a real PostgreSQL (tests/postgres.py): the same suite."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine, func, select
+
+from hotline.auth import Principal
+from workorders import lifecycle as lc
+from workorders.facts import CallFacts, Category, Outcome
+from workorders.schema import Base, CallRow, EventRow, OrderRow
+from workorders.store import OrderNotFound, WorkOrderStore
+
+T0 = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)  # 10:00 in Nanchang
+POLICY = lc.Policy(
+    units={"water": "province", "housing": "nanchang"},
+    category_limits={"help": "utilities"},
+    remind_before=3600,
+)
+AGENT = Principal("zhang", "agent", seat="1001", centre="province")
+SUPERVISOR = Principal("li", "supervisor", centre="province")
+WATER = Principal("water-desk", "unit", unit="water")
+HOUSING = Principal("housing-desk", "unit", unit="housing")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0 + timedelta(minutes=10)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'orders.sqlite'}"
+        return
+    url = request.getfixturevalue("pg_url")
+    engine = create_engine(url)
+    Base.metadata.drop_all(engine)  # every test starts from empty tables
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(db_url: str, clock: Clock) -> Iterator[WorkOrderStore]:
+    s = WorkOrderStore(
+        db_url,
+        policy=POLICY,
+        clock=clock,
+        centres_under=lambda: {"province": {"province", "nanchang"}},
+    )
+    yield s
+    s.close()
+
+
+def facts(call_id: str, outcome: Outcome = Outcome.ANSWERED, **kw: object) -> CallFacts:
+    base: dict[str, object] = dict(
+        call_id=call_id,
+        uniqueid=call_id + ".1",
+        caller="13800000001",
+        called="12345",
+        outcome=outcome,
+        started_at=T0,
+        ended_at=T0 + timedelta(minutes=3),
+        centre="province",
+        agent="zhang" if outcome == Outcome.ANSWERED else None,
+        answered_at=T0 + timedelta(seconds=20) if outcome == Outcome.ANSWERED else None,
+        wait_seconds=20.0,
+        ivr_path=[{"menu": "main", "key": "1"}],
+    )
+    base.update(kw)
+    return CallFacts(**base)  # type: ignore[arg-type]
+
+
+def count(store: WorkOrderStore, table: type[Base]) -> int:
+    with store.engine.connect() as c:
+        return int(c.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def test_case_references_are_daily_sequences(store: WorkOrderStore) -> None:
+    a = store.record_call(facts("c1"))
+    b = store.record_call(facts("c2"))
+    c = store.record_call(facts("c3", started_at=T0 + timedelta(days=1)))
+    assert (a, b, c) == ("JX20261125000001", "JX20261125000002", "JX20261126000001")
+    assert a[2:].isdigit()
+
+
+def test_record_call_is_idempotent(store: WorkOrderStore) -> None:
+    ref = store.record_call(facts("c1"))
+    assert store.record_call(facts("c1")) == ref
+    assert count(store, OrderRow) == 1 and count(store, CallRow) == 1
+    order = store.get(ref)
+    assert order["status"] == lc.OPEN and order["agent"] == "zhang"
+    assert order["calls"][0]["ivr_path"] == [{"menu": "main", "key": "1"}]
+    assert order["created_at"] == T0
+
+
+def test_two_concurrent_record_calls_ticket_once(db_url: str, clock: Clock) -> None:
+    stores = [WorkOrderStore(db_url, policy=POLICY, clock=clock) for _ in range(2)]
+    refs: list[str] = []
+    errors: list[BaseException] = []
+    go = threading.Barrier(2)
+
+    def attempt(s: WorkOrderStore) -> None:
+        try:
+            go.wait()
+            for i in range(10):
+                refs.append(s.record_call(facts(f"race-{i}")))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=attempt, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert len(refs) == 20 and len(set(refs)) == 10
+    assert count(stores[0], OrderRow) == 10 and count(stores[0], CallRow) == 10
+    for s in stores:
+        s.close()
+
+
+def test_reserve_then_record_call_fills_the_same_order(store: WorkOrderStore) -> None:
+    ref = store.reserve("c1", "13800000001", "12345", T0, origin="12345", centre="province")
+    assert store.reserve("c1", "13800000001", "12345", T0) == ref
+    assert store.get(ref)["status"] == lc.INTAKE
+    assert store.record_call(facts("c1")) == ref
+    order = store.get(ref)
+    assert order["status"] == lc.OPEN
+    assert [c["outcome"] for c in order["calls"]] == ["answered"]
+    assert [(e["action"], e["to_status"]) for e in order["events"]] == [
+        ("created", "intake"),
+        ("call-ended", "open"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "outcome, status",
+    [
+        (Outcome.ABANDONED, lc.CALLBACK),
+        (Outcome.FAILED, lc.CALLBACK),
+        (Outcome.CALLBACK, lc.CALLBACK),
+        (Outcome.IVR_HANGUP, lc.VOID),
+        (Outcome.EMERGENCY, lc.CLOSED),
+        (Outcome.TRANSFERRED, lc.OPEN),
+    ],
+)
+def test_every_outcome_gets_an_order(store: WorkOrderStore, outcome: Outcome, status: str) -> None:
+    ref = store.record_call(facts("c1", outcome))
+    order = store.get(ref)
+    assert order["status"] == status
+    assert order["events"][0]["note"] == lc.INITIAL_NOTE.get(outcome, "")
+    assert (order["closed_at"] is not None) == (status == lc.CLOSED)
+
+
+def test_dispatch_return_redispatch_reply_close(store: WorkOrderStore, clock: Clock) -> None:
+    closed: list[str] = []
+    store.on_closed(lambda o: closed.append(o["ref"]))
+    ref = store.record_call(facts("c1"))
+    o = store.act(
+        ref, "complete", AGENT, {"content": "停水三天", "category": "help", "unit": "housing"}
+    )
+    assert o["status"] == lc.DISPATCHED and o["time_limit"] == "utilities"
+    assert o["deadline"] == clock.now + timedelta(hours=24)
+    with pytest.raises(OrderNotFound):  # another unit does not even see it
+        store.act(ref, "accept", WATER)
+    o = store.act(ref, "return", HOUSING, {"reason": "供水归水务集团"})
+    assert (o["status"], o["unit"], o["returned"]) == (lc.RETURNED, None, 1)
+    with pytest.raises(lc.NotAllowed):
+        store.act(ref, "dispatch", AGENT, {"unit": "water"})
+    clock.now += timedelta(hours=1)
+    o = store.act(ref, "dispatch", SUPERVISOR, {"unit": "water", "time_limit": "urgent"})
+    assert o["deadline"] == clock.now + timedelta(hours=2) and o["dispatched_at"] < clock.now
+    store.act(ref, "accept", WATER)
+    with pytest.raises(lc.TransitionError, match="cannot close order .*: it is accepted"):
+        store.act(ref, "close", SUPERVISOR)
+    o = store.act(ref, "reply", WATER, {"reply": "已恢复供水"})
+    assert o["status"] == lc.REPLIED and o["reply"] == "已恢复供水"
+    assert closed == []
+    o = store.act(ref, "close", SUPERVISOR)
+    assert o["status"] == lc.CLOSED and closed == [ref]
+    assert [(e["action"], e["actor"], e["unit"]) for e in o["events"]] == [
+        ("created", "system", None),
+        ("complete", "zhang", "housing"),
+        ("return", "housing-desk", "housing"),
+        ("dispatch", "li", "water"),
+        ("accept", "water-desk", "water"),
+        ("reply", "water-desk", "water"),
+        ("close", "li", "water"),
+    ]
+    assert o["events"][2]["note"] == "供水归水务集团"
+
+
+def test_consultation_closes_on_the_call_others_must_be_dispatched(store: WorkOrderStore) -> None:
+    ref = store.record_call(facts("c1"))
+    with pytest.raises(lc.TransitionError, match="only a consultation"):
+        store.act(ref, "complete", AGENT, {"content": "x", "category": "complaint", "answer": "y"})
+    o = store.act(
+        ref,
+        "complete",
+        AGENT,
+        {"content": "社保怎么查", "category": "consultation", "answer": "登录赣服通"},
+    )
+    assert o["status"] == lc.CLOSED and o["answer"] == "登录赣服通"
+
+
+def test_reopen_by_supervisor_and_by_a_dissatisfied_survey(
+    store: WorkOrderStore, clock: Clock
+) -> None:
+    ref = store.record_call(facts("c1"))
+    store.act(
+        ref, "complete", AGENT, {"content": "噪音", "category": "complaint", "unit": "housing"}
+    )
+    store.act(ref, "reply", HOUSING, {"reply": "已处理"})
+    store.act(ref, "close", SUPERVISOR)
+    o = store.act(ref, "reopen", SUPERVISOR, {"reason": "未实际处理"})
+    assert (o["status"], o["unit"], o["rehandled"], o["closed_at"]) == (
+        lc.DISPATCHED,
+        "housing",
+        1,
+        None,
+    )
+    assert o["deadline"] == clock.now + timedelta(days=7)
+    store.act(ref, "reply", HOUSING, {"reply": "再次处理"})
+    store.act(ref, "close", SUPERVISOR)
+    o = store.record_survey(ref, "dissatisfied", clock.now)
+    assert (o["status"], o["rehandled"], o["survey"]) == (lc.DISPATCHED, 2, "dissatisfied")
+    assert o["events"][-1]["actor"] == "survey"
+    with pytest.raises(lc.RequestError):
+        store.record_survey(ref, "meh", clock.now)
+
+
+def test_satisfied_survey_keeps_it_closed(store: WorkOrderStore) -> None:
+    ref = store.record_call(facts("c1"))
+    store.act(ref, "complete", AGENT, {"content": "q", "category": "consultation", "answer": "a"})
+    o = store.record_survey(ref, "satisfied", T0 + timedelta(hours=1))
+    assert o["status"] == lc.CLOSED and o["survey"] == "satisfied"
+
+
+def test_merge_keeps_every_call(store: WorkOrderStore) -> None:
+    keep = store.record_call(facts("c1"))
+    dup = store.record_call(facts("c2", Outcome.ABANDONED))
+    dup2 = store.record_call(facts("c3"))
+    store.act(dup, "merge", SUPERVISOR, {"into": keep})
+    o = store.act(dup2, "merge", SUPERVISOR, {"into": keep})
+    assert o["status"] == lc.MERGED and o["merged_into_ref"] == keep and o["calls"] == []
+    kept = store.get(keep)
+    assert sorted(c["call_id"] for c in kept["calls"]) == ["c1", "c2", "c3"]
+    assert [e["action"] for e in kept["events"]].count("merged-in") == 2
+    with pytest.raises(lc.TransitionError):
+        store.act(keep, "merge", SUPERVISOR, {"into": dup})
+    # a late record_call of a merged call still answers with the order it now belongs to
+    assert store.record_call(facts("c2", Outcome.ABANDONED)) == keep
+    assert count(store, CallRow) == 3
+
+
+def test_agent_acts_only_on_orders_they_handled(store: WorkOrderStore) -> None:
+    ref = store.record_call(facts("c1", agent="wang"))
+    with pytest.raises(OrderNotFound):
+        store.act(
+            ref, "complete", AGENT, {"content": "x", "category": "consultation", "answer": "y"}
+        )
+    assert [o["ref"] for o in store.find(AGENT)] == []
+    assert [o["ref"] for o in store.find(SUPERVISOR)] == [ref]
+
+
+def test_supervision_reminds_and_escalates_once(store: WorkOrderStore, clock: Clock) -> None:
+    ref = store.record_call(facts("c1"))
+    store.act(
+        ref,
+        "complete",
+        AGENT,
+        {"content": "x", "category": "help", "unit": "water", "time_limit": "urgent"},
+    )
+    start = clock.now
+    assert store.supervise(start + timedelta(minutes=59)) == []
+    done = store.supervise(start + timedelta(minutes=61))
+    assert [(d.ref, d.action, d.unit) for d in done] == [(ref, "reminded", "water")]
+    assert store.supervise(start + timedelta(minutes=62)) == []
+    done = store.supervise(start + timedelta(hours=2, seconds=1))
+    assert [(d.ref, d.action) for d in done] == [(ref, "escalated")]
+    assert store.supervise(start + timedelta(hours=3)) == []
+    with store.engine.connect() as c:
+        actions = c.execute(select(EventRow.action).order_by(EventRow.id)).scalars().all()
+    assert actions[-2:] == ["reminded", "escalated"]
+    # a re-dispatch gives a new deadline and new reminders
+    store.act(ref, "return", WATER, {"reason": "not ours"})
+    store.act(ref, "dispatch", SUPERVISOR, {"unit": "water", "time_limit": "urgent"})
+    assert [d.action for d in store.supervise(clock.now + timedelta(minutes=90))] == ["reminded"]
+
+
+def test_in_state_dir(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = WorkOrderStore.in_state_dir(tmp_path / "state")
+    assert s.record_call(facts("c1")).startswith("JX2026112500000")
+    assert (tmp_path / "state" / "workorders.sqlite").exists()
+    s.close()
+
+
+def test_category_enum_values_are_the_stored_ones() -> None:
+    assert {c.value for c in Category} == {
+        "consultation",
+        "help",
+        "complaint",
+        "opinion",
+        "suggestion",
+    }

@@ -1,0 +1,620 @@
+"""Work orders in SQL (SQLite by default, PostgreSQL supported): the one place that writes them.
+
+Every call becomes an order. :meth:`WorkOrderStore.reserve` creates it as soon
+as the call arrives (so the agent, or an emergency dispatcher, can be given the
+case reference during the call); :meth:`WorkOrderStore.record_call` fills it in
+from the :class:`CallFacts` when the call ends, or creates it then if it was
+never reserved (a call that ended while the controller was down). Both are
+idempotent by ``call_id``: the unique constraint on ``order_calls.call_id``
+decides between two concurrent attempts, the loser re-reads and returns the
+winner's reference.
+
+Transitions (:meth:`act`) are checked by :mod:`workorders.lifecycle` and each
+writes one ``order_events`` row. The store is synchronous: every call is one
+short local transaction; the aiohttp handlers call it directly.
+
+A call row holds ``outcome='in_progress'`` between ``reserve`` and ``record_call``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Table, event, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from hotline.auth import Principal
+from hotline.storage import open_engine
+
+from . import lifecycle as lc
+from .facts import CallFacts, Outcome
+from .schema import Base, CallRow, EventRow, OrderRow, RefDayRow
+
+log = logging.getLogger(__name__)
+
+ORDERS = cast(Table, OrderRow.__table__)
+CALLS = cast(Table, CallRow.__table__)
+EVENTS = cast(Table, EventRow.__table__)
+REF_DAYS = cast(Table, RefDayRow.__table__)
+
+IN_PROGRESS = "in_progress"
+REF_PREFIX = "JX"
+REF_TZ = ZoneInfo("Asia/Shanghai")  # the hotline's day, for case references
+SURVEY_RESULTS = ("satisfied", "basic", "dissatisfied", "no_answer")
+SYSTEM = Principal("system", "system")
+ATTEMPTS = 8
+
+ClosedListener = Callable[[dict[str, Any]], None]
+
+
+class OrderNotFound(Exception):
+    status = 404
+    error_id = "not-found"
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no work order {ref!r}")
+        self.details = {"ref": ref}
+
+
+def utc(dt: datetime) -> datetime:
+    """Aware UTC. SQLite hands back naive values (written as UTC): read them as UTC."""
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def case_ref(day: str, seq: int) -> str:
+    """``JX`` + yyyymmdd + a six-digit daily sequence: digits only, read out one by one."""
+    return f"{REF_PREFIX}{day}{seq:06d}"
+
+
+def _row(m: Mapping[Any, Any]) -> dict[str, Any]:
+    return {k: (utc(v) if isinstance(v, datetime) else v) for k, v in m.items()}
+
+
+def _busy(e: OperationalError) -> bool:
+    text = str(e.orig).lower()
+    return "locked" in text or "busy" in text or "deadlock" in text or "could not serialize" in text
+
+
+class WorkOrderStore:
+    def __init__(
+        self,
+        url: str,
+        policy: lc.Policy | Callable[[], lc.Policy] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        centres_under: Callable[[], Mapping[str, set[str]]] | None = None,
+    ) -> None:
+        self.url = url
+        self.engine: Engine = open_engine(url)
+        if url.startswith("sqlite"):
+            _sqlite_immediate(self.engine)
+        self._policy = policy or lc.Policy()
+        self.clock = clock
+        self._centres_under = centres_under or dict
+        self._closed: list[ClosedListener] = []
+        Base.metadata.create_all(self.engine)
+
+    @classmethod
+    def in_state_dir(cls, state: Path, **kw: Any) -> WorkOrderStore:
+        """The default store: ``workorders.sqlite`` in the instance's host-only state folder."""
+        state.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{state / 'workorders.sqlite'}", **kw)
+
+    @property
+    def policy(self) -> lc.Policy:
+        p = self._policy
+        return p if isinstance(p, lc.Policy) else p()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def on_closed(self, callback: ClosedListener) -> None:
+        """``callback(order)`` after an order is closed by a transition (not at intake:
+        an emergency call's order is created closed and is not surveyed by the hotline)."""
+        self._closed.append(callback)
+
+    # ------------------------------------------------------------ transactions
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as c:
+            yield c
+
+    def _retrying(self, fn: Callable[[Connection], Any]) -> Any:
+        """Run ``fn`` in a transaction; a unique-key race or a busy database is retried
+        (the retry re-reads and finds what the other writer committed)."""
+        for attempt in range(ATTEMPTS):
+            try:
+                with self._tx() as c:
+                    return fn(c)
+            except IntegrityError:
+                if attempt == ATTEMPTS - 1:
+                    raise
+            except OperationalError as e:
+                if not _busy(e) or attempt == ATTEMPTS - 1:
+                    raise
+            time.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------ intake
+
+    def reserve(
+        self,
+        call_id: str,
+        caller: str,
+        called: str,
+        started_at: datetime,
+        origin: str = "12345",
+        department: str | None = None,
+        centre: str | None = None,
+    ) -> str:
+        """Create the order of a call in progress and return its case reference."""
+
+        def run(c: Connection) -> str:
+            ref = self._ref_of_call(c, call_id)
+            if ref is not None:
+                return ref
+            oid, ref = self._new_order(
+                c,
+                utc(started_at),
+                {
+                    "status": lc.INTAKE,
+                    "caller": caller,
+                    "origin": origin,
+                    "department": department,
+                    "centre": centre,
+                },
+            )
+            c.execute(
+                insert(CALLS).values(
+                    order_id=oid,
+                    call_id=call_id,
+                    uniqueid=call_id,
+                    caller=caller,
+                    called=called,
+                    outcome=IN_PROGRESS,
+                    centre=centre,
+                    started_at=utc(started_at),
+                    ended_at=utc(started_at),
+                    ivr_path=[],
+                    transfers=[],
+                )
+            )
+            self._event(c, oid, "system", "created", None, lc.INTAKE, note="call in progress")
+            return ref
+
+        ref: str = self._retrying(run)
+        return ref
+
+    def record_call(self, facts: CallFacts) -> str:
+        """The order of a finished call (created, or the reserved one filled in)."""
+        status = lc.INITIAL_STATUS[facts.outcome]
+        note = lc.INITIAL_NOTE.get(facts.outcome, "")
+        order_fields = {
+            "caller": facts.caller,
+            "origin": facts.origin,
+            "department": facts.department,
+            "centre": facts.centre,
+            "city": facts.city,
+            "county": facts.county,
+            "category": facts.category.value if facts.category else None,
+            "agent": facts.agent,
+        }
+        call_fields = {
+            "uniqueid": facts.uniqueid,
+            "caller": facts.caller,
+            "called": facts.called,
+            "outcome": facts.outcome.value,
+            "centre": facts.centre,
+            "queue": facts.queue,
+            "agent": facts.agent,
+            "started_at": utc(facts.started_at),
+            "answered_at": utc(facts.answered_at) if facts.answered_at else None,
+            "ended_at": utc(facts.ended_at),
+            "wait_seconds": facts.wait_seconds,
+            "recording": facts.recording,
+            "ivr_path": list(facts.ivr_path),
+            "transfers": list(facts.transfers),
+        }
+        closed_at = utc(facts.ended_at) if status == lc.CLOSED else None
+
+        def run(c: Connection) -> str:
+            found = (
+                c.execute(
+                    select(
+                        CALLS.c.id,
+                        CALLS.c.outcome,
+                        ORDERS.c.id.label("oid"),
+                        ORDERS.c.ref,
+                        ORDERS.c.status,
+                    )
+                    .join(ORDERS, ORDERS.c.id == CALLS.c.order_id)
+                    .where(CALLS.c.call_id == facts.call_id)
+                )
+                .mappings()
+                .first()
+            )
+            if found is None:
+                oid, ref = self._new_order(
+                    c,
+                    utc(facts.started_at),
+                    {
+                        **order_fields,
+                        "status": status,
+                        "closed_at": closed_at,
+                    },
+                )
+                c.execute(insert(CALLS).values(order_id=oid, call_id=facts.call_id, **call_fields))
+                self._event(c, oid, "system", "created", None, status, note=note)
+                return str(ref)
+            if found["outcome"] != IN_PROGRESS:
+                return str(found["ref"])  # already recorded: a call is ticketed once
+            c.execute(update(CALLS).where(CALLS.c.id == found["id"]).values(**call_fields))
+            if found["status"] == lc.INTAKE:
+                filled = {k: v for k, v in order_fields.items() if v is not None}
+                c.execute(
+                    update(ORDERS)
+                    .where(ORDERS.c.id == found["oid"])
+                    .values(**filled, status=status, closed_at=closed_at)
+                )
+                self._event(c, found["oid"], "system", "call-ended", lc.INTAKE, status, note=note)
+            return str(found["ref"])
+
+        ref: str = self._retrying(run)
+        return ref
+
+    def _ref_of_call(self, c: Connection, call_id: str) -> str | None:
+        return c.execute(
+            select(ORDERS.c.ref)
+            .join(CALLS, CALLS.c.order_id == ORDERS.c.id)
+            .where(CALLS.c.call_id == call_id)
+        ).scalar()
+
+    def _new_order(
+        self, c: Connection, created_at: datetime, fields: dict[str, Any]
+    ) -> tuple[int, str]:
+        day = created_at.astimezone(REF_TZ).strftime("%Y%m%d")
+        seq = c.execute(
+            update(REF_DAYS)
+            .where(REF_DAYS.c.day == day)
+            .values(last=REF_DAYS.c.last + 1)
+            .returning(REF_DAYS.c.last)
+        ).scalar()
+        if seq is None:
+            # The day's first order; a concurrent first insert loses on the primary
+            # key and its whole transaction is retried.
+            c.execute(insert(REF_DAYS).values(day=day, last=1))
+            seq = 1
+        ref = case_ref(day, int(seq))
+        oid = c.execute(
+            insert(ORDERS)
+            .values(
+                ref=ref,
+                created_at=created_at,
+                content="",
+                answer="",
+                reply="",
+                rehandled=0,
+                returned=0,
+                **fields,
+            )
+            .returning(ORDERS.c.id)
+        ).scalar_one()
+        return int(oid), ref
+
+    def _event(
+        self,
+        c: Connection,
+        order_id: int,
+        actor: str,
+        action: str,
+        from_status: str | None,
+        to_status: str | None,
+        unit: str | None = None,
+        note: str = "",
+        at: datetime | None = None,
+    ) -> None:
+        c.execute(
+            insert(EVENTS).values(
+                order_id=order_id,
+                at=utc(at or self.clock()),
+                actor=actor,
+                action=action,
+                from_status=from_status,
+                to_status=to_status,
+                unit=unit,
+                note=note,
+            )
+        )
+
+    # ------------------------------------------------------------ reading
+
+    def _order(self, c: Connection, ref: str, lock: bool = False) -> dict[str, Any]:
+        q = select(ORDERS).where(ORDERS.c.ref == ref)
+        if lock:
+            q = q.with_for_update()
+        row = c.execute(q).mappings().first()
+        if row is None:
+            raise OrderNotFound(ref)
+        return _row(row)
+
+    def get(self, ref: str, who: Principal | None = None) -> dict[str, Any]:
+        """One order with its calls and events (``who``: only if they may see it)."""
+        with self.engine.connect() as c:
+            order = self._order(c, ref)
+            if who is not None and not self.may_see(who, order):
+                raise OrderNotFound(ref)
+            order["calls"] = [
+                _row(r)
+                for r in c.execute(
+                    select(CALLS)
+                    .where(CALLS.c.order_id == order["id"])
+                    .order_by(CALLS.c.started_at)
+                ).mappings()
+            ]
+            order["events"] = [
+                _row(r)
+                for r in c.execute(
+                    select(EVENTS).where(EVENTS.c.order_id == order["id"]).order_by(EVENTS.c.id)
+                ).mappings()
+            ]
+            if order["merged_into"] is not None:
+                order["merged_into_ref"] = c.execute(
+                    select(ORDERS.c.ref).where(ORDERS.c.id == order["merged_into"])
+                ).scalar()
+        return order
+
+    def ref_of_call(self, call_id: str) -> str | None:
+        with self.engine.connect() as c:
+            return self._ref_of_call(c, call_id)
+
+    def find(
+        self, who: Principal | None = None, limit: int = 100, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """Orders, newest first, filtered by column equality (status, unit, centre, agent,
+        caller, category) and ``since``/``until`` on ``created_at``; only those ``who`` may see."""
+        q = select(ORDERS)
+        for key in ("status", "unit", "centre", "agent", "caller", "category", "time_limit"):
+            if filters.get(key) is not None:
+                q = q.where(ORDERS.c[key] == filters[key])
+        if filters.get("since") is not None:
+            q = q.where(ORDERS.c.created_at >= utc(filters["since"]))
+        if filters.get("until") is not None:
+            q = q.where(ORDERS.c.created_at < utc(filters["until"]))
+        if who is not None and who.role == "unit":
+            q = q.where(ORDERS.c.unit == who.unit)
+        elif who is not None and who.role == "agent":
+            q = q.where(ORDERS.c.agent.in_([x for x in (who.name, who.seat) if x]))
+        q = q.order_by(ORDERS.c.id.desc())
+        out: list[dict[str, Any]] = []
+        with self.engine.connect() as c:
+            for r in c.execution_options(yield_per=200).execute(q).mappings():
+                o = _row(r)
+                if who is None or self.may_see(who, o):
+                    out.append(o)
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def may_see(self, who: Principal, order: Mapping[str, Any]) -> bool:
+        return lc.may_see(
+            who.role,
+            who.name,
+            who.seat,
+            who.centre,
+            getattr(who, "unit", None),
+            order,
+            self._centres_under(),
+        )
+
+    # ------------------------------------------------------------ transitions
+
+    def act(
+        self,
+        ref: str,
+        action: str,
+        who: Principal,
+        params: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Do ``action`` on order ``ref`` as ``who``; returns the order after it.
+
+        Raises :class:`OrderNotFound` (also for an order ``who`` may not see) or a
+        :class:`workorders.lifecycle.TransitionError`.
+        """
+        params = dict(params or {})
+        now = utc(at or self.clock())
+        policy = self.policy
+
+        def run(c: Connection) -> tuple[lc.Change, dict[str, Any]]:
+            order = self._order(c, ref, lock=True)
+            if who.role not in ("system", "survey") and not self.may_see(who, order):
+                raise OrderNotFound(ref)
+            if action == "merge":
+                into_ref = params.get("into")
+                if not isinstance(into_ref, str):
+                    raise lc.RequestError("merge needs 'into': the reference of the order to keep")
+                into = self._order(c, into_ref, lock=True)
+                if not self.may_see(who, into):
+                    raise OrderNotFound(into_ref)
+                params["into"] = into
+            change = lc.plan(order, action, who.role, params, now, policy)
+            c.execute(
+                update(ORDERS)
+                .where(ORDERS.c.id == order["id"])
+                .values(status=change.to_status, **change.updates)
+            )
+            self._event(
+                c,
+                order["id"],
+                who.name,
+                change.action,
+                change.from_status,
+                change.to_status,
+                unit=change.unit,
+                note=change.note,
+                at=now,
+            )
+            if action == "merge":
+                into = params["into"]
+                moved = c.execute(
+                    update(CALLS).where(CALLS.c.order_id == order["id"]).values(order_id=into["id"])
+                ).rowcount
+                self._event(
+                    c,
+                    into["id"],
+                    who.name,
+                    "merged-in",
+                    into["status"],
+                    into["status"],
+                    note=f"{order['ref']} merged in ({moved} call(s))",
+                    at=now,
+                )
+            return change, order
+
+        change, _ = self._retrying(run)
+        after = self.get(ref)
+        if change.to_status == lc.CLOSED:
+            self._fire_closed(after)
+        return after
+
+    def _fire_closed(self, order: dict[str, Any]) -> None:
+        for cb in list(self._closed):
+            try:
+                cb(order)
+            except Exception:  # noqa: BLE001 - a listener's bug never undoes a closed order
+                log.exception("on_closed listener %r failed for %s", cb, order["ref"])
+
+    def record_survey(
+        self, ref: str, result: str, at: datetime, actor: str = "survey"
+    ) -> dict[str, Any]:
+        """Store the call-back survey's answer; ``dissatisfied`` sends the order back for
+        re-handling when ``workorders.reopen_on_dissatisfied`` says so."""
+        if result not in SURVEY_RESULTS:
+            raise lc.RequestError(f"unknown survey result {result!r}", known=list(SURVEY_RESULTS))
+        at = utc(at)
+
+        def run(c: Connection) -> str:
+            order = self._order(c, ref, lock=True)
+            c.execute(
+                update(ORDERS).where(ORDERS.c.id == order["id"]).values(survey=result, survey_at=at)
+            )
+            self._event(
+                c,
+                order["id"],
+                actor,
+                "surveyed",
+                order["status"],
+                order["status"],
+                note=result,
+                at=at,
+            )
+            return str(order["status"])
+
+        status = self._retrying(run)
+        if (
+            result == "dissatisfied"
+            and self.policy.reopen_on_dissatisfied
+            and status in lc.TRANSITIONS["reopen"].sources
+        ):
+            return self.act(
+                ref,
+                "reopen",
+                Principal(actor, "survey"),
+                {"reason": "the citizen was dissatisfied (call-back survey)"},
+                at=at,
+            )
+        return self.get(ref)
+
+    # ------------------------------------------------------------ supervision
+
+    def running_near(self, now: datetime, remind_before: int) -> list[dict[str, Any]]:
+        """Running orders whose deadline is within ``remind_before`` seconds or past."""
+        from datetime import timedelta
+
+        horizon = utc(now) + timedelta(seconds=remind_before)
+        with self.engine.connect() as c:
+            rows = (
+                c.execute(
+                    select(ORDERS)
+                    .where(
+                        ORDERS.c.status.in_(lc.RUNNING),
+                        ORDERS.c.deadline.is_not(None),
+                        ORDERS.c.deadline <= horizon,
+                    )
+                    .order_by(ORDERS.c.deadline)
+                )
+                .mappings()
+                .all()
+            )
+        return [_row(r) for r in rows]
+
+    def supervise(self, now: datetime | None = None) -> list[lc.Due]:
+        """Remind and escalate what is due, each once; returns what was done now."""
+        now = utc(now or self.clock())
+        policy = self.policy
+        done: list[lc.Due] = []
+        for d in lc.due(self.running_near(now, policy.remind_before), now, policy.remind_before):
+            col = ORDERS.c.reminded_at if d.action == "reminded" else ORDERS.c.escalated_at
+
+            def run(c: Connection, d: lc.Due = d, col: Any = col) -> bool:
+                hit = c.execute(
+                    update(ORDERS)
+                    .where(
+                        ORDERS.c.id == d.order_id, col.is_(None), ORDERS.c.status.in_(lc.RUNNING)
+                    )
+                    .values({col.key: now})
+                ).rowcount
+                if hit:
+                    what = "deadline near" if d.action == "reminded" else "overdue"
+                    self._event(
+                        c,
+                        d.order_id,
+                        "system",
+                        d.action,
+                        None,
+                        None,
+                        unit=d.unit,
+                        note=f"{what}: deadline {d.deadline.isoformat()}",
+                        at=now,
+                    )
+                return bool(hit)
+
+            if self._retrying(run):
+                done.append(d)
+        return done
+
+
+def _sqlite_immediate(engine: Engine) -> None:
+    """SQLite transactions take the write lock at BEGIN (``BEGIN IMMEDIATE``): a
+    read-then-write transaction never fails half-way on a lock upgrade, concurrent
+    writers wait for each other (busy timeout) instead."""
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def due_as_dict(d: lc.Due) -> dict[str, Any]:
+    return asdict(d)
+
+
+__all__ = ["WorkOrderStore", "OrderNotFound", "case_ref", "Outcome", "SURVEY_RESULTS"]
