@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, time
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 IDENT_RE = r"^[a-z][a-z0-9_-]{0,38}$"
 Ident = Annotated[str, Field(pattern=IDENT_RE)]
@@ -425,9 +425,10 @@ class User(Strict):
     """A user of the HTTP API. Agents are linked to their seat by ``seats.X.agent``."""
 
     name: str = ""
-    role: Literal["agent", "supervisor", "admin"]
+    role: Literal["agent", "supervisor", "admin", "unit"]
     password_hash: str
     centre: Ident | None = None  # a supervisor's centre
+    unit: Ident | None = None  # a unit user's unit (units:): acts on the work orders dispatched to it
 
     @field_validator("password_hash")
     @classmethod
@@ -462,6 +463,72 @@ class Speech(Strict):
     server: str | None = None  # host:port of a remote recogniser service
 
 
+# --------------------------------------------------------------------------- work orders
+
+_DURATION = re.compile(r"^([0-9]+)\s*([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(v: object) -> int:
+    """Seconds from ``90``, ``"90s"``, ``"30m"``, ``"2h"`` or ``"7d"``."""
+    if isinstance(v, bool):
+        raise ValueError("expected a duration such as 2h, 30m, 7d or seconds")
+    if isinstance(v, int):
+        seconds = v
+    elif isinstance(v, str) and (m := _DURATION.match(v.strip())):
+        seconds = int(m[1]) * _UNIT_SECONDS[m[2]]
+    else:
+        raise ValueError(f"{v!r} is not a duration such as 2h, 30m, 7d or a number of seconds")
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+CategoryName = Literal["consultation", "help", "complaint", "opinion", "suggestion"]
+
+
+class Storage(Strict):
+    # SQLAlchemy URL of the work-order database; none = SQLite in the instance state folder.
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(sqlite|postgresql)(\+[a-z0-9_]+)?://", v):
+            raise ValueError("storage.url must be a sqlite:/// or postgresql+psycopg:// URL")
+        return v
+
+
+class Unit(Strict):
+    """A responsible unit (承办单位) that work orders are dispatched to."""
+
+    name: str
+    centre: Ident  # the centre whose supervisors oversee it
+    notice: str | None = None  # a contact for reminders (phone, mail, duty desk), shown in notices
+
+
+class WorkOrders(Strict):
+    """Work orders (工单): time limits, supervision (督办), the survey's effect. See workorders/."""
+
+    time_limits: dict[Ident, Duration] = Field(
+        default_factory=lambda: {"urgent": 7200, "utilities": 86400, "general": 604800, "complex": 1296000}
+    )
+    category_limits: dict[CategoryName, Ident] = Field(default_factory=dict)
+    default_limit: Ident = "general"
+    remind_before: Duration = 3600
+    supervise_every: Annotated[int, Field(ge=5, le=86400)] = 60
+    reopen_on_dissatisfied: bool = True
+    notice_url: str | None = None
+
+    @field_validator("notice_url")
+    @classmethod
+    def _notice_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+(/\S*)?$", v):
+            raise ValueError("notice_url must be an http:// or https:// URL")
+        return v
+
+
 class Config(Strict):
     version: Literal[1] = 1
     hotline: Hotline
@@ -482,6 +549,9 @@ class Config(Strict):
     agents: Agents = Agents()
     transfers: Transfers = Transfers()
     callbacks: Callbacks = Callbacks()
+    storage: Storage = Storage()
+    units: dict[Ident, Unit] = Field(default_factory=dict)
+    workorders: WorkOrders = WorkOrders()
 
     def number(self, digits: str) -> Number | None:
         return next((n for n in self.numbers if n.number == digits), None)

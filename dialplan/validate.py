@@ -80,7 +80,7 @@ def _data_path(data: object, loc: Iterable[str | int]) -> Ref:
     return tuple(out)
 
 
-_SINGULAR = {"counties": "county", "hours": "hours"}
+_SINGULAR = {"counties": "county", "hours": "hours", "time_limits": "time limit"}
 
 
 def _ref(issues: list[ConfigIssue], source: SourceMap, where: Ref, kind: str, name: str, known: Iterable[str]) -> None:
@@ -270,6 +270,8 @@ def cross_check(cfg: Config, src: SourceMap, prompt_dirs: list[Path]) -> list[Co
         if e.alternate:
             _ref(out, src, ("emergency_lines", line, "alternate", "trunk"), "trunks", e.alternate.trunk, cfg.trunks)
 
+    out.extend(_workorder_refs(cfg, src))
+
     ports: dict[tuple[str, int], str] = {}
     for name in ("sip", "fastagi", "ami", "http", "redis", "audiosocket"):
         ep = getattr(cfg.network, name)
@@ -278,6 +280,26 @@ def cross_check(cfg: Config, src: SourceMap, prompt_dirs: list[Path]) -> list[Co
         ports[(ep.bind, ep.port)] = name
 
     out.extend(check_prompts(cfg, src, prompt_dirs))
+    return out
+
+
+def _workorder_refs(cfg: Config, src: SourceMap) -> list[ConfigIssue]:
+    """Units, unit users and time-limit names of work orders (workorders/)."""
+    out: list[ConfigIssue] = []
+    for uid, unit in cfg.units.items():
+        _ref(out, src, ("units", uid, "centre"), "centres", unit.centre, cfg.centres)
+    for uid, u in cfg.users.items():
+        if u.role == "unit":
+            if u.unit is None:
+                out.append(src.issue(("users", uid), "a unit user needs the unit they act for: unit: ID"))
+            else:
+                _ref(out, src, ("users", uid, "unit"), "units", u.unit, cfg.units)
+        elif u.unit is not None:
+            out.append(src.issue(("users", uid, "unit"), "only a user with role unit has a unit"))
+    wo = cfg.workorders
+    _ref(out, src, ("workorders", "default_limit"), "time_limits", wo.default_limit, wo.time_limits)
+    for cat, limit in wo.category_limits.items():
+        _ref(out, src, ("workorders", "category_limits", cat), "time_limits", limit, wo.time_limits)
     return out
 
 

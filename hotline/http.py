@@ -223,6 +223,14 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
 
         for method, path, cb_handler in callback_routes(app.callbacks, error, _json):
             web_app.router.add_route(method, path, authenticated(auth, cb_handler))
+    if getattr(app, "orders", None) is not None:
+        from workorders.http import routes as order_routes
+
+        for method, path, wo_handler in order_routes(
+            app.orders, error, _json, audit=agents.audit if agents is not None else None,
+            remind_before=lambda: app.config.workorders.remind_before,
+        ):
+            web_app.router.add_route(method, path, authenticated(auth, wo_handler))
     web_app.router.add_route("*", "/{tail:.*}", not_found)
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()

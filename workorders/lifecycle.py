@@ -217,7 +217,7 @@ def plan(
     if status not in t.sources:
         raise TransitionError(
             f"cannot {action} order {order.get('ref')}: it is {status}",
-            status=status,
+            current=status,
             allowed_from=sorted(t.sources),
         )
     raw_note = params.get("note")
@@ -309,16 +309,21 @@ def may_see(
     unit: str | None,
     order: Mapping[str, Any],
     centres_under: Mapping[str, set[str]],
+    unit_centres: Mapping[str, str] | None = None,
 ) -> bool:
-    """Whether a user may read and act on ``order`` at all (the role rules are in ``plan``)."""
+    """Whether a user may read and act on ``order`` at all (the role rules are in ``plan``).
+
+    A supervisor sees the orders of calls to their centre (and the centres below),
+    and those dispatched to a unit of their centre (``unit_centres``: unit -> centre).
+    """
     if role == "admin":
         return True
     if role == "agent":
         return order.get("agent") is not None and order.get("agent") in (name, seat)
     if role == "supervisor" and centre is not None:
-        return order.get("centre") is None or order.get("centre") in centres_under.get(
-            centre, {centre}
-        )
+        under = centres_under.get(centre, {centre})
+        unit_centre = (unit_centres or {}).get(order.get("unit") or "")
+        return order.get("centre") is None or order.get("centre") in under or unit_centre in under
     if role == "unit" and unit is not None:
         return order.get("unit") == unit
     return False

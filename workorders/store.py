@@ -419,6 +419,7 @@ class WorkOrderStore:
             getattr(who, "unit", None),
             order,
             self._centres_under(),
+            self.policy.units,
         )
 
     # ------------------------------------------------------------ transitions

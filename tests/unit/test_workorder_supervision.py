@@ -1,0 +1,243 @@
+"""Supervision rounds with a frozen clock, notices POSTed to a local aiohttp server,
+and the work-order config (time limits, units, unit users) with file:line errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from dialplan.loader import ConfigError
+from dialplan.model import parse_duration
+from dialplan.validate import load_config, load_config_text
+from hotline.auth import Principal
+from workorders.facts import CallFacts, Outcome
+from workorders.plugin import open_store, policy_of, settings_of
+from workorders.supervision import Settings, Supervision, notice
+
+SAMPLE = Path(__file__).resolve().parents[2] / "config" / "hotline.yaml"
+T0 = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
+SUP = Principal("sup-nanchang", "supervisor", centre="nanchang")
+
+
+def facts(call_id: str) -> CallFacts:
+    return CallFacts(
+        call_id=call_id,
+        uniqueid=call_id,
+        caller="13900000003",
+        called="12345",
+        outcome=Outcome.ABANDONED,
+        started_at=T0,
+        ended_at=T0 + timedelta(minutes=1),
+        centre="nanchang",
+    )
+
+
+async def test_reminders_and_escalations_are_posted_once(tmp_path: Path) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def notices(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/notices", notices)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+
+    cfg = load_config(SAMPLE)
+    clock = [T0]
+    store = open_store(lambda: cfg, tmp_path)
+    store.clock = lambda: clock[0]
+    ref = store.record_call(facts("s1"))
+    store.act(
+        ref,
+        "complete",
+        SUP,
+        {"content": "燃气泄漏", "category": "help", "unit": "nc-water", "time_limit": "urgent"},
+    )
+    settings = Settings(
+        every=60, notice_url=f"http://127.0.0.1:{port}/notices", units=settings_of(cfg).units
+    )
+    sup = Supervision(store, lambda: settings, clock=lambda: clock[0])
+    try:
+        assert await sup.run_once(T0 + timedelta(minutes=30)) == []
+        done = await sup.run_once(T0 + timedelta(minutes=61))
+        assert [d.action for d in done] == ["reminded"]
+        assert await sup.run_once(T0 + timedelta(minutes=90)) == []
+        done = await sup.run_once(T0 + timedelta(hours=2, minutes=1))
+        assert [d.action for d in done] == ["escalated"]
+        assert await sup.run_once(T0 + timedelta(hours=5)) == []
+    finally:
+        await sup.stop()
+        await runner.cleanup()
+        store.close()
+    deadline = (T0 + timedelta(hours=2)).isoformat()
+    assert received == [
+        {
+            "action": "reminded",
+            "ref": ref,
+            "unit": "nc-water",
+            "unit_name": "南昌水务集团",
+            "notice": "0791-00000001",
+            "deadline": deadline,
+        },
+        {
+            "action": "escalated",
+            "ref": ref,
+            "unit": "nc-water",
+            "unit_name": "南昌水务集团",
+            "notice": "0791-00000001",
+            "deadline": deadline,
+        },
+    ]
+
+
+async def test_an_unreachable_notice_url_keeps_the_event(tmp_path: Path) -> None:
+    cfg = load_config(SAMPLE)
+    store = open_store(lambda: cfg, tmp_path)
+    store.clock = lambda: T0
+    ref = store.record_call(facts("s2"))
+    store.act(
+        ref,
+        "complete",
+        SUP,
+        {"content": "x", "category": "help", "unit": "nc-water", "time_limit": "urgent"},
+    )
+    # port 9 (discard) on loopback: nobody listens, the POST fails fast
+    sup = Supervision(store, lambda: Settings(60, "http://127.0.0.1:9/n", {}), clock=lambda: T0)
+    done = await sup.run_once(T0 + timedelta(hours=3))
+    await sup.stop()
+    assert [d.action for d in done] == ["escalated"]
+    assert store.get(ref)["escalated_at"] == T0 + timedelta(hours=3)
+    store.close()
+
+
+async def test_the_loop_runs_rounds(tmp_path: Path) -> None:
+    import asyncio
+
+    cfg = load_config(SAMPLE)
+    store = open_store(lambda: cfg, tmp_path)
+    now = [T0]
+    store.clock = lambda: now[0]
+    ref = store.record_call(facts("s3"))
+    store.act(
+        ref,
+        "complete",
+        SUP,
+        {"content": "x", "category": "help", "unit": "nc-water", "time_limit": "urgent"},
+    )
+    now[0] = T0 + timedelta(hours=3)
+    sup = Supervision(store, lambda: Settings(0.01, None, {}))
+    sup.start()
+    try:
+        for _ in range(200):
+            if store.get(ref)["escalated_at"] is not None:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await sup.stop()
+    assert store.get(ref)["escalated_at"] == T0 + timedelta(hours=3)
+    store.close()
+
+
+def test_notice_body_for_an_unknown_unit() -> None:
+    from workorders.lifecycle import Due
+
+    d = Due(1, "JX20261125000001", "reminded", "gone", T0)
+    assert notice(d, {}) == {
+        "action": "reminded",
+        "ref": "JX20261125000001",
+        "unit": "gone",
+        "unit_name": None,
+        "notice": None,
+        "deadline": T0.isoformat(),
+    }
+
+
+# ------------------------------------------------------------------ config
+
+
+def test_sample_policy() -> None:
+    cfg = load_config(SAMPLE)
+    p = policy_of(cfg)
+    assert p.time_limits == {
+        "urgent": 7200,
+        "utilities": 86400,
+        "general": 604800,
+        "complex": 1296000,
+    }
+    assert p.units["nc-water"] == "nanchang" and p.remind_before == 3600
+    assert cfg.users["water-desk"].unit == "nc-water"
+    assert cfg.storage.url is None and cfg.workorders.notice_url is None
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [(90, 90), ("90", 90), ("90s", 90), ("30m", 1800), ("2h", 7200), ("7d", 604800)],
+)
+def test_durations(text: object, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "2 weeks", "-1h", True, "1.5h"])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def _errors(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        load_config_text(text, "hotline.yaml")
+    return [str(i) for i in e.value.issues]
+
+
+def _line(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def test_unknown_unit_and_time_limit_are_errors_with_lines() -> None:
+    text = SAMPLE.read_text(encoding="utf-8")
+    text = text.replace("role: unit, unit: nc-water", "role: unit, unit: nc-gas")
+    text = text.replace("category_limits: {help: general", "category_limits: {help: weekly")
+    text = text.replace(
+        "nc-housing: {name: 南昌市住房和城乡建设局, centre: nanchang}",
+        "nc-housing: {name: 南昌市住房和城乡建设局, centre: jiujiang}",
+    )
+    msgs = _errors(text)
+    assert (
+        f"hotline.yaml:{_line(text, 'unit: nc-gas')}: users.water-desk.unit: "
+        "unit 'nc-gas' does not exist" in " | ".join(msgs)
+    ), msgs
+    assert any(
+        m.startswith(
+            f"hotline.yaml:{_line(text, 'help: weekly')}: workorders.category_limits.help: "
+            "time limit 'weekly' does not exist; known time_limits: complex, general, urgent, "
+            "utilities"
+        )
+        for m in msgs
+    ), msgs
+    assert any("units.nc-housing.centre: centre 'jiujiang' does not exist" in m for m in msgs), msgs
+
+
+def test_unit_user_needs_a_unit_and_durations_are_checked() -> None:
+    text = SAMPLE.read_text(encoding="utf-8")
+    msgs = _errors(text.replace("role: unit, unit: nc-water,", "role: unit,"))
+    assert any("users.water-desk: a unit user needs the unit they act for" in m for m in msgs), msgs
+    msgs = _errors(text.replace("role: agent,", "role: agent, unit: nc-water,", 1))
+    assert any("users.zhangwei.unit: only a user with role unit has a unit" in m for m in msgs), (
+        msgs
+    )
+    text = text.replace("remind_before: 1h", "remind_before: soon")
+    text = text.replace("url: null", "url: mysql://x")
+    msgs = _errors(text)
+    assert any("workorders.remind_before: 'soon' is not a duration" in m for m in msgs), msgs
+    assert any("storage.url: storage.url must be a sqlite:/// or postgresql" in m for m in msgs), (
+        msgs
+    )
