@@ -47,6 +47,7 @@ EVENTS = cast(Table, EventRow.__table__)
 REF_DAYS = cast(Table, RefDayRow.__table__)
 
 IN_PROGRESS = "in_progress"
+READ_ONLY = "hotline_read_only"  # execution option: a read transaction
 REF_PREFIX = "JX"
 REF_TZ = ZoneInfo("Asia/Shanghai")  # the hotline's day, for case references
 SURVEY_RESULTS = ("satisfied", "basic", "dissatisfied", "no_answer")
@@ -133,6 +134,12 @@ class WorkOrderStore:
     def _tx(self) -> Iterator[Connection]:
         with self.engine.begin() as c:
             yield c
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A read-only connection (on SQLite a deferred BEGIN: readers never wait for writers)."""
+        with self.engine.connect() as c:
+            yield c.execution_options(**{READ_ONLY: True})
 
     def _retrying(self, fn: Callable[[Connection], Any]) -> Any:
         """Run ``fn`` in a transaction; a unique-key race or a busy database is retried
@@ -354,7 +361,7 @@ class WorkOrderStore:
 
     def get(self, ref: str, who: Principal | None = None) -> dict[str, Any]:
         """One order with its calls and events (``who``: only if they may see it)."""
-        with self.engine.connect() as c:
+        with self._read() as c:
             order = self._order(c, ref)
             if who is not None and not self.may_see(who, order):
                 raise OrderNotFound(ref)
@@ -379,7 +386,7 @@ class WorkOrderStore:
         return order
 
     def ref_of_call(self, call_id: str) -> str | None:
-        with self.engine.connect() as c:
+        with self._read() as c:
             return self._ref_of_call(c, call_id)
 
     def find(
@@ -401,7 +408,7 @@ class WorkOrderStore:
             q = q.where(ORDERS.c.agent.in_([x for x in (who.name, who.seat) if x]))
         q = q.order_by(ORDERS.c.id.desc())
         out: list[dict[str, Any]] = []
-        with self.engine.connect() as c:
+        with self._read() as c:
             for r in c.execution_options(yield_per=200).execute(q).mappings():
                 o = _row(r)
                 if who is None or self.may_see(who, o):
@@ -548,7 +555,7 @@ class WorkOrderStore:
         from datetime import timedelta
 
         horizon = utc(now) + timedelta(seconds=remind_before)
-        with self.engine.connect() as c:
+        with self._read() as c:
             rows = (
                 c.execute(
                     select(ORDERS)
@@ -611,7 +618,8 @@ def _sqlite_immediate(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        readonly = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def due_as_dict(d: lc.Due) -> dict[str, Any]:
