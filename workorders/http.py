@@ -1,7 +1,8 @@
 """HTTP resources of work orders (thin: parse, call the store, shape JSON).
 
-* ``GET /orders?status=&unit=&centre=&agent=&category=&caller=&since=&until=&limit=``:
-  orders the user may see, newest first (``since``/``until``: ISO times or Unix seconds).
+* ``GET /orders?status=&unit=&centre=&agent=&category=&caller=&call_id=&since=&until=&limit=``:
+  orders the user may see, newest first (``since``/``until``: ISO times or Unix seconds;
+  ``call_id``: the order of a call, e.g. the agent's current call, to read its reference).
 * ``GET /orders/{ref}``: one order with its calls and events.
 * ``POST /orders/{ref}/{action}`` with a JSON body, action one of
   ``complete`` ``{"content", "category", "answer"}`` or ``{"content", "category", "unit",
@@ -37,7 +38,7 @@ ReadJson = Callable[[web.Request], Awaitable[dict[str, Any]]]
 Audit = Callable[..., Awaitable[None]]
 
 ACTIONS = tuple(sorted(lc.TRANSITIONS))
-FILTERS = ("status", "unit", "centre", "agent", "category", "caller", "time_limit")
+FILTERS = ("status", "unit", "centre", "agent", "category", "caller", "time_limit", "call_id")
 
 
 def jsonable(v: Any) -> Any:

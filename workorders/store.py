@@ -107,6 +107,7 @@ class WorkOrderStore:
         self.clock = clock
         self._centres_under = centres_under or dict
         self._closed: list[ClosedListener] = []
+        self.retries = 0  # transactions retried after a unique-key race or a busy database
         Base.metadata.create_all(self.engine)
 
     @classmethod
@@ -154,6 +155,7 @@ class WorkOrderStore:
             except OperationalError as e:
                 if not _busy(e) or attempt == ATTEMPTS - 1:
                     raise
+            self.retries += 1
             time.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
 
@@ -389,6 +391,31 @@ class WorkOrderStore:
         with self._read() as c:
             return self._ref_of_call(c, call_id)
 
+    def assign_agent(self, call_id: str, agent: str) -> str | None:
+        """An agent answered a call in progress: the order (still ``intake``) becomes
+        theirs, so they can read its reference during the call. Returns the reference."""
+
+        def run(c: Connection) -> str | None:
+            row = (
+                c.execute(
+                    select(ORDERS.c.id, ORDERS.c.ref, ORDERS.c.agent, ORDERS.c.status)
+                    .join(CALLS, CALLS.c.order_id == ORDERS.c.id)
+                    .where(CALLS.c.call_id == call_id)
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            if row["status"] == lc.INTAKE and row["agent"] != agent:
+                c.execute(update(ORDERS).where(ORDERS.c.id == row["id"]).values(agent=agent))
+                c.execute(update(CALLS).where(CALLS.c.call_id == call_id).values(agent=agent))
+                self._event(c, row["id"], "system", "answered", lc.INTAKE, lc.INTAKE, note=agent)
+            return str(row["ref"])
+
+        ref: str | None = self._retrying(run)
+        return ref
+
     def find(
         self, who: Principal | None = None, limit: int = 100, **filters: Any
     ) -> list[dict[str, Any]]:
@@ -398,6 +425,12 @@ class WorkOrderStore:
         for key in ("status", "unit", "centre", "agent", "caller", "category", "time_limit"):
             if filters.get(key) is not None:
                 q = q.where(ORDERS.c[key] == filters[key])
+        if filters.get("call_id") is not None:
+            q = q.where(
+                ORDERS.c.id.in_(
+                    select(CALLS.c.order_id).where(CALLS.c.call_id == filters["call_id"])
+                )
+            )
         if filters.get("since") is not None:
             q = q.where(ORDERS.c.created_at >= utc(filters["since"]))
         if filters.get("until") is not None:

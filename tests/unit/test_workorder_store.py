@@ -127,9 +127,101 @@ def test_two_concurrent_record_calls_ticket_once(db_url: str, clock: Clock) -> N
         t.join(30)
     assert errors == []
     assert len(refs) == 20 and len(set(refs)) == 10
+    assert sorted(set(refs)) == [f"JX20261125{i:06d}" for i in range(1, 11)]  # no gaps
     assert count(stores[0], OrderRow) == 10 and count(stores[0], CallRow) == 10
     for s in stores:
         s.close()
+
+
+def test_the_loser_of_a_real_race_returns_the_winners_order(pg_url: str, clock: Clock) -> None:
+    """Both transactions look the call up, find nothing, then both insert: the unique
+    key on order_calls.call_id makes one fail; it is retried and finds the winner's order.
+    (On SQLite the write lock taken at BEGIN IMMEDIATE already orders the two, so the
+    race cannot be staged there.)"""
+    engine = create_engine(pg_url)
+    Base.metadata.drop_all(engine)
+    engine.dispose()
+    stores = [WorkOrderStore(pg_url, policy=POLICY, clock=clock) for _ in range(2)]
+    both_looked = threading.Barrier(2, timeout=10)
+    for s in stores:
+        real = s._new_order
+        first = [True]
+
+        def staged(c, created_at, fields, real=real, first=first):  # type: ignore[no-untyped-def]
+            if first[0]:
+                first[0] = False
+                both_looked.wait()  # both have seen "no order for this call"
+            return real(c, created_at, fields)
+
+        s._new_order = staged  # type: ignore[method-assign]
+    refs: list[str] = []
+    threads = [
+        threading.Thread(target=lambda s=s: refs.append(s.record_call(facts("same"))))
+        for s in stores
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(refs) == 2 and refs[0] == refs[1] == "JX20261125000001"
+    assert sum(s.retries for s in stores) == 1
+    assert count(stores[0], OrderRow) == 1 and count(stores[0], CallRow) == 1
+    # the loser's sequence number was rolled back with it: no gap
+    assert stores[0].record_call(facts("next")) == "JX20261125000002"
+    for s in stores:
+        s.close()
+
+
+def test_reserve_and_record_call_racing(db_url: str, clock: Clock) -> None:
+    """The call ends (record_call) while its arrival (reserve) is still being written."""
+    a, b = (WorkOrderStore(db_url, policy=POLICY, clock=clock) for _ in range(2))
+    refs: dict[str, list[str]] = {}
+    errors: list[BaseException] = []
+    go = threading.Barrier(2)
+
+    def run(fn: object) -> None:
+        try:
+            go.wait()
+            for i in range(10):
+                ref = fn(i)  # type: ignore[operator]
+                refs.setdefault(f"r-{i}", []).append(ref)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [
+        threading.Thread(
+            target=run, args=(lambda i: a.reserve(f"r-{i}", "13800000001", "12345", T0),)
+        ),
+        threading.Thread(target=run, args=(lambda i: b.record_call(facts(f"r-{i}")),)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert all(len(set(v)) == 1 for v in refs.values()) and len(refs) == 10
+    assert count(a, OrderRow) == 10 and count(a, CallRow) == 10
+    assert {o["status"] for o in a.find(limit=100)} == {lc.OPEN}
+    a.close()
+    b.close()
+
+
+def test_agent_sees_the_reference_during_the_call(store: WorkOrderStore) -> None:
+    ref = store.reserve("c1", "13800000001", "12345", T0, centre="province")
+    assert store.find(AGENT, call_id="c1") == []
+    assert store.assign_agent("c1", "zhang") == ref
+    assert [o["ref"] for o in store.find(AGENT, call_id="c1")] == [ref]
+    assert store.assign_agent("nope", "zhang") is None
+    assert store.record_call(facts("c1")) == ref
+    assert [e["action"] for e in store.get(ref)["events"]] == ["created", "answered", "call-ended"]
+
+
+def test_dismiss_a_callback_without_matter(store: WorkOrderStore) -> None:
+    ref = store.record_call(facts("c1", Outcome.ABANDONED))
+    with pytest.raises(lc.RequestError, match="why there is no matter"):
+        store.act(ref, "dismiss", SUPERVISOR)
+    o = store.act(ref, "dismiss", SUPERVISOR, {"reason": "回拨后来电人表示已解决"})
+    assert o["status"] == lc.VOID and o["events"][-1]["note"] == "回拨后来电人表示已解决"
 
 
 def test_reserve_then_record_call_fills_the_same_order(store: WorkOrderStore) -> None:
