@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, event, insert, select, update
+from sqlalchemy import Table, event, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -437,6 +437,12 @@ class WorkOrderStore:
             q = q.where(ORDERS.c.created_at < utc(filters["until"]))
         if who is not None and who.role == "unit":
             q = q.where(ORDERS.c.unit == who.unit)
+        elif who is not None and who.role == "supervisor" and who.centre is not None:
+            under = self._centres_under().get(who.centre, {who.centre})
+            units = [u for u, centre in self.policy.units.items() if centre in under]
+            q = q.where(
+                or_(ORDERS.c.centre.is_(None), ORDERS.c.centre.in_(under), ORDERS.c.unit.in_(units))
+            )
         elif who is not None and who.role == "agent":
             q = q.where(ORDERS.c.agent.in_([x for x in (who.name, who.seat) if x]))
         q = q.order_by(ORDERS.c.id.desc())

@@ -408,3 +408,16 @@ def test_category_enum_values_are_the_stored_ones() -> None:
         "opinion",
         "suggestion",
     }
+
+
+def test_a_supervisor_sees_orders_dispatched_to_units_of_their_centre(store: WorkOrderStore) -> None:
+    nanchang = Principal("sup-nc", "supervisor", centre="nanchang")
+    ref = store.record_call(facts("c1"))  # a call to the province centre
+    other = store.record_call(facts("c2"))
+    assert store.find(nanchang) == []
+    store.act(ref, "complete", AGENT, {"content": "x", "category": "help", "unit": "housing"})
+    store.act(other, "complete", AGENT, {"content": "y", "category": "help", "unit": "water"})
+    assert [o["ref"] for o in store.find(nanchang)] == [ref]  # housing is Nanchang's unit
+    assert [o["ref"] for o in store.find(SUPERVISOR)] == [other, ref]
+    with pytest.raises(OrderNotFound):
+        store.get(other, nanchang)
