@@ -410,7 +410,7 @@ def test_category_enum_values_are_the_stored_ones() -> None:
     }
 
 
-def test_a_supervisor_sees_orders_dispatched_to_units_of_their_centre(store: WorkOrderStore) -> None:
+def test_supervisor_sees_orders_dispatched_to_units_of_their_centre(store: WorkOrderStore) -> None:
     nanchang = Principal("sup-nc", "supervisor", centre="nanchang")
     ref = store.record_call(facts("c1"))  # a call to the province centre
     other = store.record_call(facts("c2"))
