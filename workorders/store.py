@@ -108,7 +108,18 @@ class WorkOrderStore:
         self._centres_under = centres_under or dict
         self._closed: list[ClosedListener] = []
         self.retries = 0  # transactions retried after a unique-key race or a busy database
-        Base.metadata.create_all(self.engine)
+        self._schema_ready = False
+        try:
+            self._ensure_schema()
+        except OperationalError as e:
+            # A database that is down at start must not stop the controller (calls
+            # go on); the tables are created on the first use that reaches it.
+            log.error("work-order database %s unreachable: %s", self.engine.url, e.orig)
+
+    def _ensure_schema(self) -> None:
+        if not self._schema_ready:
+            Base.metadata.create_all(self.engine)
+            self._schema_ready = True
 
     @classmethod
     def in_state_dir(cls, state: Path, **kw: Any) -> WorkOrderStore:
@@ -133,12 +144,14 @@ class WorkOrderStore:
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
+        self._ensure_schema()
         with self.engine.begin() as c:
             yield c
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         """A read-only connection (on SQLite a deferred BEGIN: readers never wait for writers)."""
+        self._ensure_schema()
         with self.engine.connect() as c:
             yield c.execution_options(**{READ_ONLY: True})
 

@@ -33,6 +33,16 @@ PASSWORDS = {
 }
 
 
+class Audit:
+    """Stands in for AgentService.audit (the Redis audit log): records the entries."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def audit(self, who: Any, action: str, seat: str, **details: Any) -> None:
+        self.entries.append((who.name, action, details))
+
+
 @dataclass
 class FakeApp:
     config: Config
@@ -44,8 +54,8 @@ class FakeApp:
 
 
 class Api:
-    def __init__(self, base: str, session: aiohttp.ClientSession) -> None:
-        self.base, self.session = base, session
+    def __init__(self, base: str, session: aiohttp.ClientSession, audit: Audit) -> None:
+        self.base, self.session, self.audit = base, session, audit
 
     async def call(self, user: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         token = base64.b64encode(f"{user}:{PASSWORDS[user]}".encode()).decode()
@@ -58,11 +68,11 @@ class Api:
 async def api(tmp_path: Path) -> AsyncIterator[tuple[Api, WorkOrderStore]]:
     cfg = load_config(SAMPLE)
     store = open_store(lambda: cfg, tmp_path / "state")
-    app = FakeApp(cfg, store)
+    app = FakeApp(cfg, store, agents=Audit())
     runner = await http.start(app, controller=None, host="127.0.0.1", port=0)
     port = runner.addresses[0][1]
     async with aiohttp.ClientSession() as s:
-        yield Api(f"http://127.0.0.1:{port}", s), store
+        yield Api(f"http://127.0.0.1:{port}", s, app.agents), store
     await runner.cleanup()
     store.close()
 
@@ -141,6 +151,11 @@ async def test_full_loop_and_unit_isolation(api: tuple[Api, WorkOrderStore]) -> 
     )
     assert st == 200 and (o["status"], o["rehandled"], o["unit"]) == ("dispatched", 1, "nc-housing")
 
+    assert client.audit.entries[:2] == [
+        ("zhangwei", "order-complete", {"order": ref, "status": "dispatched", "unit": "nc-water"}),
+        ("water-desk", "order-return", {"order": ref, "status": "returned", "unit": None}),
+    ]
+    assert len(client.audit.entries) == 7  # every successful action, no refused one
     st, o = await client.call("admin", "GET", f"/orders/{ref}")
     assert [e["action"] for e in o["events"]] == [
         "created",

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, func, select
+from sqlalchemy.exc import OperationalError
 
 from hotline.auth import Principal
 from workorders import lifecycle as lc
@@ -421,3 +422,13 @@ def test_supervisor_sees_orders_dispatched_to_units_of_their_centre(store: WorkO
     assert [o["ref"] for o in store.find(SUPERVISOR)] == [other, ref]
     with pytest.raises(OrderNotFound):
         store.get(other, nanchang)
+
+
+def test_a_database_down_at_start_does_not_stop_the_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.postgres import free_port
+
+    # nothing listens on this port: the store starts anyway, and fails loudly on use
+    s = WorkOrderStore(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none?connect_timeout=2")
+    with pytest.raises(OperationalError):
+        s.record_call(facts("c1"))
+    s.close()
