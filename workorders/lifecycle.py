@@ -180,12 +180,13 @@ def _unit(params: Mapping[str, Any], policy: Policy) -> str:
 def _dispatch_updates(
     order: Mapping[str, Any], unit: str, limit: str, now: datetime, policy: Policy
 ) -> dict[str, Any]:
+    """A (re-)dispatch: new unit and deadline, supervision starts again. ``dispatched_at``
+    stays the first dispatch and ``replied_at``/``reply`` the last reply (the KPIs read them)."""
     up: dict[str, Any] = {
         "unit": unit,
         "time_limit": limit,
         "deadline": deadline(now, limit, policy),
         "accepted_at": None,
-        "replied_at": None,
         "closed_at": None,
         "reminded_at": None,
         "escalated_at": None,
