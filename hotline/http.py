@@ -223,6 +223,11 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
 
         for method, path, cb_handler in callback_routes(app.callbacks, error, _json):
             web_app.router.add_route(method, path, authenticated(auth, cb_handler))
+    if getattr(app, "surveys", None) is not None:
+        from workorders.survey_http import routes as survey_routes
+
+        for method, path, sv_handler in survey_routes(app.surveys, error, _json):
+            web_app.router.add_route(method, path, authenticated(auth, sv_handler))
     web_app.router.add_route("*", "/{tail:.*}", not_found)
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
