@@ -20,8 +20,7 @@ from typing import Any
 from agi_scripts import ROUTES
 from hotline.app import App
 from ivr.agi import ChannelHungUp
-from ivr.listen import ALL_KEYS, Heard, ask
-from ivr.menu import Answer
+from ivr.listen import Heard, ask
 from workorders import survey_names as sn
 from workorders.survey import Outcome, choose
 
@@ -33,11 +32,9 @@ async def _ask(ch: Any, app: App, turn: int, heard: list[Heard]) -> tuple[str | 
     nothing) and how it came (key or speech)."""
     sv = app.config.survey
     words = list(dict.fromkeys(w for c in sv.choices.values() for w in c.words))
-    if turn:
-        key = await ch.stream_file(app.prompt(sv.invalid_prompt), ALL_KEYS,
-                                   max_wait=app.prompt_wait(sv.invalid_prompt))
-        if key:
-            return choose(sv.choices, Answer(digit=key)) or "", "key"
+    if turn:  # heard to its end: a key pressed late for the first question is not taken
+        await ch.stream_file(app.prompt(sv.invalid_prompt), "",
+                             max_wait=app.prompt_wait(sv.invalid_prompt))
     answer = await ask(ch, app, sv.question_prompt, words, sv.answer_wait, trace=heard)
     if answer.empty:
         return None, ""

@@ -362,7 +362,8 @@ class Callbacks(Strict):
     accepted_prompt: PromptName = "callback-accepted"
 
 
-SURVEY_RESULTS = ("satisfied", "basic", "dissatisfied")
+SurveyResult = Literal["satisfied", "basic", "dissatisfied"]
+SURVEY_RESULTS: tuple[SurveyResult, ...] = ("satisfied", "basic", "dissatisfied")
 
 
 class SurveyChoice(Strict):
@@ -372,7 +373,7 @@ class SurveyChoice(Strict):
     words: tuple[Word, ...] = ()
 
 
-def _survey_choices() -> dict[str, SurveyChoice]:
+def _survey_choices() -> dict[SurveyResult, SurveyChoice]:
     return {
         "satisfied": SurveyChoice(key="1", words=("满意", "非常满意")),
         "basic": SurveyChoice(key="2", words=("基本满意", "一般")),
@@ -403,7 +404,7 @@ class Survey(Strict):
     question_prompt: PromptName = "survey-question"
     thanks_prompt: PromptName = "survey-thanks"
     invalid_prompt: PromptName = "survey-invalid"
-    choices: dict[Literal["satisfied", "basic", "dissatisfied"], SurveyChoice] = Field(
+    choices: dict[SurveyResult, SurveyChoice] = Field(
         default_factory=_survey_choices
     )
 

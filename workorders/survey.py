@@ -34,7 +34,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from dialplan.model import Config, SurveyChoice
+from dialplan.model import Config, SurveyChoice, SurveyResult
 from ivr.menu import Answer
 from queues.callback import normalize_number
 from queues.hours import DEFAULT_TZ, is_open
@@ -328,7 +328,7 @@ def due(jobs: Iterable[SurveyJob], now: float, open_now: bool, max_parallel: int
 # --------------------------------------------------------------------------- the answer
 
 
-def choose(choices: Mapping[str, SurveyChoice], answer: Answer) -> str | None:
+def choose(choices: Mapping[SurveyResult, SurveyChoice], answer: Answer) -> str | None:
     """The result a key or recognised words mean, or None.
 
     Words: the longest configured word found in the text wins, so 不满意 is

@@ -231,7 +231,8 @@ def sample() -> str:
 
 
 def test_survey_trunk_must_be_a_carrier() -> None:
-    text = sample().replace("  trunk: carrier                   # must be", "  trunk: emergency #", 1)
+    text = sample().replace("  trunk: carrier                   # must be",
+                            "  trunk: emergency #", 1)
     (issue,) = issues(text)
     assert "survey.trunk: trunk 'emergency' is a emergency trunk; survey calls go to citizens " \
            "over a carrier trunk" in issue
@@ -498,3 +499,97 @@ def test_http_rights_and_listing(world: World) -> None:
     assert w.svc.get(SUP, made["id"])["state"] == "scheduled"
     with pytest.raises(BadRequest, match="state must be one of"):
         w.svc.listing(SUP, "sleeping")
+
+
+# ------------------------------------------------------------------ the AGI script
+
+
+class FakeChannel:
+    """The facade the AGI script sees: each prompt or wait gives the next scripted key
+    (None: nothing); "HANGUP" hangs up."""
+
+    def __init__(self, uniqueid: str, keys: list[str | None]) -> None:
+        import logging
+
+        self.uniqueid = uniqueid
+        self.log = logging.getLogger("test")
+        self.keys = list(keys)
+        self.played: list[str] = []
+
+    def _next(self) -> str | None:
+        from ivr.agi import ChannelHungUp
+
+        key = self.keys.pop(0) if self.keys else None
+        if key == "HANGUP":
+            raise ChannelHungUp("16")
+        return key
+
+    async def stream_file(self, name: str, escape: str = "", *,
+                          max_wait: float | None = None) -> str | None:
+        self.played.append(name.rsplit("/", 1)[-1])
+        key = self._next()
+        return key if escape else None
+
+    async def wait_for_digit(self, timeout_ms: int) -> str | None:
+        return self._next()
+
+
+class FakeApp:
+    def __init__(self, cfg: Config, svc: SurveyService | None) -> None:
+        self.config = cfg
+        self.surveys = svc
+
+    def prompt(self, name: str) -> str:
+        return f"/sounds/{name}"
+
+    def prompt_wait(self, name: str, margin: float = 5.0) -> float:
+        return margin
+
+
+def run_script(w: World, keys: list[str | None]) -> tuple[FakeChannel, SurveyJob]:
+    from agi_scripts.survey import survey as script
+
+    j = w.svc.schedule("GD-20", "13907910001", T0 - 30)
+    w.tick()
+    ch = FakeChannel(f"{j.id}-1", keys)
+    asyncio.run(script(ch, FakeApp(w.cfg, w.svc)))
+    got = w.svc.store.get(j.id)
+    assert got is not None
+    return ch, got
+
+
+def test_script_key_during_the_question_is_the_answer_then_thanks(world: World) -> None:
+    ch, j = run_script(world, ["3"])
+    assert ch.played == ["survey-question", "survey-thanks"]
+    assert j.state == State.ANSWERED and j.result == "dissatisfied"
+    assert j.attempts[0]["answered_at"] and j.attempts[0]["detail"] == "by key"
+
+
+def test_script_asks_once_more_after_nothing_or_a_wrong_key(world: World) -> None:
+    ch, j = run_script(world, [None, None, "9", "2"])  # silence; 9 during "invalid" is ignored
+    assert ch.played == ["survey-question", "survey-invalid", "survey-question", "survey-thanks"]
+    assert j.result == "basic"
+
+
+def test_script_no_choice_after_the_repeat_hangs_up_without_thanks(world: World) -> None:
+    ch, j = run_script(world, ["9", None, None, None])
+    assert ch.played == ["survey-question", "survey-invalid", "survey-question"]
+    assert j.state == State.NO_ANSWER and j.attempts[0]["outcome"] == "no-choice"
+    assert j.attempts[0]["detail"] == "no choice, then nothing"
+
+
+def test_script_hang_up_before_choosing_is_recorded(world: World) -> None:
+    from ivr.agi import ChannelHungUp
+
+    with pytest.raises(ChannelHungUp):
+        run_script(world, [None, "HANGUP"])
+    (j,) = world.svc.store.recent()
+    assert j.state == State.NO_ANSWER and j.attempts[0]["outcome"] == "hung-up"
+
+
+def test_script_for_a_channel_that_is_no_survey_call_plays_nothing(world: World) -> None:
+    from agi_scripts.survey import survey as script
+
+    ch = FakeChannel("1800.99", ["1"])
+    asyncio.run(script(ch, FakeApp(world.cfg, world.svc)))
+    assert ch.played == []
