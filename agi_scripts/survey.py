@@ -9,7 +9,8 @@ channel's uniqueid is the attempt id). The script
    barge-in, and the choices' words when speech is on, as in the menus;
 3. on no answer or a key/word that is no choice, plays ``invalid_prompt`` and
    asks once more;
-4. stores the outcome (an answer, no choice, or hung up before choosing) *before*
+4. stores the outcome (an answer, no choice, or hung up before choosing -- an AGI
+   error during the question) *before*
    thanking, so a citizen who hangs up during the thanks keeps their answer.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from agi_scripts import ROUTES
 from hotline.app import App
-from ivr.agi import ChannelHungUp
+from ivr.agi import AgiError
 from ivr.listen import Heard, ask
 from workorders import survey_names as sn
 from workorders.survey import Outcome, choose
@@ -61,8 +62,10 @@ async def survey(ch: Any, app: App) -> None:
                 result = got
                 break
             tried.append("nothing" if got is None else "no choice")
-    except ChannelHungUp:
-        svc.finish(attempt, Outcome.HUNG_UP, detail="hung up before choosing")
+    except AgiError as e:
+        # Hung up during a prompt: Asterisk answers STREAM FILE with result=-1
+        # (AgiCommandError) before the HANGUP line arrives (ChannelHungUp).
+        svc.finish(attempt, Outcome.HUNG_UP, detail=f"hung up before choosing ({e})")
         raise
     if result is None:
         svc.finish(attempt, Outcome.NO_CHOICE, detail=", then ".join(tried))

@@ -194,9 +194,13 @@ class SurveyService:
                 if a is None or aid in live:
                     continue
                 facts = self._facts.get(aid, {})
-                heard = "cause" in facts or facts.get("reason") in ("3", "5", "8")
-                if not heard and now - a["started_at"] < self.VANISH_GRACE:
-                    continue  # just sent, or the Hangup event is on its way
+                if a["answered_at"]:
+                    # the AGI session (in this process) reports how the survey ended
+                    if now - facts.get("gone_at", a["answered_at"]) < self.VANISH_GRACE:
+                        continue
+                elif "cause" not in facts and facts.get("reason") not in ("3", "5", "8"):
+                    if now - a["started_at"] < self.VANISH_GRACE:
+                        continue  # just sent, or the Hangup event is on its way
                 if a["answered_at"]:
                     outcome, detail = Outcome.UNKNOWN, "answered; the survey did not run to its end"
                 else:

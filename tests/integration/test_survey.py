@@ -11,6 +11,8 @@ read back with ``GET /surveys``.
   with the order's reference.
 * A citizen who does not answer is called ``1 + retries`` times, then the job
   ends ``no_answer``.
+* Busy (486) twice: two tries, then ``no_answer``; a citizen who answers and hangs
+  up without choosing is recorded ``hung-up`` and not called again.
 * The controller killed while the survey call rings: after the restart the call
   is neither repeated nor lost -- the citizen answers, the AGI session reaches
   the new controller, the answer is stored.
@@ -43,11 +45,12 @@ class Citizen:
     """The citizen's phone: a SIPp UAS at the carrier's address, a TonePeer for media."""
 
     def __init__(self, h: Hotline, wd: Path, name: str, mode: str = "answer", *,
-                 answer_after_ms: int = 300, calls: int = 1) -> None:
+                 answer_after_ms: int = 300, hangup_after_ms: int = 0, calls: int = 1) -> None:
         ip, port = h.trunk("carrier")
         self.media = TonePeer(ip, CITIZEN_HZ)
         scen = answering_party_scenario(mode, ip, self.media.port,
-                                        answer_after_ms=answer_after_ms, wait_ms=60000,
+                                        answer_after_ms=answer_after_ms,
+                                        hangup_after_ms=hangup_after_ms, wait_ms=60000,
                                         who="citizen")
         self.sipp = Sipp(wd, name, scen, local_ip=ip, local_port=port, target=h.sip_target,
                          calls=calls, timeout_s=90)
@@ -100,6 +103,7 @@ def test_citizen_presses_3_and_dissatisfied_is_reported(clean: Hotline, workdir:
         job = schedule(h, "GD-T-0001", "13907910061")
         h.wait_for(lambda: citizen.invites(), 10, "the survey call reaches the carrier")
         assert citizen.invites() == ["13907910061"]
+        assert 'From: "12345" <sip:12345@' in citizen.sipp.messages_so_far()  # the hotline calls
         citizen.hears_the_question(h)
         citizen.media.dtmf("3")
         done = h.wait_for(lambda: reported(h, job["id"]), 20, "the result reported")
@@ -140,6 +144,27 @@ def test_unanswered_survey_is_retried_then_no_answer(clean: Hotline, workdir: Pa
         assert "survey result for order GD-T-0002: no_answer" in h.controller_log()
     finally:
         citizen.close()
+
+
+def test_busy_twice_and_hung_up_without_choosing(clean: Hotline, workdir: Path) -> None:
+    h = clean
+    busy = Citizen(h, workdir, "citizen-busy", mode="busy", calls=2)
+    try:
+        job = schedule(h, "GD-T-0004", "13907910064")
+        done = h.wait_for(lambda: reported(h, job["id"]), 25, "no_answer after two busy tries")
+        assert [a["outcome"] for a in done["attempts"]] == ["busy", "busy"], done
+        assert done["state"] == "no_answer" and busy.invites() == ["13907910064"] * 2
+    finally:
+        busy.close()
+    gone = Citizen(h, workdir, "citizen-hangs-up", hangup_after_ms=2000)
+    try:
+        job = schedule(h, "GD-T-0005", "13907910065")
+        done = h.wait_for(lambda: reported(h, job["id"]), 20, "the survey concluded")
+        (attempt,) = done["attempts"]  # reached: not called again
+        assert attempt["outcome"] == "hung-up" and attempt["answered_at"], done
+        assert done["state"] == "no_answer" and done["result"] == "no_answer", done
+    finally:
+        gone.close()
 
 
 def test_controller_restart_while_ringing_neither_loses_nor_doubles(

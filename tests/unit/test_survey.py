@@ -517,11 +517,13 @@ class FakeChannel:
         self.played: list[str] = []
 
     def _next(self) -> str | None:
-        from ivr.agi import ChannelHungUp
+        from ivr.agi import AgiCommandError, AgiResponse, ChannelHungUp
 
         key = self.keys.pop(0) if self.keys else None
         if key == "HANGUP":
             raise ChannelHungUp("16")
+        if key == "FAIL":  # what STREAM FILE answers when the caller hangs up during it
+            raise AgiCommandError("STREAM FILE", AgiResponse(200, "-1"))
         return key
 
     async def stream_file(self, name: str, escape: str = "", *,
@@ -578,11 +580,12 @@ def test_script_no_choice_after_the_repeat_hangs_up_without_thanks(world: World)
     assert j.attempts[0]["detail"] == "no choice, then nothing"
 
 
-def test_script_hang_up_before_choosing_is_recorded(world: World) -> None:
-    from ivr.agi import ChannelHungUp
+@pytest.mark.parametrize("how", ["HANGUP", "FAIL"])
+def test_script_hang_up_before_choosing_is_recorded(world: World, how: str) -> None:
+    from ivr.agi import AgiError
 
-    with pytest.raises(ChannelHungUp):
-        run_script(world, [None, "HANGUP"])
+    with pytest.raises(AgiError):
+        run_script(world, [None, how])
     (j,) = world.svc.store.recent()
     assert j.state == State.NO_ANSWER and j.attempts[0]["outcome"] == "hung-up"
 
@@ -593,3 +596,26 @@ def test_script_for_a_channel_that_is_no_survey_call_plays_nothing(world: World)
     ch = FakeChannel("1800.99", ["1"])
     asyncio.run(script(ch, FakeApp(world.cfg, world.svc)))
     assert ch.played == []
+
+
+def test_an_answered_call_that_hung_up_waits_for_its_agi_session(world: World) -> None:
+    w = world
+    j = w.svc.schedule("GD-21", "13907910001", T0 - 30)
+    w.tick()
+    aid = f"{j.id}-1"
+    w.svc.answered(aid)
+    w.tick(10)
+    w.hangup(aid, "16")  # the Hangup event may come before the script notices
+    w.tick(1)
+    assert w.svc.open[j.id].state == State.CALLING
+    w.svc.finish(aid, Outcome.HUNG_UP, detail="hung up before choosing")
+    w.tick(1)
+    assert w.results == [("GD-21", "no_answer", T0 + 11)]
+    # and without a word from the script (it never ran to its end): a try, called again
+    k = w.svc.schedule("GD-22", "13907910002", T0 - 30)
+    w.tick()
+    w.svc.answered(f"{k.id}-1")
+    w.hangup(f"{k.id}-1", "16")
+    w.tick(4)
+    assert w.svc.open[k.id].state == State.SCHEDULED
+    assert w.svc.open[k.id].attempts[0]["outcome"] == "unknown"
