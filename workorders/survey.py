@@ -162,28 +162,40 @@ def new_job(
     created_by: str = "work-orders",
 ) -> SurveyJob:
     """A scheduled job, or :class:`ValueError` for a bad reference or number."""
-    if not isinstance(order_ref, str) or not ORDER_REF_RE.fullmatch(order_ref):
-        raise ValueError(
-            f"order reference {order_ref!r} must be 1-64 letters, digits, '.', '_' or '-'"
-        )
+    _check_ref(order_ref)
     digits = normalize_number(number) if isinstance(number, str) else None
     if digits is None:
         raise ValueError(
             f"{number!r} is not a number to call: a mobile or a fixed line with its area code"
         )
-    j = SurveyJob(
-        id=job_id,
-        order_ref=order_ref,
-        number=digits,
-        closed_at=closed_at,
-        created_at=now,
-        created_by=created_by,
-        not_before=closed_at + delay,
-        updated_at=now,
-    )
+    return _job(job_id, order_ref, digits, closed_at, now, closed_at + delay, created_by)
+
+
+def _check_ref(order_ref: object) -> None:
+    if not isinstance(order_ref, str) or not ORDER_REF_RE.fullmatch(order_ref):
+        raise ValueError(
+            f"order reference {order_ref!r} must be 1-64 letters, digits, '.', '_' or '-'"
+        )
+
+
+def _job(job_id: str, order_ref: str, number: str, closed_at: float, now: float,
+         not_before: float, created_by: str) -> SurveyJob:
+    j = SurveyJob(id=job_id, order_ref=order_ref, number=number, closed_at=closed_at,
+                  created_at=now, created_by=created_by, not_before=not_before, updated_at=now)
     j.history.append(
         {"at": now, "from": "new", "to": j.state.value, "reason": f"order closed; by {created_by}"}
     )
+    return j
+
+
+def unreachable_job(job_id: str, order_ref: str, raw_number: str, closed_at: float,
+                    now: float, created_by: str = "work-orders") -> SurveyJob:
+    """A closed order whose citizen cannot be called (no callable number on it): the job
+    is stored failed, with the result ``no_answer``, so every closed order is accounted
+    for (100% 回访) and the work orders hear about it like any other result."""
+    _check_ref(order_ref)
+    j = _job(job_id, order_ref, "", closed_at, now, closed_at, created_by)
+    fail_unscheduled(j, now, f"no number to call: {str(raw_number)[:40]!r}")
     return j
 
 

@@ -61,6 +61,7 @@ from .survey import (
     outcome_of,
     policy_of,
     start_attempt,
+    unreachable_job,
 )
 from .survey_store import SurveyStore
 
@@ -264,17 +265,26 @@ class SurveyService:
     # ----------------------------------------------------------------- the work orders
     def schedule(self, order_ref: str, number: str, closed_at: float,
                  created_by: str = "work-orders") -> SurveyJob:
-        """A survey for a closed order (the on_closed listener); one open job per order."""
+        """A survey for a closed order (the on_closed listener); one open job per order.
+
+        An order reference that is not plain text is refused (:class:`BadRequest`).
+        A number that cannot be called is refused when an admin gives it by hand; from
+        the work orders it makes a failed job whose ``no_answer`` goes back to them.
+        """
         for j in self.open.values():
             if j.order_ref == order_ref and not j.terminal:
                 log.info("survey %s already scheduled for order %s", j.id, order_ref)
                 return j
         now = self.clock()
+        jid = "sv" + secrets.token_hex(5)
         try:
-            j = new_job("sv" + secrets.token_hex(5), order_ref, number, closed_at, now,
-                        self.config().survey.delay, created_by)
+            j = new_job(jid, order_ref, number, closed_at, now, self.config().survey.delay,
+                        created_by)
         except ValueError as e:
-            raise BadRequest(str(e)) from None
+            if created_by != "work-orders" or "order reference" in str(e):
+                raise BadRequest(str(e)) from None
+            log.warning("survey for order %s: %s; recorded as not reachable", order_ref, e)
+            j = unreachable_job(jid, order_ref, number, closed_at, now, created_by)
         self._save(j)
         self.open[j.id] = j
         log.info("survey %s scheduled for order %s (not before %.0f)", j.id, order_ref,

@@ -619,3 +619,13 @@ def test_an_answered_call_that_hung_up_waits_for_its_agi_session(world: World) -
     w.tick(4)
     assert w.svc.open[k.id].state == State.SCHEDULED
     assert w.svc.open[k.id].attempts[0]["outcome"] == "unknown"
+
+
+def test_a_closed_order_without_a_callable_number_is_accounted_for(world: World) -> None:
+    w = world
+    j = w.svc.schedule("GD-23", "anonymous", T0)  # from the work orders' listener
+    assert j.state == State.FAILED and j.result == "no_answer" and j.number == ""
+    w.tick()
+    assert w.ami.originates == [] and w.results == [("GD-23", "no_answer", T0)]
+    with pytest.raises(BadRequest, match="order reference"):
+        w.svc.schedule("GD 24", "13907910001", T0)
