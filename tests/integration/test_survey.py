@@ -32,7 +32,7 @@ from .sipp import Sipp, TonePeer, answering_party_scenario, rejected_call_scenar
 
 CITIZEN_HZ = 700
 RING_TIMEOUT = 14
-RESTART_ANSWER_MS = 9000  # the citizen answers after the controller is back (about 3 s)
+RESTART_ANSWER_MS = 11000  # the citizen answers once the controller is back (about 3 s)
 
 
 def hotline_config() -> dict[str, Any]:
