@@ -312,6 +312,7 @@ class SurveyService:
                               result=result, detail=detail):
             return False
         self._save(j)
+        self._facts.pop(attempt_id, None)
         self._wake.set()
         return True
 
