@@ -25,6 +25,7 @@ from pathlib import PurePosixPath
 from hotline import channel_vars as cv
 from queues import names as qn
 from transfer import names as xn
+from workorders import survey_names as sn
 
 from .model import Config, Number, Queue
 from .say import QUEUE_SOUNDS, QUEUE_SOUNDS_OFF, say_conf
@@ -512,6 +513,7 @@ exten => s,1,Hangup(16)
             out.append(self.queue_entry(qid, q))
         out.append(f"exten => i,1,Set({cv.ABORT_REASON}=unknown-queue)\n same => n,Goto({cv.CTX_FAILURE},s,1)\n")
         out.append(self.waiting_contexts())
+        out.append(self.survey_context())
 
         out.append("\n[hotline-legacy]\n; a menu choice for a department with a retained number\n")
         for n in c.numbers:
@@ -835,6 +837,28 @@ exten => h,1,GotoIf($["${{{qn.CB_DIALED}}}" != "1"]?over)
 exten => s,1,QueueLog(${{ARG1}},${{ARG2}},${{ARG3}},{qn.EV_CALLBACK},${{ARG4}})
  same => n,Return()
 """
+
+    # ------------------------------------------------------------- survey (issue 6)
+    def survey_context(self) -> str:
+        """The satisfaction survey call (回访): the controller originates the citizen's
+        channel -- ``PJSIP/<number stored on the job>@<carrier trunk>``, digits checked
+        twice -- into this context, which runs once the citizen answers. No inbound
+        context (from-carrier, from-partner, from-seat, from-emergency) leads here and
+        none has a pattern that could: an inbound call cannot reach it."""
+        lines = [
+            f"\n[{sn.CTX_SURVEY}]",
+            "; reached only by the controller's AMI Originate of a survey call",
+            "exten => s,1,Set(CHANNEL(language)=zh)",
+            f" same => n,Set(TIMEOUT(absolute)={self.cfg.network.agi_timeout})",
+            " same => n,Set(AGIEXITONHANGUP=yes)",
+            # RECORDING HOOK (recordings/, after the merge), this one line:
+            # " same => n,Gosub(hotline-record,s,1(survey))",
+            f" same => n,AGI(${{HOTLINE_AGI}}/{sn.SCRIPT_SURVEY})",
+            " same => n,Hangup(16)",
+            "exten => T,1,Hangup(16)",
+            "exten => i,1,Hangup(21)",
+        ]
+        return "\n".join(lines) + "\n"
 
 
 def compile_config(cfg: Config, target: Target, version: str) -> dict[str, str]:

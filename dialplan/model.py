@@ -362,6 +362,63 @@ class Callbacks(Strict):
     accepted_prompt: PromptName = "callback-accepted"
 
 
+SurveyResult = Literal["satisfied", "basic", "dissatisfied"]
+SURVEY_RESULTS: tuple[SurveyResult, ...] = ("satisfied", "basic", "dissatisfied")
+
+
+class SurveyChoice(Strict):
+    """One answer of the satisfaction survey: a key and, with speech on, words."""
+
+    key: DtmfKey
+    words: tuple[Word, ...] = ()
+
+
+def _survey_choices() -> dict[SurveyResult, SurveyChoice]:
+    return {
+        "satisfied": SurveyChoice(key="1", words=("满意", "非常满意")),
+        "basic": SurveyChoice(key="2", words=("基本满意", "一般")),
+        "dissatisfied": SurveyChoice(key="3", words=("不满意",)),
+    }
+
+
+class Survey(Strict):
+    """The call-back satisfaction survey (100% 回访) after a work order is closed.
+
+    See workorders/survey.py.
+    """
+
+    # An id under hours: (or always): survey calls are placed only while it is open.
+    hours: Ident | Literal["always"] = "always"
+    # Seconds between the order's closing and the first survey call.
+    delay: Annotated[int, Field(ge=0, le=7 * 86400)] = 600
+    # Further tries after a call the citizen did not answer (no answer, busy), retry_delay apart.
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    retry_delay: Annotated[int, Field(ge=5, le=7 * 86400)] = 1800
+    ring_timeout: Annotated[int, Field(ge=5, le=120)] = 30
+    # Seconds the citizen has to answer after the question.
+    answer_wait: Annotated[float, Field(gt=0, le=30)] = 6.0
+    # Survey calls under way at once, at most (the carrier's lines are shared).
+    max_parallel: Annotated[int, Field(ge=1, le=50)] = 4
+    # The carrier trunk that places survey calls; none = the first carrier trunk.
+    trunk: Ident | None = None
+    question_prompt: PromptName = "survey-question"
+    thanks_prompt: PromptName = "survey-thanks"
+    invalid_prompt: PromptName = "survey-invalid"
+    choices: dict[SurveyResult, SurveyChoice] = Field(
+        default_factory=_survey_choices
+    )
+
+    @model_validator(mode="after")
+    def _choices(self) -> Survey:
+        missing = [r for r in SURVEY_RESULTS if r not in self.choices]
+        if missing:
+            raise ValueError(f"survey choices need every answer; missing {', '.join(missing)}")
+        keys = [c.key for c in self.choices.values()]
+        if len(set(keys)) != len(keys):
+            raise ValueError("each survey answer needs its own key")
+        return self
+
+
 class Seat(Strict):
     """An agent seat: a SIP softphone that registers, or a number at a county site."""
 
@@ -552,6 +609,7 @@ class Config(Strict):
     storage: Storage = Storage()
     units: dict[Ident, Unit] = Field(default_factory=dict)
     workorders: WorkOrders = WorkOrders()
+    survey: Survey = Survey()
 
     def number(self, digits: str) -> Number | None:
         return next((n for n in self.numbers if n.number == digits), None)

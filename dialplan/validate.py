@@ -265,6 +265,15 @@ def cross_check(cfg: Config, src: SourceMap, prompt_dirs: list[Path]) -> list[Co
             out.append(src.issue(("callbacks", "trunk"), f"trunk {cb_trunk!r} is a {cfg.trunks[cb_trunk].kind} trunk; "
                                  "citizens are called back over a carrier trunk"))
 
+    sv = cfg.survey  # the satisfaction survey (issue 6): calling hours, carrier trunk only
+    if sv.hours != "always":
+        _ref(out, src, ("survey", "hours"), "hours", sv.hours, cfg.hours)
+    if sv.trunk is not None:
+        _ref(out, src, ("survey", "trunk"), "trunks", sv.trunk, cfg.trunks)
+        if sv.trunk in cfg.trunks and cfg.trunks[sv.trunk].kind != "carrier":
+            out.append(src.issue(("survey", "trunk"), f"trunk {sv.trunk!r} is a {cfg.trunks[sv.trunk].kind} trunk; "
+                                 "survey calls go to citizens over a carrier trunk"))
+
     for line, e in cfg.emergency_lines.items():
         _ref(out, src, ("emergency_lines", line, "route", "trunk"), "trunks", e.route.trunk, cfg.trunks)
         if e.alternate:
@@ -358,6 +367,8 @@ def referenced_prompts(cfg: Config) -> dict[str, Ref]:
                 refs.setdefault(getattr(cfg.callbacks, key), ("callbacks", key))
             for name in NUMBER_PROMPTS[:10]:  # the number is read back digit by digit
                 refs.setdefault(name, ("queues", qid, "callback_after"))
+    for key in ("question_prompt", "thanks_prompt", "invalid_prompt"):  # the survey call
+        refs.setdefault(getattr(cfg.survey, key), ("survey", key))
     for mid, m in cfg.menus.items():
         refs.setdefault(m.prompt, ("menus", mid, "prompt"))
         refs.setdefault(m.retry_prompt, ("menus", mid, "retry_prompt"))

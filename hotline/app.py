@@ -36,6 +36,7 @@ class App:
     callbacks: Any = None  # queues.callback_service.CallbackService
     transfers: Any = None  # transfer.services.TransferService
     orders: Any = None  # workorders.store.WorkOrderStore
+    surveys: Any = None  # workorders.survey_service.SurveyService
     started: float = field(default_factory=time.time)
     _lengths: dict[str, float] = field(default_factory=dict)
 

@@ -25,6 +25,7 @@ from queues.callback_plugin import CallbackPlugin
 from queues.state import HANDLED_EVENTS
 from transfer.plugin import TransferPlugin
 from workorders.plugin import WorkOrderPlugin
+from workorders.survey_plugin import SurveyPlugin
 
 from . import http
 
@@ -42,6 +43,7 @@ class Controller:
         self.app.transfers = self.transfers.service
         self.callbacks = CallbackPlugin(self.app)  # sets app.callbacks and app.arrivals
         self.orders = WorkOrderPlugin(self.app)  # sets app.orders
+        self.surveys = SurveyPlugin(self.app)  # sets app.surveys
         self.agi: FastAgiServer | None = None
         self.listener: Listener | None = None
         self.http_runner: Any = None
@@ -62,6 +64,7 @@ class Controller:
         self._ami_task = asyncio.create_task(self._ami(), name="ami-connect")
         await self.callbacks.start()
         await self.orders.start()
+        await self.surveys.start()
         self.http_runner = await http.start(self.app, self, net.http.bind, net.http.port)
         log.info("HTTP on http://%s:%s/", net.http.bind, net.http.port)
 
@@ -75,6 +78,7 @@ class Controller:
         client.on_booted(self._asterisk_booted)
         self.transfers.attach(client)
         self.callbacks.attach(client)
+        self.surveys.attach(client)
         self.app.ami = client  # before connecting: on_booted handlers use it
         delay = 0.2
         while not self.stopping.is_set():
@@ -141,6 +145,7 @@ class Controller:
         await self.transfers.close()
         await self.callbacks.close()
         await self.orders.close()
+        await self.surveys.close()
         if self.app.ami is not None:
             await self.app.ami.close()
         if self.app.redis is not None:

@@ -231,6 +231,11 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
             remind_before=lambda: app.config.workorders.remind_before,
         ):
             web_app.router.add_route(method, path, authenticated(auth, wo_handler))
+    if getattr(app, "surveys", None) is not None:
+        from workorders.survey_http import routes as survey_routes
+
+        for method, path, sv_handler in survey_routes(app.surveys, error, _json):
+            web_app.router.add_route(method, path, authenticated(auth, sv_handler))
     web_app.router.add_route("*", "/{tail:.*}", not_found)
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()

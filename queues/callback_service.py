@@ -342,7 +342,7 @@ class CallbackService:
             qn.CB_CALLID: r.uniqueid,
             qn.CB_QUEUE: r.queue,
             qn.CB_SEAT: r.seat,
-            qn.CB_FROM: r.service_number or _hotline_number(cfg),
+            qn.CB_FROM: r.service_number or hotline_number(cfg),
         }
         try:
             await ami.originate(
@@ -490,7 +490,7 @@ class CallbackService:
             uniqueid=uniqueid,
             source="abandoned",
             created_by=who.name,
-            service_number=_hotline_number(cfg),
+            service_number=hotline_number(cfg),
         )
         await self._audit(who, "callback-from-abandoned", r)
         return r.as_dict()
@@ -502,6 +502,6 @@ class CallbackService:
             )
 
 
-def _hotline_number(cfg: Config) -> str:
+def hotline_number(cfg: Config) -> str:
     """The number shown to a citizen called back when the request does not say which."""
     return next((n.number for n in cfg.numbers if n.kind == "hotline"), "12345")
