@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 CONFIG ?= config/hotline.yaml
-APT_PACKAGES := mmdebstrap sip-tester espeak-ng sox redis-server
+APT_PACKAGES := mmdebstrap sip-tester espeak-ng sox redis-server postgresql
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 

@@ -29,3 +29,7 @@ def need_tool(tool: str, how: str = "make deps") -> str:
     need(tool, path is not None, how)
     assert path is not None
     return path
+
+
+# The session fixture ``pg_url``: a throw-away PostgreSQL cluster (tests/postgres.py).
+from tests.postgres import pg_url  # noqa: E402, F401
