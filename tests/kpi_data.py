@@ -12,7 +12,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-CENTRES = ("province", "nanchang", "jiujiang")
+CENTRES = ("province", "nanchang", "ganzhou")  # the sample config's centres
 UNITS = ("water", "power", "police", "housing")
 CATEGORIES = ("consultation", "help", "complaint", "opinion", "suggestion")
 SURVEYS = ("satisfied", "basic", "dissatisfied", "no_answer")

@@ -107,7 +107,7 @@ def test_one_centre(engine: Engine, centre: str) -> None:
 
 def test_several_centres(engine: Engine) -> None:
     """A supervisor of the province sees the cities below it: a set of centres."""
-    sel = {"province", "jiujiang"}
+    sel = {"province", "ganzhou"}
     got = kpis(engine, start=T0, end=END, centres=frozenset(sel))
     assert got == hand_count(ORDERS, CALLS, T0, END, centres=sel)
 
