@@ -64,6 +64,10 @@ class OrderRow(Base):
         Index("ix_orders_dispatched", "dispatched_at", "unit"),
         Index("ix_orders_closed", "closed_at", "centre"),
         Index("ix_orders_status_deadline", "status", "deadline"),
+        # KPIs (workorders/kpi.py): on-time reads deadline OR replied_at, satisfaction survey_at
+        Index("ix_orders_deadline", "deadline", "centre"),
+        Index("ix_orders_replied", "replied_at", "centre"),
+        Index("ix_orders_survey", "survey_at", "centre"),
     )
 
 
