@@ -107,8 +107,10 @@ def hand_count(
     centres: set[str] | None = None,
     unit: str | None = None,
     category: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """The KPIs by the README's definitions, one record at a time."""
+    due_end = end if now is None else min(end, now)
 
     def order_ok(o: Record) -> bool:
         return (
@@ -140,7 +142,7 @@ def hand_count(
         if not order_ok(o):
             continue
         dispatched = o["dispatched_at"] is not None
-        if dispatched and (_in(o["deadline"], start, end) or _in(o["replied_at"], start, end)):
+        if dispatched and (_in(o["deadline"], start, due_end) or _in(o["replied_at"], start, end)):
             on_time_d += 1
             if o["replied_at"] is not None and o["replied_at"] <= o["deadline"]:
                 on_time_n += 1

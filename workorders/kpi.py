@@ -73,16 +73,20 @@ ZERO = Rate(0, 0)
 
 @dataclass(frozen=True)
 class KpiFilter:
-    """The period ``[start, end)`` (timezone-aware) and optional filters."""
+    """The period ``[start, end)`` (timezone-aware) and optional filters.
+
+    ``now`` (default: when the filter is made) cuts the on-time KPI's deadlines:
+    an order due after ``now`` has not missed its deadline yet."""
 
     start: datetime
     end: datetime
     centres: frozenset[str] | None = None  # None: every centre
     unit: str | None = None
     category: str | None = None
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:
-        for name in ("start", "end"):
+        for name in ("start", "end", "now"):
             t = getattr(self, name)
             if t.tzinfo is None:
                 raise ValueError(f"{name} must be timezone-aware")
@@ -106,8 +110,8 @@ def _count(cond: ColumnElement[bool]) -> Any:
     return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
 
-def _in_period(col: Any, flt: KpiFilter) -> ColumnElement[bool]:
-    return and_(col >= flt.start, col < flt.end)
+def _in_period(col: Any, flt: KpiFilter, until_now: bool = False) -> ColumnElement[bool]:
+    return and_(col >= flt.start, col < (min(flt.end, flt.now) if until_now else flt.end))
 
 
 def _order_filters(flt: KpiFilter, merged: bool = False) -> list[ColumnElement[bool]]:
@@ -144,6 +148,7 @@ class OrderKpi:
     counted: ColumnElement[bool] | None = None  # None: every row of the population
 
 
+DUE = {"deadline"}  # period columns cut at ``now``: a deadline ahead is not missed yet
 _DISPATCHED = WO.dispatched_at.is_not(None)
 ORDER_KPIS = (
     OrderKpi(
@@ -187,7 +192,7 @@ def statements(flt: KpiFilter, group_by: str | None = None) -> dict[str, Any]:
 
     ogcol = _group_col(group_by, on_calls=False)
     for k in ORDER_KPIS:
-        period = or_(*(_in_period(WO[c], flt) for c in k.period))
+        period = or_(*(_in_period(WO[c], flt, until_now=c in DUE) for c in k.period))
         conds = [period, k.population, *_order_filters(flt)]
         if flt.centres is not None:
             conds.append(WO.centre.in_(sorted(flt.centres)))

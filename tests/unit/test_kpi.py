@@ -91,6 +91,16 @@ def test_one_month(engine: Engine, start: datetime, end: datetime) -> None:
     assert kpis(engine, start=start, end=end) == hand_count(ORDERS, CALLS, start, end)
 
 
+def test_deadlines_after_now_are_not_missed_yet(engine: Engine) -> None:
+    """A report for a period that is not over: orders due later are not late yet."""
+    start, end = MONTHS[1]
+    now = start + timedelta(days=12, hours=5)
+    got = kpis(engine, start=start, end=end, now=now)
+    want = hand_count(ORDERS, CALLS, start, end, now=now)
+    assert got == want
+    assert want["on_time"] != hand_count(ORDERS, CALLS, start, end)["on_time"]
+
+
 def test_period_bounds_in_another_time_zone(engine: Engine) -> None:
     """[start, end) is compared in UTC whatever zone the bounds are given in."""
     cst = timezone(timedelta(hours=8))
