@@ -100,8 +100,15 @@ class TempPostgres:
         if self._as_root:
             shutil.chown(self.tmp, "postgres", "postgres")
         self._run(
-            str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", self.user,
-            "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "-N",
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.datadir),
+            "-U",
+            self.user,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+            "-N",
         )
         # A free port may be taken between the probe and the bind: try a few.
         last: Exception | None = None
@@ -114,8 +121,17 @@ class TempPostgres:
             )
             try:
                 self._run(
-                    str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "-t", "30",
-                    "-l", str(self.tmp / "log"), "-o", opts, "start",
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.datadir),
+                    "-w",
+                    "-t",
+                    "30",
+                    "-l",
+                    str(self.tmp / "log"),
+                    "-o",
+                    opts,
+                    "start",
                 )
                 break
             except RuntimeError as e:
@@ -126,8 +142,14 @@ class TempPostgres:
             self.stop()
             raise RuntimeError(f"PostgreSQL did not start: {last}\n{log}")
         self._run(
-            str(self.bindir / "createdb"), "-h", str(self.tmp), "-p", str(self.port),
-            "-U", self.user, self.database,
+            str(self.bindir / "createdb"),
+            "-h",
+            str(self.tmp),
+            "-p",
+            str(self.port),
+            "-U",
+            self.user,
+            self.database,
         )
         return self
 
@@ -136,8 +158,15 @@ class TempPostgres:
             return
         if (self.datadir / "postmaster.pid").exists():
             try:
-                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir),
-                          "-m", "immediate", "-w", "stop")
+                self._run(
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.datadir),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                )
             except (RuntimeError, subprocess.TimeoutExpired):
                 pass
         shutil.rmtree(self.tmp, ignore_errors=True)
