@@ -54,9 +54,9 @@ integration: setup
 	@$(BIN)/pytest -q tests/integration
 
 bench: setup
+	@$(BIN)/python -m bench.kpi_bench --rows $(KPI_ROWS)
 	@$(BIN)/python -m bench
 	@$(BIN)/python -m bench.speech_bench
-	@$(BIN)/python -m bench.kpi_bench --rows $(KPI_ROWS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
