@@ -54,6 +54,11 @@ def generate(n_orders: int = 400, seed: int = 12345) -> tuple[list[Record], list
                 if rnd.random() < 0.8:
                     o["closed_at"] = o["replied_at"] + timedelta(hours=rnd.randrange(1, 72))
                     o["status"] = "closed"
+                elif rnd.random() < 0.5:  # sent back (發回重辦) and re-dispatched: a new
+                    # deadline, the old reply stays until the unit replies again
+                    o["status"] = rnd.choice(("dispatched", "accepted"))
+                    o["rehandled"] += 1
+                    o["deadline"] = o["replied_at"] + timedelta(hours=rnd.choice((24, 168)))
         elif rnd.random() < 0.5:  # answered on the call, closed at once
             o["closed_at"] = created + timedelta(minutes=rnd.randrange(2, 30))
             o["status"] = "closed"
@@ -142,9 +147,15 @@ def hand_count(
         if not order_ok(o):
             continue
         dispatched = o["dispatched_at"] is not None
-        if dispatched and (_in(o["deadline"], start, due_end) or _in(o["replied_at"], start, end)):
+        # dispatched or accepted: the unit owes a reply, whatever an older one says
+        waiting = o["status"] in ("dispatched", "accepted")
+        replied = o["replied_at"] is not None and not waiting
+        due = _in(o["deadline"], start, due_end)
+        if dispatched and o["deadline"] is not None and (
+            due or (replied and _in(o["replied_at"], start, end))
+        ):
             on_time_d += 1
-            if o["replied_at"] is not None and o["replied_at"] <= o["deadline"]:
+            if replied and o["replied_at"] <= o["deadline"]:
                 on_time_n += 1
         if _in(o["dispatched_at"], start, end):
             fb_d += 1

@@ -9,8 +9,10 @@ definitions; in short, for the period ``[start, end)``:
 * connection: calls started in the period that asked for a person
   (``order_calls.wait_seconds`` not null); answered: ``answered_at`` not null;
   connection_15s: answered with ``wait_seconds <= 15``, over the same denominator;
-* on_time: dispatched orders whose deadline fell in the period or whose reply
-  came in it; on time: ``replied_at <= deadline``;
+* on_time: dispatched orders whose deadline fell in the period (before now), or
+  whose reply came in it and that are not waiting for a new reply (status
+  dispatched or accepted after a re-dispatch); on time: replied, not waiting,
+  and ``replied_at <= deadline``;
 * feedback: orders first dispatched in the period; of them, replied (so far);
 * rehandling: dispatched orders closed in the period; of them, sent back at
   least once (``rehandled > 0``);
@@ -25,7 +27,7 @@ calls they apply through the call's order (``order_calls.centre`` for the centre
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -135,6 +137,9 @@ def _group_col(group_by: str | None, on_calls: bool) -> Any:
     return WO[group_by]
 
 
+Period = Callable[[KpiFilter], ColumnElement[bool]]
+
+
 @dataclass(frozen=True)
 class OrderKpi:
     """One KPI over ``work_orders``: rows in ``period`` and ``population`` (merged
@@ -142,23 +147,41 @@ class OrderKpi:
     ``counted``, the numerator those meeting ``counted`` and ``hit``."""
 
     name: str
-    period: tuple[str, ...]  # timestamp columns, any of which in [start, end)
+    period: Period  # the rows the period selects (each through an index)
     population: ColumnElement[bool]
     hit: ColumnElement[bool]
     counted: ColumnElement[bool] | None = None  # None: every row of the population
 
 
-DUE = {"deadline"}  # period columns cut at ``now``: a deadline ahead is not missed yet
+def _in(col: str) -> Period:
+    return lambda flt: _in_period(WO[col], flt)
+
+
+# Dispatched or accepted: the unit owes a reply to the current dispatch, whatever
+# replied_at holds (a reply before the order was sent back for re-handling).
+RUNNING = ("dispatched", "accepted")
+_REPLIED = and_(WO.replied_at.is_not(None), WO.status.not_in(RUNNING))
+
+
+def _due_or_replied(flt: KpiFilter) -> ColumnElement[bool]:
+    """Due in the period (and already: a deadline ahead is not missed yet), or replied
+    in the period and not waiting for a new reply."""
+    return or_(
+        _in_period(WO.deadline, flt, until_now=True),
+        and_(_in_period(WO.replied_at, flt), WO.status.not_in(RUNNING)),
+    )
+
+
 _DISPATCHED = WO.dispatched_at.is_not(None)
 ORDER_KPIS = (
     OrderKpi(
-        "on_time", ("deadline", "replied_at"), and_(_DISPATCHED, WO.deadline.is_not(None)),
-        and_(WO.replied_at.is_not(None), WO.replied_at <= WO.deadline),
+        "on_time", _due_or_replied, and_(_DISPATCHED, WO.deadline.is_not(None)),
+        and_(_REPLIED, WO.replied_at <= WO.deadline),
     ),
-    OrderKpi("feedback", ("dispatched_at",), _DISPATCHED, WO.replied_at.is_not(None)),
-    OrderKpi("rehandling", ("closed_at",), _DISPATCHED, WO.rehandled > 0),
+    OrderKpi("feedback", _in("dispatched_at"), _DISPATCHED, WO.replied_at.is_not(None)),
+    OrderKpi("rehandling", _in("closed_at"), _DISPATCHED, WO.rehandled > 0),
     OrderKpi(
-        "satisfaction", ("survey_at",), WO.survey.in_((*SURVEY_ANSWERS, NO_ANSWER)),
+        "satisfaction", _in("survey_at"), WO.survey.in_((*SURVEY_ANSWERS, NO_ANSWER)),
         WO.survey.in_(SATISFIED), counted=WO.survey.in_(SURVEY_ANSWERS),
     ),
 )
@@ -192,8 +215,7 @@ def statements(flt: KpiFilter, group_by: str | None = None) -> dict[str, Any]:
 
     ogcol = _group_col(group_by, on_calls=False)
     for k in ORDER_KPIS:
-        period = or_(*(_in_period(WO[c], flt, until_now=c in DUE) for c in k.period))
-        conds = [period, k.population, *_order_filters(flt)]
+        conds = [k.period(flt), k.population, *_order_filters(flt)]
         if flt.centres is not None:
             conds.append(WO.centre.in_(sorted(flt.centres)))
         cols = [

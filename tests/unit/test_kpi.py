@@ -66,6 +66,9 @@ def test_the_generated_set_has_every_case() -> None:
     assert any(o["replied_at"] == o["deadline"] for o in dispatched)  # the boundary: on time
     assert any(o["replied_at"] and o["replied_at"] > o["deadline"] for o in dispatched)
     assert any(o["replied_at"] is None for o in dispatched)
+    # re-dispatched after re-handling: an old reply, a new deadline, waiting for the unit
+    assert sum(o["status"] in ("dispatched", "accepted") and o["replied_at"] is not None
+               for o in dispatched) >= 5
     assert any(o["rehandled"] for o in dispatched if o["closed_at"])
     assert sum(o["status"] == "merged" for o in ORDERS) > 10
     surveys = {o["survey"] for o in ORDERS}
