@@ -133,7 +133,8 @@ def routes(
         flt, group_by, reports = got
         out = io.StringIO()
         csv.writer(out, lineterminator="\r\n").writerows(csv_rows(reports, group_by))
-        name = f"kpis-{flt.start:%Y%m%d}-{flt.end:%Y%m%d}.csv"
+        start, end = flt.start.astimezone(DEFAULT_TZ), flt.end.astimezone(DEFAULT_TZ)
+        name = f"kpis-{start:%Y%m%d}-{end:%Y%m%d}.csv"  # China dates, [start, end)
         return web.Response(
             body=out.getvalue().encode("utf-8"),
             content_type="text/csv", charset="utf-8",

@@ -166,3 +166,29 @@ async def test_csv_by_centre_for_a_supervisor(api: Api) -> None:
     assert status == 200 and body["group_by"] == "category"
     groups = {g["category"]: g["kpis"] for g in body["groups"]}
     assert groups["help"] == hand_count(ORDERS, CALLS, START, END, category="help")
+
+
+async def test_csv_headers(api: Api) -> None:
+    async with api.session.get(api.base + "/kpis.csv", params=PERIOD, headers={
+        "Authorization": "Basic " + base64.b64encode(b"admin:admin-pw").decode()}) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"] == "text/csv; charset=utf-8"
+        name = "kpis-20260301-20260501.csv"
+        assert r.headers["Content-Disposition"] == f'attachment; filename="{name}"'
+        body = (await r.read()).decode("utf-8")
+        assert body.startswith("kpi,label,numerator,denominator,rate\r\n")
+
+
+async def test_without_a_work_order_store_the_answer_is_503() -> None:
+    cfg = load_config_text(SAMPLE.read_text(encoding="utf-8"), "hotline.yaml")
+    runner = await http.start(SimpleNamespace(config=cfg, agents=None), SimpleNamespace(),
+                              "127.0.0.1", 0)
+    try:
+        api = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        token = base64.b64encode(b"admin:admin-pw").decode()
+        async with aiohttp.ClientSession() as session, session.get(
+            api + "/kpis", params=PERIOD, headers={"Authorization": f"Basic {token}"}
+        ) as r:
+            assert r.status == 503 and (await r.json())["error_id"] == "no-database"
+    finally:
+        await runner.cleanup()
