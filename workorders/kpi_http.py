@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
+from dialplan.model import IDENT_RE
 from hotline.auth import Principal, require
 from queues.agents import BadRequest, centres_under
 from queues.hours import DEFAULT_TZ
@@ -60,6 +62,9 @@ def parse_filter(query: Any, who: Principal, cfg: Any) -> tuple[KpiFilter, str |
     category, group_by = query.get("category") or None, query.get("group_by") or None
     if centre is not None and centre not in cfg.centres:
         raise BadRequest(f"no centre {centre!r} (known: {', '.join(sorted(cfg.centres))})")
+    if unit is not None and not re.fullmatch(IDENT_RE, unit):
+        # not checked against units: (a unit gone from the directory keeps its history)
+        raise BadRequest(f"unit must be a unit id (lower-case letters, digits, - and _), not {unit!r}")
     if category is not None and category not in {c.value for c in Category}:
         raise BadRequest(
             f"category must be one of {', '.join(c.value for c in Category)}, not {category!r}"

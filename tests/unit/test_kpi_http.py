@@ -129,6 +129,7 @@ async def test_agents_and_strangers_are_refused(api: Api) -> None:
     ({"from": "2026-05-01", "to": "2026-03-01"}, "end must be after start"),
     ({**PERIOD, "centre": "shanghai"}, "no centre 'shanghai'"),
     ({**PERIOD, "category": "praise"}, "category must be one of consultation"),
+    ({**PERIOD, "unit": "water' OR 1=1"}, "unit must be a unit id"),
     ({**PERIOD, "group_by": "agent"}, "group_by must be one of centre, unit, category"),
 ])
 async def test_bad_input_is_a_clear_400(api: Api, params: dict[str, str], message: str) -> None:
