@@ -2,7 +2,7 @@
 
 Times are stored as timezone-aware UTC ``DateTime`` values. The KPI queries
 (workorders/kpi.py) read these columns; the indexes below are the ones they
-use (bench/orders_bench.py prints the query plans).
+use (bench/kpi_bench.py prints the query plans).
 
 - ``work_orders``: one row per matter (工單). A merged duplicate keeps its row
   with ``status='merged'`` and ``merged_into`` set; its calls move to the kept order.
