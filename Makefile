@@ -8,6 +8,7 @@ CONFIG ?= config/hotline.yaml
 APT_PACKAGES := mmdebstrap sip-tester espeak-ng sox redis-server postgresql
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+KPI_ROWS ?= 1000000  # orders in the KPI bench; make bench KPI_ROWS=20000 for a quick run
 
 .PHONY: setup deps root venv prompts run test unit integration bench check clean
 
@@ -53,6 +54,7 @@ integration: setup
 	@$(BIN)/pytest -q tests/integration
 
 bench: setup
+	@$(BIN)/python -m bench.kpi_bench --rows $(KPI_ROWS)
 	@$(BIN)/python -m bench
 	@$(BIN)/python -m bench.speech_bench
 	@$(BIN)/python -m bench.orders_bench

@@ -151,6 +151,13 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
     web_app.router.add_get("/status", status)
     web_app.router.add_get("/config", config)
     web_app.router.add_get("/stats/queues", authenticated(auth, queue_stats))
+    from workorders.kpi_http import routes as kpi_routes  # the five KPIs, JSON and CSV
+
+    for method, path, kpi_handler in kpi_routes(
+        lambda: getattr(getattr(app, "orders", None), "engine", None), lambda: app.config, error,
+        app.agents.audit if app.agents is not None else None,
+    ):
+        web_app.router.add_route(method, path, authenticated(auth, kpi_handler))
 
     # ----------------------------------------------------------- seats and agents
     agents = app.agents

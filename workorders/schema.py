@@ -2,7 +2,7 @@
 
 Times are stored as timezone-aware UTC ``DateTime`` values. The KPI queries
 (workorders/kpi.py) read these columns; the indexes below are the ones they
-use (bench/orders_bench.py prints the query plans).
+use (bench/kpi_bench.py prints the query plans).
 
 - ``work_orders``: one row per matter (工單). A merged duplicate keeps its row
   with ``status='merged'`` and ``merged_into`` set; its calls move to the kept order.
@@ -64,6 +64,10 @@ class OrderRow(Base):
         Index("ix_orders_dispatched", "dispatched_at", "unit"),
         Index("ix_orders_closed", "closed_at", "centre"),
         Index("ix_orders_status_deadline", "status", "deadline"),
+        # KPIs (workorders/kpi.py): on-time reads deadline OR replied_at, satisfaction survey_at
+        Index("ix_orders_deadline", "deadline", "centre"),
+        Index("ix_orders_replied", "replied_at", "centre"),
+        Index("ix_orders_survey", "survey_at", "centre"),
     )
 
 
