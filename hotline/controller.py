@@ -25,7 +25,7 @@ from queues.callback_plugin import CallbackPlugin
 from queues.state import HANDLED_EVENTS
 from transfer.plugin import TransferPlugin
 from workorders.plugin import WorkOrderPlugin
-from workorders.survey_plugin import SurveyPlugin
+from workorders.survey_plugin import SurveyPlugin, connect
 
 from . import http
 
@@ -44,6 +44,7 @@ class Controller:
         self.callbacks = CallbackPlugin(self.app)  # sets app.callbacks and app.arrivals
         self.orders = WorkOrderPlugin(self.app)  # sets app.orders
         self.surveys = SurveyPlugin(self.app)  # sets app.surveys
+        connect(self.orders.store, self.surveys.service)  # closed order → survey → order
         self.agi: FastAgiServer | None = None
         self.listener: Listener | None = None
         self.http_runner: Any = None

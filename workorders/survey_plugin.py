@@ -1,12 +1,13 @@
 """Wiring of the survey service into the controller (no logic here).
 
-After the work orders are merged, the wiring is one line in the controller::
-
-    orders.on_closed(surveys.service.schedule); surveys.service.on_result = orders.record_survey
+:func:`connect` ties it to the work orders: a closed order schedules its survey,
+and the survey's answer is stored with the order (which may reopen it).
 """
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from .survey_service import EVENTS, SurveyService, log_result
@@ -34,3 +35,17 @@ class SurveyPlugin:
 
     async def close(self) -> None:
         await self.service.stop()
+
+
+def connect(orders: Any, service: SurveyService) -> None:
+    """Closed orders → survey jobs; survey results → the orders (``record_survey``)."""
+
+    def closed(order: dict[str, Any]) -> None:
+        at = order.get("closed_at")
+        service.schedule(order["ref"], order["caller"], at.timestamp() if at else time.time())
+
+    def result(ref: str, outcome: str, at: float) -> None:
+        orders.record_survey(ref, outcome, datetime.fromtimestamp(at or time.time(), UTC))
+
+    orders.on_closed(closed)
+    service.on_result = result
