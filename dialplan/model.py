@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, time
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 IDENT_RE = r"^[a-z][a-z0-9_-]{0,38}$"
 Ident = Annotated[str, Field(pattern=IDENT_RE)]
@@ -462,6 +462,44 @@ class Speech(Strict):
     server: str | None = None  # host:port of a remote recogniser service
 
 
+PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_period(v: object) -> int:
+    """``180d``, ``12h``, ``30m``, ``45s`` (or a number of seconds) → seconds."""
+    if isinstance(v, bool):
+        raise ValueError("expected a period such as 180d, 12h, 30m")
+    if isinstance(v, int):
+        seconds = v
+    elif isinstance(v, str) and re.fullmatch(r"[0-9]{1,6}[smhd]", v.strip()):
+        seconds = int(v.strip()[:-1]) * PERIOD_UNITS[v.strip()[-1]]
+    else:
+        raise ValueError(f"{v!r} is not a period such as 180d, 12h, 30m or 45s")
+    if seconds <= 0:
+        raise ValueError("a period must be longer than 0")
+    return seconds
+
+
+Period = Annotated[int, BeforeValidator(parse_period)]
+
+
+class RecordingRetention(Strict):
+    """How long recordings are kept, per kind, before the purge deletes them."""
+
+    call: Period = 180 * 86400
+    survey: Period = 90 * 86400
+
+
+class Recordings(Strict):
+    """Call recordings (录音), see recordings/."""
+
+    # Folder inside the instance (Asterisk writes there as its own user): a plain
+    # relative path, never absolute, never with "..".
+    root: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,38}(/[a-z0-9][a-z0-9_-]{0,38}){0,3}$")] = "recordings"
+    retention: RecordingRetention = RecordingRetention()
+    purge_every: Annotated[Period, Field(ge=60, le=7 * 86400)] = 3600
+
+
 class Config(Strict):
     version: Literal[1] = 1
     hotline: Hotline
@@ -482,6 +520,7 @@ class Config(Strict):
     agents: Agents = Agents()
     transfers: Transfers = Transfers()
     callbacks: Callbacks = Callbacks()
+    recordings: Recordings = Recordings()
 
     def number(self, digits: str) -> Number | None:
         return next((n for n in self.numbers if n.number == digits), None)

@@ -35,6 +35,7 @@ class App:
     arrivals: Any = None  # queues.position.Arrivals (first arrival of waiting callers)
     callbacks: Any = None  # queues.callback_service.CallbackService
     transfers: Any = None  # transfer.services.TransferService
+    recordings: Any = None  # recordings.service.RecordingService
     started: float = field(default_factory=time.time)
     _lengths: dict[str, float] = field(default_factory=dict)
 
