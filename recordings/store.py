@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Float, Index, Integer, String, UniqueConstraint, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from hotline.storage import open_engine
@@ -121,6 +122,13 @@ class RecordingStore:
         """The row of a recording that started; idempotent (same call and kind: kept)."""
         if kind not in KINDS:
             raise ValueError(f"unknown recording kind {kind!r}")
+        try:
+            return self._started(call_id, kind, path, started_at, uniqueid, channel)
+        except IntegrityError:  # written at the same moment by another task: read it back
+            return self._started(call_id, kind, path, started_at, uniqueid, channel)
+
+    def _started(self, call_id: str, kind: str, path: str, started_at: float, uniqueid: str,
+                 channel: str) -> Recording:
         with Session(self.engine) as s, s.begin():
             row = s.scalars(select(RecordingRow).where(
                 RecordingRow.call_id == call_id, RecordingRow.kind == kind)).first()
