@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import cast
 
 from aiohttp import web
 
@@ -28,7 +28,7 @@ from hotline.auth import Principal
 from .paths import PathRefused, parse_recording_id
 from .service import NoLiveCall, NotFound, RecordingService
 
-Handler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request, Principal], Awaitable[web.Response]]
 ErrorFn = Callable[..., web.Response]
 CALL_ID = re.compile(r"^[0-9A-Za-z._-]{1,64}$")
 CHUNK = 64 * 1024
@@ -44,7 +44,7 @@ def routes(service: RecordingService, error: ErrorFn) -> list[tuple[str, str, Ha
         except ValueError:
             raise web.HTTPBadRequest() from None
 
-    async def many(request: web.Request, who: Principal) -> web.StreamResponse:
+    async def many(request: web.Request, who: Principal) -> web.Response:
         q = request.query
         try:
             since, until = number(request, "since"), number(request, "until")
@@ -63,7 +63,7 @@ def routes(service: RecordingService, error: ErrorFn) -> list[tuple[str, str, Ha
     def rec_id(request: web.Request) -> int:
         return parse_recording_id(request.match_info["id"])
 
-    async def one(request: web.Request, who: Principal) -> web.StreamResponse:
+    async def one(request: web.Request, who: Principal) -> web.Response:
         try:
             rec = service.one(who, rec_id(request))
         except PathRefused as e:
@@ -72,7 +72,7 @@ def routes(service: RecordingService, error: ErrorFn) -> list[tuple[str, str, Ha
             return error(404, "not-found", str(e))
         return web.json_response(rec.as_dict())
 
-    async def audio(request: web.Request, who: Principal) -> web.StreamResponse:
+    async def audio(request: web.Request, who: Principal) -> web.Response:
         try:
             rid = rec_id(request)
         except PathRefused as e:
@@ -92,7 +92,7 @@ def routes(service: RecordingService, error: ErrorFn) -> list[tuple[str, str, Ha
             while chunk := f.read(CHUNK):
                 await resp.write(chunk)
         await resp.write_eof()
-        return resp
+        return cast(web.Response, resp)  # aiohttp takes any prepared StreamResponse
 
     async def _pause(who: Principal, call_id: str, paused: bool) -> web.Response:
         if not CALL_ID.match(call_id):
@@ -105,10 +105,10 @@ def routes(service: RecordingService, error: ErrorFn) -> list[tuple[str, str, Ha
             return error(409, "no-live-call", str(e))
         return web.json_response(rec.as_dict())
 
-    async def pause_call(request: web.Request, who: Principal) -> web.StreamResponse:
+    async def pause_call(request: web.Request, who: Principal) -> web.Response:
         return await _pause(who, request.match_info["call_id"], True)
 
-    async def resume_call(request: web.Request, who: Principal) -> web.StreamResponse:
+    async def resume_call(request: web.Request, who: Principal) -> web.Response:
         return await _pause(who, request.match_info["call_id"], False)
 
     async def _seat(request: web.Request, who: Principal, paused: bool) -> web.Response:
@@ -121,10 +121,10 @@ def routes(service: RecordingService, error: ErrorFn) -> list[tuple[str, str, Ha
             return error(409, "no-live-call", str(e))
         return await _pause(who, call_id, paused)
 
-    async def pause_seat(request: web.Request, who: Principal) -> web.StreamResponse:
+    async def pause_seat(request: web.Request, who: Principal) -> web.Response:
         return await _seat(request, who, True)
 
-    async def resume_seat(request: web.Request, who: Principal) -> web.StreamResponse:
+    async def resume_seat(request: web.Request, who: Principal) -> web.Response:
         return await _seat(request, who, False)
 
     return [

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hotline.runtime import SetupError
+
 from .retention import PurgeJob, purge
 from .service import EVENTS, RecordingService
 from .store import RecordingStore
@@ -39,7 +41,7 @@ class RecordingsPlugin:
         try:
             uid, gid = self.app.instance.root.user_ids()
             os.chown(root, uid, gid)
-        except (OSError, Exception) as e:  # noqa: BLE001 - logged; MixMonitor will say it too
+        except (OSError, SetupError) as e:  # logged; MixMonitor's own error will follow
             log.error("could not hand %s to Asterisk's user: %s", root, e)
 
     def purge_now(self) -> list[Any]:
