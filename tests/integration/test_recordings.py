@@ -304,6 +304,31 @@ def test_purge_removes_file_and_row_together_across_a_restart(clean: Hotline) ->
         db.close()
 
 
+def test_a_call_ending_while_the_controller_is_down_keeps_its_row(clean: Hotline,
+                                                                  workdir: Path) -> None:
+    h = clean
+    a = agent(h, workdir)
+    c = citizen(h, workdir, hold_ms=4000)
+    try:
+        agent_in_call(h)
+        status, rows = h.api("GET", "/recordings?limit=1", "admin")
+        assert status == 200 and rows and rows[0]["ended_at"] is None, rows
+        call_id = rows[0]["call_id"]
+        h.kill_controller()  # SIGKILL: no goodbye; the call goes on without it
+        res = c.sipp.wait(40)
+        assert res.returncode == 0, res.explain()
+    finally:
+        c.close()
+        a.close()
+    assert h.wait_no_channels(10) == 0
+    h.start_controller()  # reconciles on the AMI connection: the channel is gone
+    row = ended_row(h, call_id, 15)
+    f = root(h) / row["path"]
+    assert row["size"] == f.stat().st_size
+    assert abs(row["ended_at"] - f.stat().st_mtime) < 0.01
+    assert 3.0 < Wav.read(f).seconds < 6.0
+
+
 def test_three_way_transfer_recording_has_all_three(clean: Hotline, workdir: Path) -> None:
     h = clean
     a = agent(h, workdir)

@@ -80,6 +80,13 @@ def test_periods() -> None:
             parse_period(bad)
 
 
+def test_purge_every_bounds() -> None:
+    assert Recordings(purge_every="1m").purge_every == 60
+    for bad in ("30s", "8d"):
+        with pytest.raises(ValueError, match="purge_every"):
+            Recordings(purge_every=bad)
+
+
 @pytest.mark.parametrize("root", ["/var/spool", "../outside", "rec/../../x", "Rec", "a//b", ""])
 def test_a_root_outside_the_instance_is_refused(root: str) -> None:
     with pytest.raises(ValueError, match="root"):
