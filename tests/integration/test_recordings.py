@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from recordings.paths import parse_rel
 from recordings.store import RecordingStore
 
 from . import harness
@@ -327,6 +328,36 @@ def test_a_call_ending_while_the_controller_is_down_keeps_its_row(clean: Hotline
     assert row["size"] == f.stat().st_size
     assert abs(row["ended_at"] - f.stat().st_mtime) < 0.01
     assert 3.0 < Wav.read(f).seconds < 6.0
+
+
+def test_a_second_pass_through_the_subroutine_records_nothing_twice(clean: Hotline,
+                                                                     workdir: Path) -> None:
+    """12345 with the controller down: the IVR step fails, the failure path answers and
+    runs the subroutine again (after hotline-ivr did): one MixMonitor, one file."""
+    h = clean
+    h.kill_controller()
+    ip, _ = h.trunk("carrier")
+    media = TonePeer(ip, CITIZEN_HZ)
+    scen = citizen_call_scenario("12345", "13907910002", ip, media.port, 12000)
+    c = Party(Sipp(workdir, "citizen-12345", scen, local_ip=ip, target=h.sip_target, timeout_s=60),
+              media)
+    try:
+        chan = h.wait_for(lambda: re.search(r"^(PJSIP/carrier-\w+)!hotline-queue!",
+                                            h.cli("core show channels concise"), re.M),
+                          20, "the caller queued after the apology")[1]
+        listing = h.cli(f"mixmonitor list {chan}")
+        # one line per MixMonitor, its file named without the extension
+        files = [f + ".wav" for f in re.findall(r"/recordings/(\S+-call)\b", listing)]
+        assert len(files) == 1, listing
+        res = c.sipp.wait(40)
+        assert res.returncode == 0, res.explain()
+    finally:
+        c.close()
+    h.start_controller()  # adopts the file written while it was down
+    rel = parse_rel(files[0])
+    row = ended_row(h, rel.call_id, 15)
+    assert row["path"] == files[0] and row["kind"] == "call"
+    assert len(list((root(h) / rel.path).parent.glob(f"{rel.call_id}-*.wav"))) == 1
 
 
 def test_three_way_transfer_recording_has_all_three(clean: Hotline, workdir: Path) -> None:
