@@ -32,6 +32,7 @@ Handler = Callable[[web.Request, Principal], Awaitable[web.Response]]
 ErrorFn = Callable[..., web.Response]
 CALL_ID = re.compile(r"^[0-9A-Za-z._-]{1,64}$")
 CHUNK = 64 * 1024
+BAD_CALL_ID = "call_id is an Asterisk linkedid such as 1764250000.12"
 
 
 def routes(service: RecordingService, error: ErrorFn) -> list[tuple[str, str, Handler]]:
@@ -53,7 +54,7 @@ def routes(service: RecordingService, error: ErrorFn) -> list[tuple[str, str, Ha
             return error(400, "bad-request", "since and until are Unix times, limit a number")
         call_id, kind = q.get("call_id"), q.get("kind")
         if call_id is not None and not CALL_ID.match(call_id):
-            return error(400, "bad-request", "call_id is an Asterisk linkedid such as 1764250000.12")
+            return error(400, "bad-request", BAD_CALL_ID)
         if kind is not None and kind not in ("call", "survey"):
             return error(400, "bad-request", "kind is call or survey")
         recs = service.listing(who, since=since, until=until, call_id=call_id, kind=kind,
@@ -96,7 +97,7 @@ def routes(service: RecordingService, error: ErrorFn) -> list[tuple[str, str, Ha
 
     async def _pause(who: Principal, call_id: str, paused: bool) -> web.Response:
         if not CALL_ID.match(call_id):
-            return error(400, "bad-request", "call_id is an Asterisk linkedid such as 1764250000.12")
+            return error(400, "bad-request", BAD_CALL_ID)
         try:
             rec = await service.set_paused(who, call_id, paused)
         except NotFound as e:

@@ -89,7 +89,8 @@ class Recording:
         return {
             "id": self.id, "call_id": self.call_id, "kind": self.kind, "path": self.path,
             "started_at": self.started_at, "ended_at": self.ended_at,
-            "duration": None if self.ended_at is None else round(self.ended_at - self.started_at, 3),
+            "duration": (None if self.ended_at is None
+                         else round(self.ended_at - self.started_at, 3)),
             "size": self.size, "seat": self.seat, "pauses": list(self.pauses),
             "paused": self.paused, "purged_at": self.purged_at,
         }
@@ -215,7 +216,8 @@ class RecordingStore:
     def kept(self) -> Iterator[Recording]:
         """Every recording whose file has not been purged (the purge selects from these)."""
         with Session(self.engine) as s:
-            q = select(RecordingRow).where(RecordingRow.purged_at.is_(None)).order_by(RecordingRow.id)
+            q = (select(RecordingRow).where(RecordingRow.purged_at.is_(None))
+                 .order_by(RecordingRow.id))
             rows = [_plain(r) for r in s.scalars(q)]
         yield from rows
 

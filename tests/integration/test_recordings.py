@@ -176,7 +176,8 @@ def test_queue_call_recorded_with_both_parties_and_a_pause(clean: Hotline, workd
     assert levels["during"][CITIZEN_HZ] < SILENT and levels["during"][AGENT_HZ] < SILENT, levels
     assert wav.rms(*during) < 100, (wav.rms(*during), levels)
     assert levels["after"][CITIZEN_HZ] > HEARD and levels["after"][AGENT_HZ] > HEARD, levels
-    print("queue call recording:", {"wav_s": round(wav.seconds, 2), "call_s": round(call_seconds, 2),
+    print("queue call recording:", {"wav_s": round(wav.seconds, 2),
+                                     "call_s": round(call_seconds, 2),
                                      "row_s": row["duration"], "levels": levels})
     # Pause and resume are audited with who did them.
     assert any(e["who"] == "zhangwei" and e["call_id"] == call_id
@@ -198,8 +199,8 @@ def test_list_and_download_audited_with_rights(clean: Hotline) -> None:
     row = next(r for r in rows if r["seat"] == "1001" and r["size"])
     f = root(h) / row["path"]
     # Date range filters.
-    status, got = h.api("GET", f"/recordings?since={row['started_at'] - 1}&until={row['started_at'] + 1}",
-                        "admin")
+    t = row["started_at"]
+    status, got = h.api("GET", f"/recordings?since={t - 1}&until={t + 1}", "admin")
     assert status == 200 and row["id"] in [r["id"] for r in got], got
     status, got = h.api("GET", f"/recordings?until={row['started_at'] - 3600}", "admin")
     assert status == 200 and row["id"] not in [r["id"] for r in got], got
@@ -273,7 +274,8 @@ def test_purge_removes_file_and_row_together_across_a_restart(clean: Hotline) ->
         gone = s.started(call_id="1580000000.2", kind="call", path=f"{day}/1580000000.2-call.wav",
                          started_at=long_ago)  # its file is already missing
         young = s.started(call_id="1580000000.3", kind="survey",
-                          path=f"{day}/1580000000.3-survey.wav", started_at=time.time() - 10 * 86400)
+                          path=f"{day}/1580000000.3-survey.wav",
+                          started_at=time.time() - 10 * 86400)
     finally:
         s.close()
     h.stop_controller()
@@ -286,12 +288,14 @@ def test_purge_removes_file_and_row_together_across_a_restart(clean: Hotline) ->
         assert s.get(gone.id).purged_at is not None  # a missing file did not stop the purge
         assert s.get(young.id).purged_at is None  # 10 days < 90 days of survey retention
         adopted = s.by_path(orphan.relative_to(root(h)).as_posix())
-        assert adopted is not None and adopted.kind == "survey" and adopted.call_id == "1580000009.9"
+        assert adopted is not None and adopted.kind == "survey"
+        assert adopted.call_id == "1580000009.9"
         assert orphan.exists() and adopted.purged_at is None
     finally:
         s.close()
     log = h.controller_log()
-    assert re.search(rf"purged recording {kept.id} of call 1580000000.1 .*file deleted", log), log[-2000:]
+    assert re.search(rf"purged recording {kept.id} of call 1580000000.1 .*file deleted",
+                     log), log[-2000:]
     assert re.search(rf"purged recording {gone.id} .*file missing", log), log[-2000:]
     status, rows = h.api("GET", "/recordings?call_id=1580000000.1", "admin")
     assert status == 200 and rows == [], rows  # purged rows are not listed
@@ -371,8 +375,8 @@ def test_three_way_transfer_recording_has_all_three(clean: Hotline, workdir: Pat
         status, body = h.api("POST", "/calls/1001/transfer", "zhangwei", {"line": "119"})
         assert status == 202, body
         tid = body["id"]
-        h.wait_for(lambda: h.api("GET", f"/transfers/{tid}", "admin")[1].get("times", {}).get("bridged"),
-                   15, "all three in the bridge")
+        h.wait_for(lambda: h.api("GET", f"/transfers/{tid}", "admin")[1]
+                   .get("times", {}).get("bridged"), 15, "all three in the bridge")
         t_bridged = time.time()
         time.sleep(3.0)
         res = c.sipp.wait(40)

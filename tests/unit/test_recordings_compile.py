@@ -62,7 +62,8 @@ def test_the_recording_subroutine(sample: str) -> None:
     assert 'Set(LOCAL(kind)=${IF($["${ARG1}" = "survey"]?survey:call)})' in rec
     (mix,) = [a for a in rec if a.startswith("MixMonitor(")]
     assert mix == f"MixMonitor({TARGET.instance}/recordings/${{{cv.RECORDING}}})"  # both directions
-    assert f"UserEvent({cv.EVENT_RECORDING},Kind: ${{LOCAL(kind)}},Path: ${{{cv.RECORDING}}})" in rec
+    event = f"UserEvent({cv.EVENT_RECORDING},Kind: ${{LOCAL(kind)}},Path: ${{{cv.RECORDING}}})"
+    assert event in rec
 
 
 def test_the_root_follows_the_config(sample: str) -> None:
