@@ -16,12 +16,20 @@ from .store import RecordingStore
 log = logging.getLogger(__name__)
 
 
+def open_store(cfg: Any, state: Path) -> RecordingStore:
+    """The database of ``storage.url`` (the one the work orders use), else SQLite in the
+    instance ``state`` folder. (``storage:`` arrives with the work orders' config; read
+    defensively so this module works with or without it.)"""
+    url = getattr(getattr(cfg, "storage", None), "url", None)
+    return RecordingStore(url) if url else RecordingStore.in_state_dir(state)
+
+
 class RecordingsPlugin:
     """Created with the controller's :class:`hotline.app.App`; ``attach`` to the AMI client."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.store = RecordingStore.in_state_dir(app.instance.state)
+        self.store = open_store(app.config, app.instance.state)
         self.service = RecordingService(store=self.store, root=self.root, ami=lambda: app.ami,
                                         audit=self._audit)
         self.service.load()

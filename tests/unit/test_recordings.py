@@ -339,3 +339,19 @@ async def test_http_download_is_audited_and_path_tricks_refused(store: Recording
         assert [x["id"] for x in await resp.json()] == [r.id]
     finally:
         await client.close()
+
+
+def test_the_store_follows_storage_url(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from recordings.plugin import open_store
+
+    state = tmp_path / "state"
+    state.mkdir()
+    s = open_store(SimpleNamespace(), state)  # no storage section: SQLite in state/
+    assert s.url == f"sqlite:///{state / 'recordings.sqlite'}"
+    s.close()
+    url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+    s = open_store(SimpleNamespace(storage=SimpleNamespace(url=url)), state)
+    assert s.url == url and (tmp_path / "shared.sqlite").exists()
+    s.close()
