@@ -458,6 +458,7 @@ exten => _X.,1,NoOp(transfer in from an emergency centre)
  same => n,Set(__HOTLINE_ORIGIN=emergency)
  same => n,Set(QUEUE_PRIO=10)
  same => n,Answer()
+ same => n,{self.record("call")}
  same => n,Goto({cv.CTX_QUEUE},{default_q},1)
 
 [from-seat]
@@ -475,6 +476,7 @@ exten => *24,1,Goto(hotline-seat-resume,${{CHANNEL(endpoint)}},1)
         out.append(f"""
 [hotline-ivr]
 exten => s,1,Answer()
+ same => n,{self.record("call")}
  same => n,Set(TIMEOUT(absolute)={c.network.agi_timeout})
  ; without this, res_agi waits for a stalled script even after the timeout fires
  same => n,Set(AGIEXITONHANGUP=yes)
@@ -502,6 +504,7 @@ exten => s,1,Set(TIMEOUT(absolute)=0)
  same => n,NoOp(hotline fallback: ${{{cv.ABORT_REASON}}} AGISTATUS=${{AGISTATUS}})
  same => n,Set(__HOTLINE_FALLBACK=1)
  same => n,Answer()
+ same => n,{self.record("call")}
  same => n,Playback({apology})
  same => n,Goto({cv.CTX_QUEUE},{default_q},1)
 
@@ -539,7 +542,38 @@ exten => s,1,Hangup(16)
             out.append(f" same => n,Goto({cv.CTX_FAILURE},s,1)\n")
         out.append(f"exten => i,1,Goto({cv.CTX_FAILURE},s,1)\n")
         out.append(self.transfer_contexts())
+        out.append(self.record_context())
         return "".join(out)
+
+    # ------------------------------------------------------------- recordings (issue 6)
+    # MixMonitor on the caller's channel from answer to hang-up: it records what the
+    # caller says and what the caller hears (prompts, queue, agent, the three-way
+    # ConfBridge after a transfer), as an audiohook that stays with the channel when it
+    # is redirected. The file name is made of Asterisk's own ids only.
+    # https://docs.asterisk.org/Asterisk_22_Documentation/API_Documentation/Dialplan_Applications/MixMonitor/
+    def record(self, kind: str) -> str:
+        """The dialplan step that records this channel (``call`` or ``survey``)."""
+        return f"Gosub({cv.CTX_RECORD},s,1({kind}))"
+
+    def record_context(self) -> str:
+        root = self.t.instance / self.cfg.recordings.root
+        rec = f"${{{cv.RECORDING}}}"
+        # Asterisk's linkedid ("1764250000.12"; an originated call's ChannelId is the
+        # controller's): filtered all the same, it never carries caller text.
+        call_id = "${FILTER(0-9A-Za-z._,${CHANNEL(linkedid)})}"
+        return f"""
+[{cv.CTX_RECORD}]
+; Gosub({cv.CTX_RECORD},s,1(call|survey)) right after Answer(): records the channel, both
+; directions, into {root}/YYYY/MM/DD/<linkedid>-<kind>.wav (UTC date); {cv.RECORDING} keeps
+; the relative path and a second call on the same channel does nothing. The controller
+; learns of it from the UserEvent (recordings/service.py).
+exten => s,1,GotoIf($["{rec}" != ""]?done)
+ same => n,Set(LOCAL(kind)=${{IF($["${{ARG1}}" = "survey"]?survey:call)}})
+ same => n,Set({cv.RECORDING}=${{STRFTIME(${{EPOCH}},UTC,%Y/%m/%d)}}/{call_id}-${{LOCAL(kind)}}.wav)
+ same => n,MixMonitor({root}/{rec})
+ same => n,UserEvent({cv.EVENT_RECORDING},Kind: ${{LOCAL(kind)}},Path: {rec})
+ same => n(done),Return()
+"""
 
     # ------------------------------------------------------------- warm transfers
     # The emergency transfer (三方通話, transfer/): the controller moves the caller and
@@ -680,6 +714,7 @@ music_on_hold_class = default
         if greeting:
             lines += [f" same => n,Set(__{cv.NUMBER}={n.number})", f" same => n,Set(__{cv.CENTRE}={n.centre})"]
         lines.append(" same => n,Answer()")
+        lines.append(f" same => n,{self.record('call')}")
         if greeting and n.greeting:
             lines.append(f" same => n,Playback({self.prompt(n.greeting)})")
         if n.mode == "centre" and dept is not None and dept.trunk:
@@ -835,6 +870,7 @@ exten => h,1,GotoIf($["${{{qn.CB_DIALED}}}" != "1"]?over)
 ; Dial U(context^arg1^...): runs s,1 on the citizen's channel when they answer, before
 ; the bridge (app_dial.c builds Gosub(context,s,1(args)))
 exten => s,1,QueueLog(${{ARG1}},${{ARG2}},${{ARG3}},{qn.EV_CALLBACK},${{ARG4}})
+ same => n,{self.record("call")}
  same => n,Return()
 """
 

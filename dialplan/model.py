@@ -586,6 +586,23 @@ class WorkOrders(Strict):
         return v
 
 
+class RecordingRetention(Strict):
+    """How long recordings are kept, per kind, before the purge deletes them."""
+
+    call: Duration = 180 * 86400
+    survey: Duration = 90 * 86400
+
+
+class Recordings(Strict):
+    """Call recordings (录音), see recordings/."""
+
+    # Folder inside the instance (Asterisk writes there as its own user): a plain
+    # relative path, never absolute, never with "..".
+    root: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,38}(/[a-z0-9][a-z0-9_-]{0,38}){0,3}$")] = "recordings"
+    retention: RecordingRetention = RecordingRetention()
+    purge_every: Annotated[Duration, Field(ge=60, le=7 * 86400)] = 3600
+
+
 class Config(Strict):
     version: Literal[1] = 1
     hotline: Hotline
@@ -610,6 +627,7 @@ class Config(Strict):
     units: dict[Ident, Unit] = Field(default_factory=dict)
     workorders: WorkOrders = WorkOrders()
     survey: Survey = Survey()
+    recordings: Recordings = Recordings()
 
     def number(self, digits: str) -> Number | None:
         return next((n for n in self.numbers if n.number == digits), None)

@@ -37,6 +37,7 @@ class App:
     transfers: Any = None  # transfer.services.TransferService
     orders: Any = None  # workorders.store.WorkOrderStore
     surveys: Any = None  # workorders.survey_service.SurveyService
+    recordings: Any = None  # recordings.service.RecordingService
     started: float = field(default_factory=time.time)
     _lengths: dict[str, float] = field(default_factory=dict)
 

@@ -21,3 +21,8 @@ MENU: Final = "HOTLINE_MENU"  # entry menu id for the IVR script
 CITY: Final = "HOTLINE_CITY"
 COUNTY: Final = "HOTLINE_COUNTY"
 ORIGINATE_ID: Final = "HOTLINE_ORIGINATE_ID"
+
+# Call recordings (recordings/): Gosub(CTX_RECORD,s,1(kind)) right after Answer()
+CTX_RECORD: Final = "hotline-record"
+RECORDING: Final = "HOTLINE_RECORDING"  # the recording's path relative to the recordings root
+EVENT_RECORDING: Final = "HotlineRecording"  # UserEvent raised when a recording starts

@@ -23,6 +23,7 @@ from ivr.server import FastAgiServer
 from queues.agents import AgentService
 from queues.callback_plugin import CallbackPlugin
 from queues.state import HANDLED_EVENTS
+from recordings.plugin import RecordingsPlugin
 from transfer.plugin import TransferPlugin
 from workorders.plugin import WorkOrderPlugin
 from workorders.survey_plugin import SurveyPlugin, connect
@@ -45,6 +46,8 @@ class Controller:
         self.orders = WorkOrderPlugin(self.app)  # sets app.orders
         self.surveys = SurveyPlugin(self.app)  # sets app.surveys
         connect(self.orders.store, self.surveys.service)  # closed order → survey → order
+        self.recordings = RecordingsPlugin(self.app)
+        self.app.recordings = self.recordings.service
         self.agi: FastAgiServer | None = None
         self.listener: Listener | None = None
         self.http_runner: Any = None
@@ -66,6 +69,7 @@ class Controller:
         await self.callbacks.start()
         await self.orders.start()
         await self.surveys.start()
+        await self.recordings.start()  # recordings root, retention purge job
         self.http_runner = await http.start(self.app, self, net.http.bind, net.http.port)
         log.info("HTTP on http://%s:%s/", net.http.bind, net.http.port)
 
@@ -80,6 +84,7 @@ class Controller:
         self.transfers.attach(client)
         self.callbacks.attach(client)
         self.surveys.attach(client)
+        self.recordings.attach(client)
         self.app.ami = client  # before connecting: on_booted handlers use it
         delay = 0.2
         while not self.stopping.is_set():
@@ -147,6 +152,7 @@ class Controller:
         await self.callbacks.close()
         await self.orders.close()
         await self.surveys.close()
+        await self.recordings.close()
         if self.app.ami is not None:
             await self.app.ami.close()
         if self.app.redis is not None:

@@ -243,6 +243,11 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
 
         for method, path, sv_handler in survey_routes(app.surveys, error, _json):
             web_app.router.add_route(method, path, authenticated(auth, sv_handler))
+    if getattr(app, "recordings", None) is not None:
+        from recordings.http import routes as recording_routes
+
+        for method, path, rec_handler in recording_routes(app.recordings, error):
+            web_app.router.add_route(method, path, authenticated(auth, rec_handler))
     web_app.router.add_route("*", "/{tail:.*}", not_found)
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()

@@ -1,0 +1,78 @@
+"""Wiring of call recordings into the controller (no logic here)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hotline.runtime import SetupError
+
+from .retention import PurgeJob, purge
+from .service import EVENTS, RecordingService
+from .store import RecordingStore
+
+log = logging.getLogger(__name__)
+
+
+def open_store(cfg: Any, state: Path) -> RecordingStore:
+    """The database of ``storage.url`` (the one the work orders use), else SQLite in the
+    instance ``state`` folder. (``storage:`` arrives with the work orders' config; read
+    defensively so this module works with or without it.)"""
+    url = getattr(getattr(cfg, "storage", None), "url", None)
+    return RecordingStore(url) if url else RecordingStore.in_state_dir(state)
+
+
+class RecordingsPlugin:
+    """Created with the controller's :class:`hotline.app.App`; ``attach`` to the AMI client."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.store = open_store(app.config, app.instance.state)
+        self.service = RecordingService(store=self.store, root=self.root, ami=lambda: app.ami,
+                                        audit=self._audit)
+        self.service.load()
+        self.purge = PurgeJob(self.purge_now, lambda: float(app.config.recordings.purge_every))
+
+    def root(self) -> Path:
+        """The recordings root as the host sees it (Asterisk sees /srv/hotline/NAME/ROOT)."""
+        return self.app.instance.host(self.app.config.recordings.root)
+
+    def prepare_root(self) -> None:
+        """A configured root other than the instance's recordings/ is made writable for
+        Asterisk's user (MixMonitor creates the dated folders below it)."""
+        root = self.root()
+        if root.is_dir():
+            return
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            uid, gid = self.app.instance.root.user_ids()
+            os.chown(root, uid, gid)
+        except (OSError, SetupError) as e:  # logged; MixMonitor's own error will follow
+            log.error("could not hand %s to Asterisk's user: %s", root, e)
+
+    def purge_now(self) -> list[Any]:
+        self.service.adopt_files()  # files written while the controller was down
+        r = self.app.config.recordings.retention
+        return purge(self.store, self.root(), {"call": r.call, "survey": r.survey})
+
+    async def _audit(self, who: Any, action: str, seat: str, **details: object) -> None:
+        agents = self.app.agents
+        if agents is None:
+            log.info("audit (no agent service): %s %s %s %s", who.name, action, seat, details)
+            return
+        await agents.audit(who, action, seat, **details)
+
+    def attach(self, client: Any) -> None:
+        for name in EVENTS:
+            client.on(name, self.service.on_event)
+        client.on_booted(self.service.reconcile)
+
+    async def start(self) -> None:
+        self.prepare_root()
+        self.purge.start()
+
+    async def close(self) -> None:
+        await self.purge.close()
+        await self.service.close()

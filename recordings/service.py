@@ -1,0 +1,276 @@
+"""Call recordings: rows from Asterisk's events, pause and resume, rights (no HTTP).
+
+How a recording is followed (AMI, user ``hotline``: read ``call`` and ``user``):
+
+* The generated ``hotline-record`` context starts ``MixMonitor`` on the
+  caller's channel and raises ``UserEvent(HotlineRecording, Kind, Path)``.
+  Asterisk 22's own ``MixMonitorStart`` event carries no file name, so the
+  UserEvent is what the row is made from: ``call_id`` = the event's
+  ``Linkedid``, the recorded channel's ``Uniqueid`` and name, the path (only
+  accepted in the dated shape of :mod:`recordings.paths`).
+* ``Hangup`` of that channel ends it: ``ended_at`` and, once MixMonitor has
+  closed the file, its size.
+* ``AgentConnect`` (app_queue) names the seat that answered (who may listen).
+* After a controller restart (every AMI connection to a booted Asterisk):
+  files in the dated folders without a row get one (call id, kind and date
+  from the name, times from the file), and rows whose channel is gone are
+  closed from the file.
+
+Pause and resume (a caller reading a card number): AMI ``MixMonitorMute``
+with ``Direction: both`` and ``State: 1``/``0`` on the recorded channel, so
+the file gets silence for the stretch, and the row keeps who and when.
+https://docs.asterisk.org/Asterisk_22_Documentation/API_Documentation/AMI_Actions/MixMonitorMute/
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import wave
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hotline import channel_vars as cv
+from hotline.auth import Forbidden, Principal
+
+from .paths import PathRefused, parse_rel, resolve_inside, scan
+from .store import Recording, RecordingStore
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("UserEvent", "Hangup", "AgentConnect")
+SETTLE_S = 0.2  # MixMonitor closes the file in its own thread just after the hang-up
+SETTLE_MAX_S = 5.0
+_SEAT_CHANNEL = "PJSIP/{}-"
+
+
+class NotFound(LookupError):
+    pass
+
+
+class NoLiveCall(Exception):
+    """The call is over (or not recorded on a live channel): nothing to pause."""
+
+
+def fields(event: Any) -> dict[str, str]:
+    if isinstance(event, Mapping):
+        return dict(event)
+    out: dict[str, str] = {}
+    for k, v in getattr(event, "headers", ()):
+        out.setdefault(k, v)
+    return out
+
+
+def wav_seconds(path: Path) -> float | None:
+    try:
+        with wave.open(str(path)) as w:
+            return w.getnframes() / max(1, w.getframerate())
+    except (OSError, wave.Error, EOFError):
+        return None
+
+
+Audit = Callable[..., Awaitable[None]]
+
+
+@dataclass
+class RecordingService:
+    store: RecordingStore
+    root: Callable[[], Path]  # the recordings root as the host sees it
+    ami: Callable[[], Any]
+    audit: Audit  # audit(who, action, seat, **details)
+    clock: Callable[[], float] = time.time
+    live: dict[str, int] = field(default_factory=dict)  # recorded uniqueid -> row id
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def load(self) -> None:
+        for r in self.store.open_rows():
+            if r.uniqueid:
+                self.live[r.uniqueid] = r.id
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        self.store.close()
+
+    # ------------------------------------------------------------ events
+    def on_event(self, event: Any) -> Awaitable[None] | None:
+        name = event.get("Event") or ""
+        if name == "UserEvent":
+            if (event.get("UserEvent") or "") == cv.EVENT_RECORDING:
+                self._started(fields(event))
+            return None
+        if name == "Hangup":
+            rid = self.live.pop(event.get("Uniqueid") or "", None)
+            if rid is not None:
+                return self._finish(rid, self.clock())
+            return None
+        if name == "AgentConnect":
+            ev = fields(event)
+            seat = (ev.get("Interface") or "").removeprefix("PJSIP/")
+            call_id = ev.get("Linkedid") or ""
+            if seat and "@" not in seat and call_id:
+                self.store.set_seat(call_id, ev.get("MemberName") or seat)
+        return None
+
+    def _started(self, ev: dict[str, str]) -> None:
+        uid, call_id = ev.get("Uniqueid", ""), ev.get("Linkedid", "")
+        try:
+            rel = parse_rel(ev.get("Path", ""))
+        except PathRefused as e:
+            log.error("[%s] recording event refused: %s", uid, e)
+            return
+        rec = self.store.started(call_id=call_id or rel.call_id, kind=rel.kind, path=rel.path,
+                                 started_at=self.clock(), uniqueid=uid,
+                                 channel=ev.get("Channel", ""))
+        self.live[uid] = rec.id
+        log.info("[%s] recording %s started: call %s, %s", uid, rec.id, rec.call_id, rec.path)
+
+    async def _finish(self, rid: int, ended_at: float) -> None:
+        rec = self.store.get(rid)
+        if rec is None:
+            return
+        size = await self._settled_size(rec)
+        self.store.ended(rid, ended_at, size)
+        log.info("recording %s of call %s ended: %s bytes", rid, rec.call_id, size)
+
+    async def _settled_size(self, rec: Recording) -> int | None:
+        """The file's size once MixMonitor stopped writing it (same size twice)."""
+        try:
+            f = resolve_inside(self.root(), rec.path)
+        except PathRefused:
+            return None
+        last, deadline = -1, time.monotonic() + SETTLE_MAX_S
+        while time.monotonic() < deadline:
+            try:
+                size = f.stat().st_size
+            except FileNotFoundError:
+                size = -2
+            if size == last and size >= 0 and wav_seconds(f) is not None:
+                return size
+            last = size
+            await asyncio.sleep(SETTLE_S)
+        return last if last >= 0 else None
+
+    # ------------------------------------------------------------ restart
+    async def reconcile(self, _event: Any = None) -> None:
+        """Rows for files that have none; close rows whose channel is gone."""
+        try:
+            added = await asyncio.to_thread(self.adopt_files)
+            if added:
+                log.info("recordings: %d file(s) without a row adopted", added)
+            ami = self.ami()
+            if ami is None or not ami.connected:
+                return
+            up = {fields(c).get("Uniqueid", "") for c in await ami.action_list("CoreShowChannels")}
+            for r in self.store.open_rows():
+                if r.uniqueid in up:
+                    self.live[r.uniqueid] = r.id
+                    continue
+                self.live.pop(r.uniqueid, None)
+                f = self._file(r)
+                ended = f.stat().st_mtime if f is not None and f.exists() else self.clock()
+                await self._finish(r.id, ended)
+        except Exception as e:  # noqa: BLE001 - the next reconnect or purge retries
+            log.error("recordings reconcile failed: %s", e)
+
+    def adopt_files(self) -> int:
+        """Rows for recordings found on disk without one (written while we were down)."""
+        root = self.root()
+        known = self.store.known_paths()
+        n = 0
+        for rel in scan(root):
+            if rel.path in known:
+                continue
+            f = root / rel.path
+            st = f.stat()
+            secs = wav_seconds(f) or 0.0
+            rec = self.store.started(call_id=rel.call_id, kind=rel.kind, path=rel.path,
+                                     started_at=st.st_mtime - secs)
+            self.store.ended(rec.id, st.st_mtime, st.st_size)
+            n += 1
+        return n
+
+    def _file(self, r: Recording) -> Path | None:
+        try:
+            return resolve_inside(self.root(), r.path)
+        except PathRefused:
+            return None
+
+    # ------------------------------------------------------------ rights
+    @staticmethod
+    def may_list_all(who: Principal) -> bool:
+        return who.role in ("supervisor", "admin")
+
+    def may_listen(self, who: Principal, rec: Recording) -> bool:
+        """Supervisors and admins; an agent for the calls their seat answered."""
+        return self.may_list_all(who) or (who.seat is not None and rec.seat == who.seat)
+
+    async def _channels(self) -> list[dict[str, str]]:
+        ami = self.ami()
+        if ami is None or not ami.connected:
+            raise ConnectionError("Asterisk is not reachable over AMI right now")
+        return [fields(c) for c in await ami.action_list("CoreShowChannels")]
+
+    async def seat_call(self, seat: str) -> str:
+        """The call id (linkedid) of the seat's current call."""
+        for c in await self._channels():
+            if c.get("Channel", "").startswith(_SEAT_CHANNEL.format(seat)) and c.get("Linkedid"):
+                return c["Linkedid"]
+        raise NoLiveCall(f"seat {seat} has no call in progress")
+
+    # ------------------------------------------------------------ pause / resume
+    async def set_paused(self, who: Principal, call_id: str, paused: bool) -> Recording:
+        """Mute (``paused``) or unmute the recording of a live call, both directions."""
+        rec = self.store.for_call(call_id)
+        if rec is None:
+            raise NotFound(f"no recording for call {call_id!r}")
+        chans = await self._channels()
+        if not self.may_list_all(who):
+            mine = who.seat is not None and any(
+                c.get("Channel", "").startswith(_SEAT_CHANNEL.format(who.seat))
+                and c.get("Linkedid") == call_id for c in chans)
+            if not mine:
+                raise Forbidden(f"{who.name} is not on call {call_id}")
+        chan = next((c for c in chans if c.get("Uniqueid") == rec.uniqueid), None)
+        if chan is None or rec.ended_at is not None:
+            raise NoLiveCall(f"call {call_id} is over: its recording can no longer be paused")
+        if rec.paused == paused:
+            return rec  # already so: nothing to do, nothing to record
+        await self.ami().action("MixMonitorMute", Channel=chan["Channel"], Direction="both",
+                                State="1" if paused else "0")
+        action = "pause" if paused else "resume"
+        rec = self.store.add_pause(rec.id, {"action": action, "at": self.clock(),
+                                            "by": who.name, "role": who.role})
+        await self.audit(who, f"recording-{action}", who.seat or "", call_id=call_id,
+                         recording=rec.id)
+        log.info("[%s] recording %s %sd by %s", rec.uniqueid, rec.id, action, who.name)
+        return rec
+
+    # ------------------------------------------------------------ listening
+    def listing(self, who: Principal, **filters: Any) -> list[Recording]:
+        if not self.may_list_all(who):
+            if who.seat is None:
+                raise Forbidden(f"{who.name} has no seat and may not list recordings")
+            filters["seat"] = who.seat
+        return self.store.listing(**filters)
+
+    def one(self, who: Principal, rec_id: int) -> Recording:
+        rec = self.store.get(rec_id)
+        if rec is None or not self.may_listen(who, rec):
+            raise NotFound(f"no recording {rec_id}")
+        return rec
+
+    async def open_for_download(self, who: Principal, rec_id: int) -> tuple[Recording, Path]:
+        """The row and its file (always resolved from the row, inside the root); audited."""
+        rec = self.one(who, rec_id)
+        if rec.purged_at is not None:
+            raise NotFound(f"recording {rec_id} was purged (retention)")
+        f = resolve_inside(self.root(), rec.path)  # PathRefused: the caller answers 404
+        if not f.is_file():
+            raise NotFound(f"the file of recording {rec_id} is missing")
+        await self.audit(who, "recording-download", rec.seat or "", recording=rec.id,
+                         call_id=rec.call_id, path=rec.path)
+        return rec, f
