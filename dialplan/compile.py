@@ -887,8 +887,7 @@ exten => s,1,QueueLog(${{ARG1}},${{ARG2}},${{ARG3}},{qn.EV_CALLBACK},${{ARG4}})
             "exten => s,1,Set(CHANNEL(language)=zh)",
             f" same => n,Set(TIMEOUT(absolute)={self.cfg.network.agi_timeout})",
             " same => n,Set(AGIEXITONHANGUP=yes)",
-            # RECORDING HOOK (recordings/, after the merge), this one line:
-            # " same => n,Gosub(hotline-record,s,1(survey))",
+            f" same => n,{self.record('survey')}",  # the survey call is recorded too
             f" same => n,AGI(${{HOTLINE_AGI}}/{sn.SCRIPT_SURVEY})",
             " same => n,Hangup(16)",
             "exten => T,1,Hangup(16)",
