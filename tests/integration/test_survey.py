@@ -2,9 +2,11 @@
 
 The citizen is a SIPp UAS at the carrier trunk's address (127.0.0.2) with a
 :class:`TonePeer` as its media: it hears the question (RTP from Asterisk) and
-presses a key as RFC 4733 events. Surveys are scheduled through the HTTP API
-(``POST /surveys``, as an admin; the work orders call the same service) and
-read back with ``GET /surveys``.
+presses a key as RFC 4733 events. Each survey follows a real work order: a
+call's order (written into the controller's store as the call tracker does)
+is completed by the agent as a consultation answered on the call, which closes
+it; the closed order schedules its survey, read back with ``GET /surveys``, and
+the answer lands on the order (a dissatisfied one reopens it).
 
 * The survey call goes to the stored number over the carrier trunk; the citizen
   presses 3: the result ``dissatisfied`` is stored and reported through the sink
@@ -25,6 +27,11 @@ import re
 import time
 from pathlib import Path
 from typing import Any
+
+from datetime import UTC, datetime, timedelta
+
+from workorders.facts import CallFacts, Outcome
+from workorders.store import WorkOrderStore
 
 from .harness import Hotline
 from .harness import test_config as sample_config
@@ -75,11 +82,30 @@ class Citizen:
         self.media.close()
 
 
-def schedule(h: Hotline, order: str, number: str) -> dict[str, Any]:
-    status, body = h.api("POST", "/surveys", "admin",
-                         {"order": order, "number": number, "closed_at": time.time()})
-    assert status == 201, body
-    return dict(body)
+def closed_order(h: Hotline, number: str) -> tuple[str, dict[str, Any]]:
+    """A call from ``number`` answered by agent zhangwei, its order closed by the agent
+    (a consultation answered on the call): the order's reference and its survey job."""
+    start = datetime.now(UTC) - timedelta(minutes=3)
+    store = WorkOrderStore.in_state_dir(h.instance.state)
+    try:
+        ref = store.record_call(CallFacts(
+            call_id=f"survey-{number}", uniqueid=f"survey-{number}", caller=number,
+            called="12345", outcome=Outcome.ANSWERED, started_at=start,
+            ended_at=start + timedelta(minutes=2), centre="province", agent="zhangwei"))
+    finally:
+        store.close()
+    status, o = h.api("POST", f"/orders/{ref}/complete", "zhangwei",
+                      {"content": "咨询社保卡补办", "category": "consultation", "answer": "已答复"})
+    assert status == 200 and o["status"] == "closed", o
+    status, body = h.api("GET", f"/surveys?state=all&order={ref}", "admin")
+    assert status == 200 and len(body["surveys"]) == 1, body  # scheduled by the closing
+    return ref, dict(body["surveys"][0])
+
+
+def order(h: Hotline, ref: str) -> dict[str, Any]:
+    status, o = h.api("GET", f"/orders/{ref}", "admin")
+    assert status == 200, o
+    return dict(o)
 
 
 def survey(h: Hotline, job_id: str) -> dict[str, Any]:
@@ -100,7 +126,7 @@ def test_citizen_presses_3_and_dissatisfied_is_reported(clean: Hotline, workdir:
     h = clean
     citizen = Citizen(h, workdir, "citizen-3")
     try:
-        job = schedule(h, "GD-T-0001", "13907910061")
+        ref, job = closed_order(h, "13907910061")
         h.wait_for(lambda: citizen.invites(), 10, "the survey call reaches the carrier")
         assert citizen.invites() == ["13907910061"]
         assert 'From: "12345" <sip:12345@' in citizen.sipp.messages_so_far()  # the hotline calls
@@ -111,13 +137,14 @@ def test_citizen_presses_3_and_dissatisfied_is_reported(clean: Hotline, workdir:
         (attempt,) = done["attempts"]
         assert attempt["id"] == f"{job['id']}-1" and attempt["outcome"] == "answered"
         assert attempt["answered_at"] and attempt["detail"] == "by key"
-        # the sink (the work orders after the merge; the log until then) got it, once
-        log = h.controller_log()
-        assert log.count("survey result for order GD-T-0001: dissatisfied") == 1, log[-3000:]
+        # the answer is on the order, once, and (reopen_on_dissatisfied) sends it back
+        o = order(h, ref)
+        assert o["survey"] == "dissatisfied" and o["rehandled"] == 1, o
+        assert [e["action"] for e in o["events"]].count("surveyed") == 1, o["events"]
         # the thanks is played, then Asterisk hangs up (the UAS got a BYE)
         res = citizen.sipp.wait(20)
         assert res.returncode == 0, res.explain()
-        listed = h.api("GET", "/surveys?state=answered&order=GD-T-0001", "admin")[1]["surveys"]
+        listed = h.api("GET", f"/surveys?state=answered&order={ref}", "admin")[1]["surveys"]
         assert [j["id"] for j in listed] == [job["id"]]
         assert h.api("GET", "/surveys", "zhangwei")[0] == 403  # agents may not
         assert h.api("POST", "/surveys", "sup-province",
@@ -132,7 +159,7 @@ def test_unanswered_survey_is_retried_then_no_answer(clean: Hotline, workdir: Pa
     h = clean
     citizen = Citizen(h, workdir, "citizen-silent", mode="silent", calls=2)
     try:
-        job = schedule(h, "GD-T-0002", "13907910062")
+        ref, job = closed_order(h, "13907910062")
         done = h.wait_for(lambda: reported(h, job["id"]), 2 * RING_TIMEOUT + 25,
                           "no_answer after every try")
         assert done["state"] == "no_answer" and done["result"] == "no_answer", done
@@ -141,7 +168,7 @@ def test_unanswered_survey_is_retried_then_no_answer(clean: Hotline, workdir: Pa
         gap = done["attempts"][1]["started_at"] - done["attempts"][0]["ended_at"]
         assert gap >= 5, done  # retry_delay
         assert citizen.invites() == ["13907910062", "13907910062"]
-        assert "survey result for order GD-T-0002: no_answer" in h.controller_log()
+        assert order(h, ref)["survey"] == "no_answer"
     finally:
         citizen.close()
 
@@ -150,7 +177,7 @@ def test_busy_twice_and_hung_up_without_choosing(clean: Hotline, workdir: Path) 
     h = clean
     busy = Citizen(h, workdir, "citizen-busy", mode="busy", calls=2)
     try:
-        job = schedule(h, "GD-T-0004", "13907910064")
+        ref, job = closed_order(h, "13907910064")
         done = h.wait_for(lambda: reported(h, job["id"]), 25, "no_answer after two busy tries")
         assert [a["outcome"] for a in done["attempts"]] == ["busy", "busy"], done
         assert done["state"] == "no_answer" and busy.invites() == ["13907910064"] * 2
@@ -158,7 +185,7 @@ def test_busy_twice_and_hung_up_without_choosing(clean: Hotline, workdir: Path) 
         busy.close()
     gone = Citizen(h, workdir, "citizen-hangs-up", hangup_after_ms=2000)
     try:
-        job = schedule(h, "GD-T-0005", "13907910065")
+        ref, job = closed_order(h, "13907910065")
         done = h.wait_for(lambda: reported(h, job["id"]), 20, "the survey concluded")
         (attempt,) = done["attempts"]  # reached: not called again
         assert attempt["outcome"] == "hung-up" and attempt["answered_at"], done
@@ -173,7 +200,7 @@ def test_controller_restart_while_ringing_neither_loses_nor_doubles(
     h = clean
     citizen = Citizen(h, workdir, "citizen-restart", answer_after_ms=RESTART_ANSWER_MS, calls=2)
     try:
-        job = schedule(h, "GD-T-0003", "13907910063")
+        ref, job = closed_order(h, "13907910063")
         h.wait_for(lambda: citizen.invites(), 10, "the survey call rings")
         t0 = time.monotonic()
         h.kill_controller()
