@@ -35,6 +35,8 @@ class App:
     arrivals: Any = None  # queues.position.Arrivals (first arrival of waiting callers)
     callbacks: Any = None  # queues.callback_service.CallbackService
     transfers: Any = None  # transfer.services.TransferService
+    calls: Any = None  # workorders.call_service.CallTrackerService (finished calls -> facts)
+    call_sink: Any = None  # sink(CallFacts) -> Awaitable | None: the work-order store's record_call
     started: float = field(default_factory=time.time)
     _lengths: dict[str, float] = field(default_factory=dict)
 

@@ -24,6 +24,7 @@ from queues.agents import AgentService
 from queues.callback_plugin import CallbackPlugin
 from queues.state import HANDLED_EVENTS
 from transfer.plugin import TransferPlugin
+from workorders.call_service import CallTrackerPlugin
 
 from . import http
 
@@ -40,6 +41,8 @@ class Controller:
         self.transfers = TransferPlugin(self.app)
         self.app.transfers = self.transfers.service
         self.callbacks = CallbackPlugin(self.app)  # sets app.callbacks and app.arrivals
+        # Every finished call -> CallFacts -> app.call_sink (logged while none is set).
+        self.calls = CallTrackerPlugin(self.app)  # sets app.calls
         self.agi: FastAgiServer | None = None
         self.listener: Listener | None = None
         self.http_runner: Any = None
@@ -59,6 +62,7 @@ class Controller:
         self.app.redis = await _redis(net.redis.bind, net.redis.port)
         self._ami_task = asyncio.create_task(self._ami(), name="ami-connect")
         await self.callbacks.start()
+        await self.calls.start()  # calls that ended while the controller was down
         self.http_runner = await http.start(self.app, self, net.http.bind, net.http.port)
         log.info("HTTP on http://%s:%s/", net.http.bind, net.http.port)
 
@@ -72,6 +76,7 @@ class Controller:
         client.on_booted(self._asterisk_booted)
         self.transfers.attach(client)
         self.callbacks.attach(client)
+        self.calls.attach(client)
         self.app.ami = client  # before connecting: on_booted handlers use it
         delay = 0.2
         while not self.stopping.is_set():
@@ -137,6 +142,7 @@ class Controller:
             await self.listener.close()
         await self.transfers.close()
         await self.callbacks.close()
+        await self.calls.close()
         if self.app.ami is not None:
             await self.app.ami.close()
         if self.app.redis is not None:

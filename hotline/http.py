@@ -223,6 +223,11 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
 
         for method, path, cb_handler in callback_routes(app.callbacks, error, _json):
             web_app.router.add_route(method, path, authenticated(auth, cb_handler))
+    if getattr(app, "calls", None) is not None:
+        from workorders.call_http import routes as call_routes
+
+        for method, path, call_handler in call_routes(app.calls, error):
+            web_app.router.add_route(method, path, authenticated(auth, call_handler))
     web_app.router.add_route("*", "/{tail:.*}", not_found)
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
