@@ -61,11 +61,9 @@ def _time(text: str, name: str) -> float | None:
 
 def parse_line(raw: bytes) -> CdrRow:
     """One Master.csv line (with or without its newline) as a :class:`CdrRow`."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CdrFormatError(f"not UTF-8 at byte {e.start}") from None
-    text = text.rstrip("\r\n")
+    # Caller names arrive as the carrier sent them (not always UTF-8): replaced, not refused,
+    # so one display name never costs a call its work order.
+    text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
     if not text:
         raise CdrFormatError("empty line")
     try:

@@ -179,7 +179,7 @@ def _queue_join(_t: CallTracker, st: CallState, ev: Mapping[str, str], now: floa
 def _queue_leave(_t: CallTracker, st: CallState, ev: Mapping[str, str], now: float) -> None:
     # Left without an agent: a call-back offer taken (EXITWITHKEY) or overflow. The
     # next join clears it; answered calls are told by AgentConnect.
-    if ev.get("Uniqueid") == st.uniqueid and st.answered_at is None:
+    if ev.get("Uniqueid") == st.uniqueid and st.answered_at is None and not st.abandoned:
         st.left_queue_at = now
 
 
