@@ -21,7 +21,7 @@ from agi_scripts import ROUTES, Abort
 from dialplan.model import Config, Menu
 from hotline import channel_vars as cv
 from hotline.app import App
-from ivr.agi import ChannelHungUp
+from ivr.agi import AgiCommandError, AgiError, ChannelHungUp
 from ivr.listen import ALL_KEYS, Heard, ask
 from ivr.locality import locate
 from ivr.menu import Answer, MenuEngine, Step
@@ -38,6 +38,17 @@ def menu_words(cfg: Config, menu: Menu) -> list[str]:
     words += h.operator_words
     words += [w for line in h.emergency_words.values() for w in line]
     return list(dict.fromkeys(words))
+
+
+async def _alive(ch: Any) -> bool:
+    """Whether the channel is still there after a failed command."""
+    try:
+        await ch.get_variable(cv.MENU)
+    except ChannelHungUp:
+        return False
+    except AgiError:
+        return True
+    return True
 
 
 @ROUTES.register("ivr")
@@ -57,7 +68,9 @@ async def ivr(ch: Any, app: App) -> None:
     heard: list[Heard] = []
     try:
         welcome = cfg.hotline.welcome_prompt
-        digit = await ch.stream_file(app.prompt(welcome), ALL_KEYS, max_wait=app.prompt_wait(welcome))
+        digit = await ch.stream_file(
+            app.prompt(welcome), ALL_KEYS, max_wait=app.prompt_wait(welcome)
+        )
         answer: Answer | None = Answer(digit=digit) if digit else None
         step: Step = engine.enter()
         for _ in range(MAX_STEPS):
@@ -81,11 +94,14 @@ async def ivr(ch: Any, app: App) -> None:
             answer = None
         else:
             step = engine.resolve(engine.menu.fallback)
-    except ChannelHungUp:
-        # The caller left in the menus: keep how far they got (work orders, reports).
+    except (ChannelHungUp, AgiCommandError) as exc:
+        # The caller left in the menus (a prompt cut by a hangup fails with result=-1):
+        # keep how far they got, for the work order and reports.
+        gone = isinstance(exc, ChannelHungUp) or not await _alive(ch)
         await app.record_call_path(ch.uniqueid, {
             "city": loc.city, "county": loc.county, "locality_source": loc.source,
-            "route": None, "target": None, "reason": "caller-hung-up",
+            "route": None, "target": None,
+            "reason": "caller-hung-up" if gone else f"ivr-error: {exc}",
             "ivr_ms": int((time.monotonic() - t0) * 1000),
             "steps": [vars(e) for e in engine.path], "questions": [h.record() for h in heard],
         })

@@ -23,7 +23,9 @@ def routes(service: Any, error: Callable[..., web.Response]) -> list[tuple[str, 
         try:
             limit = max(0, min(1000, int(request.query.get("limit", "50"))))
         except ValueError:
-            return error(400, "bad-request", "limit must be a number", limit=request.query.get("limit"))
+            return error(
+                400, "bad-request", "limit must be a number", limit=request.query.get("limit")
+            )
         calls = list(reversed(service.recent))[:limit]
         return web.json_response({"calls": calls})
 

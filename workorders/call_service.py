@@ -163,6 +163,7 @@ class CallTrackerService:
         queue_log: Path,
         transfers: Callable[[str], list[dict[str, Any]]] = lambda _uid: [],
         callback: Callable[[str], dict[str, Any] | None] = lambda _uid: None,
+        ami: Callable[[], Any] = lambda: None,
         clock: Callable[[], float] = time.time,
     ):
         self.config = config
@@ -173,12 +174,13 @@ class CallTrackerService:
         self.queue_log = queue_log
         self.transfers = transfers
         self.callback = callback
+        self.ami = ami
         self.clock = clock
         self.tracker = CallTracker(self._hotline_numbers())
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self._lock = asyncio.Lock()  # one delivery at a time: no call delivered twice
         self._scan_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[object]] = set()
         self._scan_soon: asyncio.TimerHandle | None = None
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -212,7 +214,7 @@ class CallTrackerService:
             except Exception:
                 log.exception("CDR scan failed; tried again in %.0f s", SCAN_EVERY)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[object]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -226,7 +228,23 @@ class CallTrackerService:
     def asterisk_booted(self, _event: Any = None) -> None:
         """Every (re)connection: calls that ended meanwhile are in the CDR."""
         self.tracker.hotline_numbers = frozenset(self._hotline_numbers())
-        self._spawn(self.scan())
+        self._spawn(self.reconcile())
+
+    async def reconcile(self) -> None:
+        """Calls followed live whose channels are all gone (Hangups missed while AMI was
+        away): from the CDR when Asterisk wrote it, else from what was seen live."""
+        gone: list[CallState] = []
+        ami = self.ami()
+        if ami is not None and self.tracker.calls:
+            try:
+                rows = await ami.action_list("CoreShowChannels")
+                gone = self.tracker.gone({_fields(r).get("Uniqueid", "") for r in rows})
+            except Exception as e:  # noqa: BLE001 - the periodic scan and expiry still run
+                log.warning("could not list the channels to reconcile the calls: %s", e)
+        await self.scan()
+        for st in gone:
+            log.info("[%s] call ended while AMI was away; closed from what was seen", st.uniqueid)
+            await self._deliver(st, "ami")
 
     def on_event(self, event: Any) -> None:
         ev = _fields(event)
@@ -261,7 +279,9 @@ class CallTrackerService:
                 ivr = json.loads(raw) if raw else None
             except Exception as e:  # noqa: BLE001 - the facts go out without the path
                 log.warning("[%s] IVR path not readable: %s", uniqueid, e)
-        return Extras(ivr=ivr, transfers=tuple(self.transfers(uniqueid)), callback=self.callback(uniqueid))
+        return Extras(
+            ivr=ivr, transfers=tuple(self.transfers(uniqueid)), callback=self.callback(uniqueid)
+        )
 
     async def _deliver(self, st: CallState, via: str) -> bool | None:
         """True: delivered now; None: delivered before; False: the sink failed."""
@@ -275,11 +295,19 @@ class CallTrackerService:
                 if inspect.isawaitable(result):
                     await result
             except Exception:
-                log.exception("[%s] the call-facts sink failed; retried at the next scan", st.uniqueid)
+                log.exception(
+                    "[%s] the call-facts sink failed; retried at the next scan", st.uniqueid
+                )
                 return False
             self.store.mark_emitted(st.call_id, st.ended_at or self.clock(), via, self.clock())
             self.recent.append(facts_to_json(facts))
-            log.info("[%s] call %s delivered (%s, via %s)", st.uniqueid, st.call_id, facts.outcome.value, via)
+            log.info(
+                "[%s] call %s delivered (%s, via %s)",
+                st.uniqueid,
+                st.call_id,
+                facts.outcome.value,
+                via,
+            )
             return True
 
     # ------------------------------------------------------------ restart
@@ -299,7 +327,9 @@ class CallTrackerService:
         if mark is None:
             # The tracker's first start on an instance with history: that history is not
             # ticketed now; every call from here on is.
-            log.info("first scan of %s: starting at its end (%d bytes)", self.cdr_path, stat.st_size)
+            log.info(
+                "first scan of %s: starting at its end (%d bytes)", self.cdr_path, stat.st_size
+            )
             self.store.set_cdr_mark(stat.st_ino, stat.st_size)
             return 0
         inode, offset = mark
@@ -309,7 +339,7 @@ class CallTrackerService:
         if stat.st_size <= offset:
             self.store.set_cdr_mark(stat.st_ino, offset)
             return 0
-        with open(self.cdr_path, "rb") as f:
+        with open(self.cdr_path, "rb") as f:  # noqa: ASYNC230 - local file, only the new bytes
             f.seek(offset)
             data = f.read()
         lines, span = cdrfile.split_lines(data)
@@ -334,8 +364,13 @@ class CallTrackerService:
         delivered = 0
         queue_events = None
         for uid, rows in calls.items():
-            if uid in self.tracker.calls or self.store.emitted(uid):
-                continue  # followed live (delivered when it ends), or done already
+            if self.store.emitted(uid):
+                continue
+            if uid in self.tracker.calls:
+                # Followed live, delivered when its last leg hangs up; the offset waits for it
+                # (a restart in between finds the call here again).
+                stop = min(stop, first_at[uid])
+                continue
             if queue_events is None:
                 queue_events = read_events(str(self.queue_log))
             st = state_from_records(rows, queue_events)
@@ -346,7 +381,10 @@ class CallTrackerService:
                 stop = min(stop, first_at[uid])
         self.store.set_cdr_mark(stat.st_ino, stop)
         if delivered:
-            log.info("%d call(s) that ended while the controller was away delivered from the CDR", delivered)
+            log.info(
+                "%d call(s) that ended while the controller was away delivered from the CDR",
+                delivered,
+            )
         self.store.prune(now - KEEP_EMITTED)
         return delivered
 
@@ -417,6 +455,7 @@ class CallTrackerPlugin:
             queue_log=app.instance.host("log", "queue_log"),
             transfers=_transfer_lookup(state),
             callback=_callback_lookup(state),
+            ami=lambda: app.ami,
         )
         app.calls = self.service
 

@@ -21,12 +21,27 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 FIELDS = (
-    "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
-    "lastdata", "start", "answer", "end", "duration", "billsec", "disposition", "amaflags",
-    "uniqueid", "userfield",
+    "accountcode",
+    "src",
+    "dst",
+    "dcontext",
+    "clid",
+    "channel",
+    "dstchannel",
+    "lastapp",
+    "lastdata",
+    "start",
+    "answer",
+    "end",
+    "duration",
+    "billsec",
+    "disposition",
+    "amaflags",
+    "uniqueid",
+    "userfield",
 )
 
 
@@ -54,7 +69,7 @@ def _time(text: str, name: str) -> float | None:
     if text == "":
         return None
     try:
-        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
     except ValueError:
         raise CdrFormatError(f"{name} {text!r} is not a time like 2026-11-27 13:23:44") from None
 
@@ -72,7 +87,8 @@ def parse_line(raw: bytes) -> CdrRow:
         raise CdrFormatError(f"not a CSV record: {e}") from None
     if len(fields) != len(FIELDS):
         raise CdrFormatError(
-            f"{len(fields)} fields, expected {len(FIELDS)} (cdr.conf needs loguniqueid and loguserfield)"
+            f"{len(fields)} fields, expected {len(FIELDS)} "
+            "(cdr.conf needs loguniqueid and loguserfield)"
         )
     f = dict(zip(FIELDS, fields, strict=True))
     start, end = _time(f["start"], "start"), _time(f["end"], "end")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from dialplan.compile import CDR_INBOUND
@@ -44,8 +44,13 @@ INBOUND_CONTEXTS = frozenset({"from-carrier", "from-partner", "from-emergency"})
 #: Seats may call the hotline's own numbers (to test it): those calls count too.
 SEAT_CONTEXT = "from-seat"
 EVENTS = (
-    "Newchannel", "Hangup", "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon",
-    "AgentConnect", "DialEnd",
+    "Newchannel",
+    "Hangup",
+    "QueueCallerJoin",
+    "QueueCallerLeave",
+    "QueueCallerAbandon",
+    "AgentConnect",
+    "DialEnd",
 )
 _UP = "6"  # AST_STATE_UP in ChannelState
 _ENDPOINT = re.compile(r"^PJSIP/(?P<endpoint>[A-Za-z0-9_-]+?)-[0-9a-f]{8}$")
@@ -79,6 +84,7 @@ class CallState:
     answered_at: float | None = None
     seat: str | None = None  # queue MemberName (the seat id) who answered
     dialled: list[str] = field(default_factory=list)  # endpoints a Dial() of the caller reached
+    last_event_at: float = 0.0
 
     @property
     def done(self) -> bool:
@@ -100,7 +106,9 @@ class CallTracker:
         ctx = ev.get("Context", "")
         if ev.get("Uniqueid") != ev.get("Linkedid"):
             return False  # a leg of some other call (or an Originate's second channel)
-        return ctx in INBOUND_CONTEXTS or (ctx == SEAT_CONTEXT and ev.get("Exten", "") in self.hotline_numbers)
+        return ctx in INBOUND_CONTEXTS or (
+            ctx == SEAT_CONTEXT and ev.get("Exten", "") in self.hotline_numbers
+        )
 
     def apply(self, ev: Mapping[str, str], now: float) -> CallState | None:
         """Fold one event; the call's state if this event ended it."""
@@ -116,6 +124,7 @@ class CallTracker:
                     called=ev.get("Exten", ""),
                     started_at=now,
                     live={uid},
+                    last_event_at=now,
                 )
                 self.calls[st.call_id] = st
                 self.call_of[uid] = st.call_id
@@ -130,6 +139,7 @@ class CallTracker:
             self.call_of[uid] = cid
             self.calls[cid].live.add(uid)
         st = self.calls[cid]
+        st.last_event_at = now
         if uid == st.uniqueid and ev.get("ChannelState") == _UP:
             st.up = True
         handler = _HANDLERS.get(name)
@@ -145,9 +155,27 @@ class CallTracker:
             del self.call_of[uid]
         return st
 
+    def gone(self, alive: set[str]) -> list[CallState]:
+        """Calls none of whose channels Asterisk still has (``CoreShowChannels`` after a
+        reconnection: their Hangups were missed). Taken out, ended at their last event."""
+        out = []
+        for st in list(self.calls.values()):
+            st.live &= alive
+            if st.live:
+                continue
+            if st.caller_left_at is None:
+                st.caller_left_at = st.last_event_at or st.started_at
+            st.ended_at = st.last_event_at or st.caller_left_at
+            out.append(self._finish(st))
+        return out
+
     def expire(self, now: float, grace: float) -> list[CallState]:
         """Calls whose caller left more than ``grace`` s ago but a leg's Hangup never came."""
-        old = [s for s in self.calls.values() if s.caller_left_at is not None and now - s.caller_left_at > grace]
+        old = [
+            s
+            for s in self.calls.values()
+            if s.caller_left_at is not None and now - s.caller_left_at > grace
+        ]
         for s in old:
             s.ended_at = s.caller_left_at
         return [self._finish(s) for s in old]
@@ -203,7 +231,11 @@ def _dial_end(_t: CallTracker, st: CallState, ev: Mapping[str, str], _now: float
     # (a legacy number's own centre, an emergency line when the transfer service is away).
     if ev.get("Uniqueid") != st.uniqueid or ev.get("DialStatus") != "ANSWER":
         return
-    if ev.get("DestContext") == SEAT_CONTEXT or st.first_queued_at is not None and st.answered_at is None:
+    if (
+        ev.get("DestContext") == SEAT_CONTEXT
+        or st.first_queued_at is not None
+        and st.answered_at is None
+    ):
         return
     ep = endpoint_of(ev.get("DestChannel", ""))
     if ep is not None:
@@ -226,7 +258,7 @@ _HANDLERS: dict[str, Handler] = {
 def inbound_number(row: CdrRow) -> str | None:
     """The number dialled, for a record of an inbound caller's channel (CDR userfield)."""
     if row.userfield.startswith(CDR_INBOUND):
-        number = row.userfield[len(CDR_INBOUND):]
+        number = row.userfield[len(CDR_INBOUND) :]
         return number if number.isdigit() else None
     return None
 
@@ -288,7 +320,7 @@ class Extras:
 
 
 def _utc(t: float) -> datetime:
-    return datetime.fromtimestamp(t, timezone.utc)
+    return datetime.fromtimestamp(t, UTC)
 
 
 def _connected(t: Mapping[str, Any]) -> bool:

@@ -43,7 +43,9 @@ def hotline_config() -> dict[str, Any]:
     cfg["emergency_lines"]["119"].update(answer_timeout=3, prompt=None)
     cfg["menus"]["main"]["choices"].append({"key": "7", "action": "emergency:119"})
     # The controller started for this module appends every CallFacts here.
-    FACTS_FILE = Path(os.environ.get("TMPDIR", "/tmp")) / f"call-facts-{os.getpid()}-{time.time_ns()}.jsonl"
+    FACTS_FILE = (
+        Path(os.environ.get("TMPDIR", "/tmp")) / f"call-facts-{os.getpid()}-{time.time_ns()}.jsonl"
+    )
     os.environ[FACTS_FILE_ENV] = str(FACTS_FILE)
     return cfg
 
@@ -60,7 +62,9 @@ def file_facts() -> list[dict[str, Any]]:
     assert FACTS_FILE is not None
     if not FACTS_FILE.exists():
         return []
-    return [json.loads(line) for line in FACTS_FILE.read_text(encoding="utf-8").splitlines() if line]
+    return [
+        json.loads(line) for line in FACTS_FILE.read_text(encoding="utf-8").splitlines() if line
+    ]
 
 
 def recent(h: Hotline) -> list[dict[str, Any]]:
@@ -71,8 +75,11 @@ def recent(h: Hotline) -> list[dict[str, Any]]:
 
 def facts_for(h: Hotline, caller: str, timeout: float = 15) -> dict[str, Any]:
     """The one CallFacts of ``caller``'s call, once delivered (file and API agree)."""
-    got = h.wait_for(lambda: [f for f in file_facts() if f["caller"] == caller], timeout,
-                     f"the call facts of {caller}")
+    got = h.wait_for(
+        lambda: [f for f in file_facts() if f["caller"] == caller],
+        timeout,
+        f"the call facts of {caller}",
+    )
     assert len(got) == 1, got
     listed = [f for f in recent(h) if f["caller"] == caller]
     assert listed == got, (listed, got)
@@ -101,8 +108,11 @@ def test_answered_by_an_agent(clean: Hotline, workdir: Path) -> None:
     agent = h.register_seat(workdir, "1001")
     try:
         h.login_seat("1001")
-        h.wait_for(lambda: re.search(r"\(PJSIP/1001\).*Not in use", h.cli("queue show province")), 10,
-                   "seat 1001 available")
+        h.wait_for(
+            lambda: re.search(r"\(PJSIP/1001\).*Not in use", h.cli("queue show province")),
+            10,
+            "seat 1001 available",
+        )
         t0 = time.time()
         ok(call(h, workdir, pause(800) + dtmf("2", then_ms=5000), caller="13907910101"))
         f = facts_for(h, "13907910101")
@@ -135,6 +145,8 @@ def test_hung_up_in_the_ivr(clean: Hotline, workdir: Path) -> None:
     check_times(f, t0, time.time())
     assert f["outcome"] == "ivr_hangup" and f["queue"] is None and f["wait_seconds"] is None
     assert f["answered_at"] is None and f["ivr_path"] == []
+    # The IVR kept how far the caller got, for the work order.
+    assert h.call_paths()[f["uniqueid"]]["reason"] == "caller-hung-up"
 
 
 def test_emergency_from_the_ivr(clean: Hotline, workdir: Path) -> None:
@@ -143,14 +155,19 @@ def test_emergency_from_the_ivr(clean: Hotline, workdir: Path) -> None:
     ip, _ = h.trunk("carrier")
     media = TonePeer(ip, 600)
     scen = citizen_call_scenario("12345", "13907910104", ip, media.port, 9000)
-    c = Party(Sipp(workdir, "citizen-119", scen, local_ip=ip, target=h.sip_target, timeout_s=40), media)
+    c = Party(
+        Sipp(workdir, "citizen-119", scen, local_ip=ip, target=h.sip_target, timeout_s=40), media
+    )
     t0 = time.time()
     try:
         h.wait_for(lambda: c.media.remote is not None, 5, "the welcome prompt")
         time.sleep(1.0)
         c.media.dtmf("7")  # emergency:119
-        h.wait_for(lambda: c.media.amplitude(DISPATCHER_HZ, time.monotonic() - 1) > 1500, 12,
-                   "the citizen hears the dispatcher")
+        h.wait_for(
+            lambda: c.media.amplitude(DISPATCHER_HZ, time.monotonic() - 1) > 1500,
+            12,
+            "the citizen hears the dispatcher",
+        )
         ok(c.sipp)
         f = facts_for(h, "13907910104")
         check_times(f, t0, time.time())
@@ -179,8 +196,11 @@ def test_legacy_number_answered_by_its_department_seat(clean: Hotline, workdir: 
     agent = h.register_seat(workdir, "1003")
     try:
         h.login_seat("1003")
-        h.wait_for(lambda: re.search(r"\(PJSIP/1003\).*Not in use", h.cli("queue show social")), 10,
-                   "seat 1003 available")
+        h.wait_for(
+            lambda: re.search(r"\(PJSIP/1003\).*Not in use", h.cli("queue show social")),
+            10,
+            "seat 1003 available",
+        )
         t0 = time.time()
         # The greeting alone is about 10 s; then the social queue rings seat 1003.
         ok(call(h, workdir, pause(16000), caller="13907910106", service="12333"))
@@ -192,24 +212,40 @@ def test_legacy_number_answered_by_its_department_seat(clean: Hotline, workdir: 
     assert f["queue"] == "social" and f["agent"] == "wangfang" and f["ivr_path"] == []
 
 
-def test_call_ending_while_the_controller_is_down(clean: Hotline, workdir: Path) -> None:
+def test_calls_ending_while_the_controller_is_down_or_after_its_restart(
+    clean: Hotline, workdir: Path
+) -> None:
+    """Killed with two callers waiting: one gives up while it is down, the other after
+    it is back (a call it never saw start). Each gets its facts once, from the CDR."""
     h = clean
     t0 = time.time()
-    c = call(h, workdir, pause(800) + dtmf("2", then_ms=6000), caller="13907910107")
-    h.wait_for(lambda: "PJSIP/carrier-" in h.cli("queue show province"), 10, "the caller waiting")
+    down = call(h, workdir, pause(800) + dtmf("2", then_ms=6000), caller="13907910107", name="down")
+    after = call(
+        h, workdir, pause(800) + dtmf("2", then_ms=18000), caller="13907910108", name="after"
+    )
+    h.wait_for(
+        lambda: h.cli("queue show province").count("PJSIP/carrier-") == 2,
+        10,
+        "both callers waiting",
+    )
     h.kill_controller()
-    ok(c)  # the caller gives up while the controller is down
-    assert h.wait_no_channels(10) == 0
-    assert not [f for f in file_facts() if f["caller"] == "13907910107"]
+    ok(down)  # gives up while the controller is down
+    assert not [f for f in file_facts() if f["caller"] in ("13907910107", "13907910108")]
     h.start_controller()
     f = facts_for(h, "13907910107")
     check_times(f, t0, time.time())
     assert f["outcome"] == "abandoned" and f["queue"] == "province", f
     assert 4 <= f["wait_seconds"] <= 8, f
     assert f["category"] == "complaint" and f["ivr_path"][0]["answer"] == "2"  # path from Redis
+    ok(after)  # gives up once the controller is back
+    g = facts_for(h, "13907910108")
+    check_times(g, t0, time.time())
+    assert g["outcome"] == "abandoned" and 15 <= g["wait_seconds"] <= 20, g
+    assert h.wait_no_channels(10) == 0
     # Another start, and an Asterisk reconnection, deliver nothing again.
     h.stop_controller()
     h.start_controller()
     time.sleep(3)
-    assert len([f for f in file_facts() if f["caller"] == "13907910107"]) == 1
+    for caller in ("13907910107", "13907910108"):
+        assert len([f for f in file_facts() if f["caller"] == caller]) == 1
     assert len({f["call_id"] for f in file_facts()}) == len(file_facts())

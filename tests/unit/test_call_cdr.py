@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (real cdr_csv lines are long)
 """Calls that ended while the controller was down: cdr_csv parsing and the exactly-once scan.
 
 The CDR lines are real: captured from Asterisk 22.10.1 running the sample
@@ -59,7 +60,13 @@ LATER = 1795786500.0  # a clock after every record
 def test_parse_a_real_record() -> None:
     r = parse_line(ANSWERED)
     assert (r.src, r.dst, r.dcontext, r.channel, r.dstchannel, r.lastapp) == (
-        "13907910101", "province", "hotline-queue", "PJSIP/carrier-00000000", "PJSIP/1001-00000001", "Queue")
+        "13907910101",
+        "province",
+        "hotline-queue",
+        "PJSIP/carrier-00000000",
+        "PJSIP/1001-00000001",
+        "Queue",
+    )
     assert (r.start, r.answer, r.end) == (1795786310.0, 1795786310.0, 1795786316.0)
     assert (r.disposition, r.uniqueid, r.userfield) == ("ANSWERED", "1795786310.0", "in:12345")
     r = parse_line(DISPATCHER.rstrip(b"\n"))
@@ -67,14 +74,16 @@ def test_parse_a_real_record() -> None:
 
 
 def test_a_caller_name_not_in_utf8_is_replaced_not_refused() -> None:
-    r = parse_line(ANSWERED.replace(b'""citizen""', "\"\"张三\"\"".encode("gbk")))
+    r = parse_line(ANSWERED.replace(b'""citizen""', '""张三""'.encode("gbk")))
     assert r.uniqueid == "1795786310.0" and r.src == "13907910101"
 
 
 def test_unanswered_record_has_no_answer_time() -> None:
-    line = (b'"","12345","s","from-carrier","""12345"" <12345>","PJSIP/carrier-00000001","","AppDial2",'
-            b'"(Outgoing Line)","2026-11-27 13:33:01",,"2026-11-27 13:33:15",14,0,"NO ANSWER","DOCUMENTATION",'
-            b'"sv9b22db492e-1",""')
+    line = (
+        b'"","12345","s","from-carrier","""12345"" <12345>","PJSIP/carrier-00000001","","AppDial2",'
+        b'"(Outgoing Line)","2026-11-27 13:33:01",,"2026-11-27 13:33:15",14,0,"NO ANSWER","DOCUMENTATION",'
+        b'"sv9b22db492e-1",""'
+    )
     r = parse_line(line)
     assert r.answer is None and r.disposition == "NO ANSWER"
 
@@ -86,8 +95,12 @@ def test_unanswered_record_has_no_answer_time() -> None:
         (b'"a","b"', "2 fields, expected 18 (cdr.conf needs loguniqueid and loguserfield)"),
         (ANSWERED.replace(b'"in:12345"', b'"in:12345","extra"'), "19 fields, expected 18"),
         (ANSWERED.replace(b"2026-11-27 13:31:56", b"yesterday"), "end 'yesterday' is not a time"),
-        (ANSWERED.replace(b'"2026-11-27 13:31:50","2026-11-27 13:31:50"', b'"","2026-11-27 13:31:50"'),
-         "a record without its start or end time"),
+        (
+            ANSWERED.replace(
+                b'"2026-11-27 13:31:50","2026-11-27 13:31:50"', b'"","2026-11-27 13:31:50"'
+            ),
+            "a record without its start or end time",
+        ),
     ],
 )
 def test_bad_lines_get_a_clear_error(raw: bytes, message: str) -> None:
@@ -120,11 +133,18 @@ def cfg() -> Config:
     return load_config_text(SAMPLE.read_text(encoding="utf-8"), str(SAMPLE), [])
 
 
-def service(tmp: Path, cfg: Config, sink: Sink, clock: float = LATER, **kw: Any) -> CallTrackerService:
+def service(
+    tmp: Path, cfg: Config, sink: Sink, clock: float = LATER, **kw: Any
+) -> CallTrackerService:
     return CallTrackerService(
-        config=lambda: cfg, sink=lambda: sink, redis=lambda: None,
-        store=EmittedStore(tmp / "calls.sqlite"), cdr_path=tmp / "Master.csv",
-        queue_log=tmp / "queue_log", clock=lambda: clock, **kw,
+        config=lambda: cfg,
+        sink=lambda: sink,
+        redis=lambda: None,
+        store=EmittedStore(tmp / "calls.sqlite"),
+        cdr_path=tmp / "Master.csv",
+        queue_log=tmp / "queue_log",
+        clock=lambda: clock,
+        **kw,
     )
 
 
@@ -135,21 +155,43 @@ def append(path: Path, data: bytes) -> None:
 
 async def test_calls_found_in_the_cdr_are_delivered_once(tmp_path: Path, cfg: Config) -> None:
     sink = Sink()
-    transfers = {"1795786329.4": [{"id": "x0f8819a65d4b", "line": "119", "origin": "ivr", "state": "done",
-                                    "outcome": "connected", "answered_attempt": 1, "times": {"requested": 1.0}}]}
+    transfers = {
+        "1795786329.4": [
+            {
+                "id": "x0f8819a65d4b",
+                "line": "119",
+                "origin": "ivr",
+                "state": "done",
+                "outcome": "connected",
+                "answered_attempt": 1,
+                "times": {"requested": 1.0},
+            }
+        ]
+    }
     booked = {"1795786340.8": {"id": "cb1", "source": "offer"}}
-    svc = service(tmp_path, cfg, sink, transfers=lambda u: transfers.get(u, []), callback=booked.get)
+    svc = service(
+        tmp_path, cfg, sink, transfers=lambda u: transfers.get(u, []), callback=booked.get
+    )
     (tmp_path / "queue_log").write_bytes(QUEUE_LOG)
     assert await svc.scan() == 0  # no Master.csv yet: every call from now on counts
-    append(tmp_path / "Master.csv", ANSWERED + ABANDONED + IVR + EMERGENCY + DISPATCHER + CALLBACK[:50])
+    append(
+        tmp_path / "Master.csv", ANSWERED + ABANDONED + IVR + EMERGENCY + DISPATCHER + CALLBACK[:50]
+    )
     assert await svc.scan() == 4
     got = {f.caller: f for f in sink.got}
     assert {c: f.outcome for c, f in got.items()} == {
-        "13907910101": Outcome.ANSWERED, "13907910102": Outcome.ABANDONED,
-        "13907910103": Outcome.IVR_HANGUP, "13907910104": Outcome.EMERGENCY,
+        "13907910101": Outcome.ANSWERED,
+        "13907910102": Outcome.ABANDONED,
+        "13907910103": Outcome.IVR_HANGUP,
+        "13907910104": Outcome.EMERGENCY,
     }
     a = got["13907910101"]
-    assert (a.call_id, a.queue, a.agent, a.wait_seconds) == ("1795786310.0", "province", "zhangwei", 0.0)
+    assert (a.call_id, a.queue, a.agent, a.wait_seconds) == (
+        "1795786310.0",
+        "province",
+        "zhangwei",
+        0.0,
+    )
     assert got["13907910102"].wait_seconds == 4.0
     assert got["13907910104"].transfers[0]["line"] == "119"
     assert await svc.scan() == 0  # nothing new
@@ -158,7 +200,11 @@ async def test_calls_found_in_the_cdr_are_delivered_once(tmp_path: Path, cfg: Co
     cb, legacy = sink.got[-2:]
     assert (cb.outcome, cb.wait_seconds) == (Outcome.CALLBACK, 6.0)
     assert (legacy.origin, legacy.department, legacy.agent, legacy.outcome) == (
-        "12333", "social", "wangfang", Outcome.ANSWERED)
+        "12333",
+        "social",
+        "wangfang",
+        Outcome.ANSWERED,
+    )
     assert len(svc.recent) == 6
     await svc.close()
 
@@ -170,7 +216,8 @@ async def test_calls_found_in_the_cdr_are_delivered_once(tmp_path: Path, cfg: Co
     (tmp_path / "Master.csv").write_bytes((tmp_path / "Master.old").read_bytes() + DOWN)
     assert await svc.scan() == 1
     assert [(f.caller, f.outcome, f.wait_seconds) for f in again.got] == [
-        ("13907910107", Outcome.ABANDONED, 6.0)]
+        ("13907910107", Outcome.ABANDONED, 6.0)
+    ]
     await svc.close()
 
 
@@ -202,9 +249,18 @@ async def test_a_call_followed_live_is_left_to_the_live_path(tmp_path: Path, cfg
     svc = service(tmp_path, cfg, sink)
     await svc.scan()
     # The caller's channel is gone (its record is written) but a leg of the call is still up.
-    svc.on_event({"Event": "Newchannel", "Channel": "PJSIP/carrier-00000000", "ChannelState": "4",
-                  "CallerIDNum": "13907910101", "Context": "from-carrier", "Exten": "12345",
-                  "Uniqueid": "1795786310.0", "Linkedid": "1795786310.0"})
+    svc.on_event(
+        {
+            "Event": "Newchannel",
+            "Channel": "PJSIP/carrier-00000000",
+            "ChannelState": "4",
+            "CallerIDNum": "13907910101",
+            "Context": "from-carrier",
+            "Exten": "12345",
+            "Uniqueid": "1795786310.0",
+            "Linkedid": "1795786310.0",
+        }
+    )
     append(tmp_path / "Master.csv", ANSWERED)
     assert await svc.scan() == 0 and sink.got == []
     await svc.close()
@@ -218,4 +274,54 @@ async def test_first_start_on_an_instance_with_history(tmp_path: Path, cfg: Conf
     assert await svc.scan() == 0
     append(tmp_path / "Master.csv", IVR)
     assert await svc.scan() == 1 and sink.got[0].caller == "13907910103"
+    await svc.close()
+
+
+class FakeAmi:
+    """CoreShowChannels of an Asterisk that has the given channels; nothing else."""
+
+    def __init__(self, uniqueids: list[str]):
+        self.uniqueids = uniqueids
+
+    async def action_list(self, name: str, **_: str) -> list[dict[str, str]]:
+        if name != "CoreShowChannels":
+            raise AssertionError(f"unexpected action {name}")
+        return [{"Event": "CoreShowChannel", "Uniqueid": u} for u in self.uniqueids]
+
+
+def newchannel(uid: str, caller: str) -> dict[str, str]:
+    return {
+        "Event": "Newchannel",
+        "Channel": "PJSIP/carrier-00000000",
+        "ChannelState": "4",
+        "CallerIDNum": caller,
+        "Context": "from-carrier",
+        "Exten": "12345",
+        "Uniqueid": uid,
+        "Linkedid": uid,
+    }
+
+
+async def test_reconnection_closes_calls_whose_hangups_were_missed(
+    tmp_path: Path, cfg: Config
+) -> None:
+    sink = Sink()
+    ami = FakeAmi(["1795786999.1"])
+    (tmp_path / "queue_log").write_bytes(QUEUE_LOG)
+    svc = service(tmp_path, cfg, sink)
+    svc.ami = lambda: ami
+    await svc.scan()
+    svc.on_event(newchannel("1795786310.0", "13907910101"))  # its record is in the CDR
+    svc.on_event(newchannel("1795786555.5", "13907910109"))  # Asterisk wrote none
+    svc.on_event(newchannel("1795786999.1", "13907910110"))  # still talking
+    append(tmp_path / "Master.csv", ANSWERED)
+    assert await svc.scan() == 0  # followed live: not from the CDR while it is tracked
+    await svc.reconcile()
+    got = {f.caller: f for f in sink.got}
+    assert set(got) == {"13907910101", "13907910109"}
+    assert got["13907910101"].agent == "zhangwei"  # from the CDR and queue_log
+    assert got["13907910109"].outcome is Outcome.FAILED  # seen ringing only, then gone
+    assert list(svc.tracker.calls) == ["1795786999.1"]
+    await svc.reconcile()
+    assert len(sink.got) == 2
     await svc.close()

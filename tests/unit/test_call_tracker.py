@@ -35,39 +35,127 @@ def cfg() -> Config:
     return load_config_text(SAMPLE.read_text(encoding="utf-8"), str(SAMPLE), [])
 
 
-def chan(event: str, channel: str, uid: str, linked: str, context: str, exten: str, state: str = "6",
-         caller: str = "13907910001", **more: str) -> dict[str, str]:
+def chan(
+    event: str,
+    channel: str,
+    uid: str,
+    linked: str,
+    context: str,
+    exten: str,
+    state: str = "6",
+    caller: str = "13907910001",
+    **more: str,
+) -> dict[str, str]:
     return {
-        "Event": event, "Privilege": "call,all", "Channel": channel, "ChannelState": state,
-        "CallerIDNum": caller, "CallerIDName": "citizen", "Context": context, "Exten": exten,
-        "Priority": "1", "Uniqueid": uid, "Linkedid": linked, **more,
+        "Event": event,
+        "Privilege": "call,all",
+        "Channel": channel,
+        "ChannelState": state,
+        "CallerIDNum": caller,
+        "CallerIDName": "citizen",
+        "Context": context,
+        "Exten": exten,
+        "Priority": "1",
+        "Uniqueid": uid,
+        "Linkedid": linked,
+        **more,
     }
 
 
 # The answered call, in the order Asterisk sent it (seat 1001 in the province queue).
 ANSWERED = [
     chan("Newchannel", CALLER, "1795785824.0", "1795785824.0", "from-carrier", "12345", state="4"),
-    chan("QueueCallerJoin", CALLER, "1795785824.0", "1795785824.0", "hotline-queue", "province",
-         Queue="province", Position="1", Count="1"),
-    chan("Newchannel", "PJSIP/1001-00000001", "1795785825.1", "1795785824.0", "from-seat", "s", state="0",
-         caller="1001"),
-    chan("DialEnd", CALLER, "1795785824.0", "1795785824.0", "hotline-queue", "province",
-         DestChannel="PJSIP/1001-00000001", DestContext="from-seat", DestExten="province",
-         DestUniqueid="1795785825.1", DestLinkedid="1795785824.0", DialStatus="ANSWER"),
-    chan("QueueCallerLeave", CALLER, "1795785824.0", "1795785824.0", "hotline-queue", "province",
-         Queue="province", Position="1", Count="0"),
-    chan("AgentConnect", CALLER, "1795785824.0", "1795785824.0", "hotline-queue", "province",
-         DestChannel="PJSIP/1001-00000001", DestUniqueid="1795785825.1", Queue="province",
-         Interface="PJSIP/1001", MemberName="1001", HoldTime="0", RingTime="0"),
-    chan("Hangup", CALLER, "1795785824.0", "1795785824.0", "hotline-queue", "province",
-         Cause="16", **{"Cause-txt": "Normal Clearing"}),
-    chan("Hangup", "PJSIP/1001-00000001", "1795785825.1", "1795785824.0", "from-seat", "province",
-         caller="1001", Cause="16", **{"Cause-txt": "Normal Clearing"}),
+    chan(
+        "QueueCallerJoin",
+        CALLER,
+        "1795785824.0",
+        "1795785824.0",
+        "hotline-queue",
+        "province",
+        Queue="province",
+        Position="1",
+        Count="1",
+    ),
+    chan(
+        "Newchannel",
+        "PJSIP/1001-00000001",
+        "1795785825.1",
+        "1795785824.0",
+        "from-seat",
+        "s",
+        state="0",
+        caller="1001",
+    ),
+    chan(
+        "DialEnd",
+        CALLER,
+        "1795785824.0",
+        "1795785824.0",
+        "hotline-queue",
+        "province",
+        DestChannel="PJSIP/1001-00000001",
+        DestContext="from-seat",
+        DestExten="province",
+        DestUniqueid="1795785825.1",
+        DestLinkedid="1795785824.0",
+        DialStatus="ANSWER",
+    ),
+    chan(
+        "QueueCallerLeave",
+        CALLER,
+        "1795785824.0",
+        "1795785824.0",
+        "hotline-queue",
+        "province",
+        Queue="province",
+        Position="1",
+        Count="0",
+    ),
+    chan(
+        "AgentConnect",
+        CALLER,
+        "1795785824.0",
+        "1795785824.0",
+        "hotline-queue",
+        "province",
+        DestChannel="PJSIP/1001-00000001",
+        DestUniqueid="1795785825.1",
+        Queue="province",
+        Interface="PJSIP/1001",
+        MemberName="1001",
+        HoldTime="0",
+        RingTime="0",
+    ),
+    chan(
+        "Hangup",
+        CALLER,
+        "1795785824.0",
+        "1795785824.0",
+        "hotline-queue",
+        "province",
+        Cause="16",
+        **{"Cause-txt": "Normal Clearing"},
+    ),
+    chan(
+        "Hangup",
+        "PJSIP/1001-00000001",
+        "1795785825.1",
+        "1795785824.0",
+        "from-seat",
+        "province",
+        caller="1001",
+        Cause="16",
+        **{"Cause-txt": "Normal Clearing"},
+    ),
 ]
 
 
-def run(events: list[dict[str, str]], t0: float = 1000.0, step: float = 1.0,
-        numbers: tuple[str, ...] = ("12345", "12333", "12315")) -> list[Any]:
+def run(
+    events: list[dict[str, str]],
+    t0: float = 1000.0,
+    step: float = 1.0,
+    numbers: tuple[str, ...] = ("12345", "12333", "12315"),
+) -> list[Any]:
     tracker = CallTracker(numbers)
     done = []
     for i, ev in enumerate(events):
@@ -82,7 +170,12 @@ def test_answered_call_in_the_order_asterisk_sent_it(cfg: Config) -> None:
     (st,) = run(ANSWERED)
     f = facts_of(st, cfg)
     assert f.call_id == f.uniqueid == "1795785824.0"
-    assert (f.outcome, f.origin, f.called, f.caller) == (Outcome.ANSWERED, "12345", "12345", "13907910001")
+    assert (f.outcome, f.origin, f.called, f.caller) == (
+        Outcome.ANSWERED,
+        "12345",
+        "12345",
+        "13907910001",
+    )
     assert (f.queue, f.agent, f.centre) == ("province", "zhangwei", "province")
     # joined at t=1001, AgentConnect at t=1005, last hangup at t=1007
     assert f.wait_seconds == 4.0
@@ -110,17 +203,68 @@ def test_abandoned_after_overflow_waits_from_the_first_queue(cfg: Config) -> Non
     uid = "1795785836.2"
     ev = [
         chan("Newchannel", CALLER, uid, uid, "from-carrier", "12345", state="4"),
-        chan("QueueCallerJoin", CALLER, uid, uid, "hotline-queue", "nanchang", Queue="nanchang", Count="1"),
-        chan("QueueCallerLeave", CALLER, uid, uid, "hotline-queue", "nanchang", Queue="nanchang", Count="0"),
-        chan("QueueCallerJoin", CALLER, uid, uid, "hotline-queue", "province", Queue="province", Count="1"),
-        chan("QueueCallerAbandon", CALLER, uid, uid, "hotline-queue", "province", Queue="province",
-             Position="1", OriginalPosition="1", HoldTime="3"),
-        chan("QueueCallerLeave", CALLER, uid, uid, "hotline-queue", "province", Queue="province", Count="0"),
+        chan(
+            "QueueCallerJoin",
+            CALLER,
+            uid,
+            uid,
+            "hotline-queue",
+            "nanchang",
+            Queue="nanchang",
+            Count="1",
+        ),
+        chan(
+            "QueueCallerLeave",
+            CALLER,
+            uid,
+            uid,
+            "hotline-queue",
+            "nanchang",
+            Queue="nanchang",
+            Count="0",
+        ),
+        chan(
+            "QueueCallerJoin",
+            CALLER,
+            uid,
+            uid,
+            "hotline-queue",
+            "province",
+            Queue="province",
+            Count="1",
+        ),
+        chan(
+            "QueueCallerAbandon",
+            CALLER,
+            uid,
+            uid,
+            "hotline-queue",
+            "province",
+            Queue="province",
+            Position="1",
+            OriginalPosition="1",
+            HoldTime="3",
+        ),
+        chan(
+            "QueueCallerLeave",
+            CALLER,
+            uid,
+            uid,
+            "hotline-queue",
+            "province",
+            Queue="province",
+            Count="0",
+        ),
         chan("Hangup", CALLER, uid, uid, "hotline-queue", "province", Cause="0"),
     ]
     (st,) = run(ev, step=10)
     f = facts_of(st, cfg)
-    assert (f.outcome, f.queue, f.agent, f.answered_at) == (Outcome.ABANDONED, "province", None, None)
+    assert (f.outcome, f.queue, f.agent, f.answered_at) == (
+        Outcome.ABANDONED,
+        "province",
+        None,
+        None,
+    )
     assert f.wait_seconds == 30.0  # first join t=1010 → abandon t=1040
     assert f.centre == "province"
 
@@ -132,9 +276,21 @@ def test_hung_up_in_the_ivr_with_the_path_and_category(cfg: Config) -> None:
         chan("Hangup", CALLER, uid, uid, "hotline-ivr", "s", Cause="0"),
     ]
     (st,) = run(ev)
-    path = {"city": "ganzhou", "county": "yudu", "route": None, "reason": "caller-hung-up",
-            "steps": [{"menu": "main", "answer": "2", "via": "key", "decision": "queue:province",
-                       "category": "complaint"}]}
+    path = {
+        "city": "ganzhou",
+        "county": "yudu",
+        "route": None,
+        "reason": "caller-hung-up",
+        "steps": [
+            {
+                "menu": "main",
+                "answer": "2",
+                "via": "key",
+                "decision": "queue:province",
+                "category": "complaint",
+            }
+        ],
+    }
     f = facts_of(st, cfg, Extras(ivr=path))
     assert (f.outcome, f.queue, f.wait_seconds) == (Outcome.IVR_HANGUP, None, None)
     assert (f.city, f.county, f.category) == ("ganzhou", "yudu", Category.COMPLAINT)
@@ -155,14 +311,36 @@ def test_legacy_number_and_its_department(cfg: Config) -> None:
     uid = "1795785843.4"
     ev = [
         chan("Newchannel", "PJSIP/carrier-00000004", uid, uid, "from-carrier", "12333", state="4"),
-        chan("QueueCallerJoin", "PJSIP/carrier-00000004", uid, uid, "hotline-queue", "social", Queue="social"),
-        chan("AgentConnect", "PJSIP/carrier-00000004", uid, uid, "hotline-queue", "social", Queue="social",
-             MemberName="1003", DestChannel="PJSIP/1003-00000005"),
+        chan(
+            "QueueCallerJoin",
+            "PJSIP/carrier-00000004",
+            uid,
+            uid,
+            "hotline-queue",
+            "social",
+            Queue="social",
+        ),
+        chan(
+            "AgentConnect",
+            "PJSIP/carrier-00000004",
+            uid,
+            uid,
+            "hotline-queue",
+            "social",
+            Queue="social",
+            MemberName="1003",
+            DestChannel="PJSIP/1003-00000005",
+        ),
         chan("Hangup", "PJSIP/carrier-00000004", uid, uid, "hotline-queue", "social", Cause="16"),
     ]
     f = facts_of(run(ev)[0], cfg)
     assert (f.outcome, f.origin, f.department, f.queue, f.agent) == (
-        Outcome.ANSWERED, "12333", "social", "social", "wangfang")
+        Outcome.ANSWERED,
+        "12333",
+        "social",
+        "social",
+        "wangfang",
+    )
 
 
 def test_centre_mode_legacy_number_answered_by_its_centre_is_transferred(cfg: Config) -> None:
@@ -170,16 +348,46 @@ def test_centre_mode_legacy_number_answered_by_its_centre_is_transferred(cfg: Co
     c = "PJSIP/carrier-0000000a"
     ev = [
         chan("Newchannel", c, uid, uid, "from-carrier", "12315", state="4"),
-        chan("Newchannel", "PJSIP/market-centre-0000000b", "1795786000.2", uid, "from-partner", "s",
-             state="0", caller="12315"),
-        chan("DialEnd", c, uid, uid, "from-carrier", "12315", DestChannel="PJSIP/market-centre-0000000b",
-             DestContext="from-partner", DialStatus="ANSWER"),
+        chan(
+            "Newchannel",
+            "PJSIP/market-centre-0000000b",
+            "1795786000.2",
+            uid,
+            "from-partner",
+            "s",
+            state="0",
+            caller="12315",
+        ),
+        chan(
+            "DialEnd",
+            c,
+            uid,
+            uid,
+            "from-carrier",
+            "12315",
+            DestChannel="PJSIP/market-centre-0000000b",
+            DestContext="from-partner",
+            DialStatus="ANSWER",
+        ),
         chan("Hangup", c, uid, uid, "from-carrier", "12315", Cause="16"),
-        chan("Hangup", "PJSIP/market-centre-0000000b", "1795786000.2", uid, "from-partner", "s",
-             caller="12315", Cause="16"),
+        chan(
+            "Hangup",
+            "PJSIP/market-centre-0000000b",
+            "1795786000.2",
+            uid,
+            "from-partner",
+            "s",
+            caller="12315",
+            Cause="16",
+        ),
     ]
     f = facts_of(run(ev)[0], cfg)
-    assert (f.outcome, f.origin, f.department, f.queue) == (Outcome.TRANSFERRED, "12315", "market", None)
+    assert (f.outcome, f.origin, f.department, f.queue) == (
+        Outcome.TRANSFERRED,
+        "12315",
+        "market",
+        None,
+    )
 
 
 def test_emergency_from_the_ivr_and_a_leg_linked_in_later(cfg: Config) -> None:
@@ -188,27 +396,69 @@ def test_emergency_from_the_ivr_and_a_leg_linked_in_later(cfg: Config) -> None:
     ev = [
         chan("Newchannel", CALLER, uid, uid, "from-carrier", "12345", state="4"),
         # The originated dispatcher leg starts as its own call: not a caller, not tracked ...
-        chan("Newchannel", "PJSIP/emergency-0000000c", disp, disp, "hotline-xfer-dispatcher", "join", state="0",
-             caller="119"),
+        chan(
+            "Newchannel",
+            "PJSIP/emergency-0000000c",
+            disp,
+            disp,
+            "hotline-xfer-dispatcher",
+            "join",
+            state="0",
+            caller="119",
+        ),
         # ... until bridged with the caller, when Asterisk gives it the caller's Linkedid.
         chan("Hangup", CALLER, uid, uid, "hotline-xfer-caller", "join", Cause="16"),
-        chan("Hangup", "PJSIP/emergency-0000000c", disp, uid, "hotline-xfer-dispatcher", "join",
-             caller="119", Cause="16"),
+        chan(
+            "Hangup",
+            "PJSIP/emergency-0000000c",
+            disp,
+            uid,
+            "hotline-xfer-dispatcher",
+            "join",
+            caller="119",
+            Cause="16",
+        ),
     ]
     (st,) = run(ev)
     assert st.ended_at == 1002  # the caller's Hangup: the leg was never seen as part of the call
-    transfer = {"id": "x0123456789ab", "line": "119", "origin": "ivr", "state": "done", "outcome": "connected",
-                "seat": None, "answered_attempt": 1, "times": {"requested": 1001.5, "dispatcher_joined": 1002.0},
-                "timings": {"request_to_bridged": 0.5}}
-    path = {"route": "emergency", "target": "119", "steps": [{"menu": "main", "answer": "7", "via": "key",
-                                                              "decision": "emergency:119"}]}
+    transfer = {
+        "id": "x0123456789ab",
+        "line": "119",
+        "origin": "ivr",
+        "state": "done",
+        "outcome": "connected",
+        "seat": None,
+        "answered_attempt": 1,
+        "times": {"requested": 1001.5, "dispatcher_joined": 1002.0},
+        "timings": {"request_to_bridged": 0.5},
+    }
+    path = {
+        "route": "emergency",
+        "target": "119",
+        "steps": [{"menu": "main", "answer": "7", "via": "key", "decision": "emergency:119"}],
+    }
     f = facts_of(st, cfg, Extras(ivr=path, transfers=(transfer,)))
     assert f.outcome is Outcome.EMERGENCY
-    assert f.transfers == [{"id": "x0123456789ab", "line": "119", "origin": "ivr", "state": "done",
-                            "outcome": "connected", "seat": None, "answered_attempt": 1,
-                            "timings": {"request_to_bridged": 0.5}, "requested_at": 1001.5}]
+    assert f.transfers == [
+        {
+            "id": "x0123456789ab",
+            "line": "119",
+            "origin": "ivr",
+            "state": "done",
+            "outcome": "connected",
+            "seat": None,
+            "answered_attempt": 1,
+            "timings": {"request_to_bridged": 0.5},
+            "requested_at": 1001.5,
+        }
+    ]
     # The same transfer that reached nobody, the caller gone before a person: failed.
-    lost = dict(transfer, answered_attempt=0, times={"requested": 1001.5}, outcome="caller-hung-up-before-answer")
+    lost = dict(
+        transfer,
+        answered_attempt=0,
+        times={"requested": 1001.5},
+        outcome="caller-hung-up-before-answer",
+    )
     assert facts_of(st, cfg, Extras(ivr=path, transfers=(lost,))).outcome is Outcome.FAILED
 
 
@@ -229,8 +479,26 @@ def test_from_an_emergency_centre_origin_is_the_line(cfg: Config) -> None:
     c = "PJSIP/emergency-00000010"
     ev = [
         chan("Newchannel", c, uid, uid, "from-emergency", "12345", state="4", caller="110"),
-        chan("QueueCallerJoin", c, uid, uid, "hotline-queue", "province", caller="110", Queue="province"),
-        chan("QueueCallerAbandon", c, uid, uid, "hotline-queue", "province", caller="110", Queue="province"),
+        chan(
+            "QueueCallerJoin",
+            c,
+            uid,
+            uid,
+            "hotline-queue",
+            "province",
+            caller="110",
+            Queue="province",
+        ),
+        chan(
+            "QueueCallerAbandon",
+            c,
+            uid,
+            uid,
+            "hotline-queue",
+            "province",
+            caller="110",
+            Queue="province",
+        ),
         chan("Hangup", c, uid, uid, "hotline-queue", "province", caller="110", Cause="16"),
     ]
     f = facts_of(run(ev)[0], cfg)
@@ -256,9 +524,27 @@ def test_callback_booked_in_the_queue(cfg: Config) -> None:
 def test_only_inbound_callers_start_calls() -> None:
     t = CallTracker(["12345"])
     # An Originate (call-back agent leg), a seat's feature code, a seat testing 12345.
-    t.apply(chan("Newchannel", "PJSIP/1001-00000020", "cb1-a1", "cb1-a1", "hotline-callback-dial", "s"), 1)
-    t.apply(chan("Newchannel", "PJSIP/1001-00000021", "1795786500.1", "1795786500.1", "from-seat", "*21"), 1)
-    t.apply(chan("Newchannel", "PJSIP/1001-00000022", "1795786500.2", "1795786500.2", "from-seat", "12345"), 1)
+    t.apply(
+        chan("Newchannel", "PJSIP/1001-00000020", "cb1-a1", "cb1-a1", "hotline-callback-dial", "s"),
+        1,
+    )
+    t.apply(
+        chan(
+            "Newchannel", "PJSIP/1001-00000021", "1795786500.1", "1795786500.1", "from-seat", "*21"
+        ),
+        1,
+    )
+    t.apply(
+        chan(
+            "Newchannel",
+            "PJSIP/1001-00000022",
+            "1795786500.2",
+            "1795786500.2",
+            "from-seat",
+            "12345",
+        ),
+        1,
+    )
     assert list(t.calls) == ["1795786500.2"]
     # Events of channels nobody tracks change nothing.
     assert t.apply(chan("Hangup", "PJSIP/1001-00000020", "cb1-a1", "cb1-a1", "x", "s"), 2) is None
@@ -295,17 +581,38 @@ QUEUE_LOG = b"""\
 def test_state_from_cdr_and_queue_log(cfg: Config) -> None:
     from workorders.cdr import parse_line
 
-    rows = [parse_line(
-        b'"","13907910001","province","hotline-queue","""citizen"" <13907910001>","PJSIP/carrier-00000000",'
-        b'"PJSIP/1001-00000001","Queue","province,,,,600,,,,","2026-11-27 13:23:44","2026-11-27 13:23:44",'
-        b'"2026-11-27 13:23:49",4,4,"ANSWERED","DOCUMENTATION","1795785824.0","in:12345"')]
+    rows = [
+        parse_line(
+            b'"","13907910001","province","hotline-queue","""citizen"" <13907910001>",'
+            b'"PJSIP/carrier-00000000","PJSIP/1001-00000001","Queue","province,,,,600,,,,",'
+            b'"2026-11-27 13:23:44","2026-11-27 13:23:44","2026-11-27 13:23:49",4,4,'
+            b'"ANSWERED","DOCUMENTATION","1795785824.0","in:12345"'
+        )
+    ]
     events = [e for e in map(parse_queue_line, QUEUE_LOG.decode().splitlines()) if e is not None]
     st = state_from_records(rows, events)
     f = facts_of(st, cfg)
     assert (f.call_id, f.called, f.outcome, f.queue, f.agent) == (
-        "1795785824.0", "12345", Outcome.ANSWERED, "province", "zhangwei")
+        "1795785824.0",
+        "12345",
+        Outcome.ANSWERED,
+        "province",
+        "zhangwei",
+    )
     assert f.wait_seconds == 0.0 and f.answered_at is not None
     assert f.started_at.isoformat() == "2026-11-27T13:23:44+00:00"
     assert f.ended_at.isoformat() == "2026-11-27T13:23:49+00:00"
     with pytest.raises(ValueError, match="at least one CDR record"):
         state_from_records([], events)
+
+
+def test_calls_whose_channels_are_gone_after_a_reconnection(cfg: Config) -> None:
+    t = CallTracker(["12345"])
+    for i, ev in enumerate(ANSWERED[:6]):  # answered; both Hangups missed while AMI was away
+        t.apply(ev, 1000 + i)
+    assert t.gone({"1795785825.1"}) == []  # the seat's leg is still up: the call goes on
+    assert t.calls["1795785824.0"].live == {"1795785825.1"}
+    (st,) = t.gone(set())
+    assert not t.calls and not t.call_of
+    f = facts_of(st, cfg)
+    assert f.outcome is Outcome.ANSWERED and f.ended_at.timestamp() == 1005  # last event seen
