@@ -325,3 +325,24 @@ async def test_reconnection_closes_calls_whose_hangups_were_missed(
     await svc.reconcile()
     assert len(sink.got) == 2
     await svc.close()
+
+
+def test_inbound_contexts_mark_the_callers_records(cfg: Config) -> None:
+    from pathlib import PurePosixPath
+
+    from dialplan.compile import MODULES, Target, compile_config
+
+    files = compile_config(
+        cfg, Target(PurePosixPath("/srv/hotline/t"), PurePosixPath("/m"), "s"), "v1"
+    )
+    ext = files["extensions.conf"]
+    assert "func_cdr.so" in MODULES and "load = func_cdr.so" in files["modules.conf"]
+    for number in ("12345", "12333", "12315"):
+        entry = ext.split(f"exten => {number},1,", 1)[1].split("\nexten", 1)[0]
+        assert f"same => n,Set(CDR(userfield)=in:{number})" in entry, entry
+    emergency = ext.split("[from-emergency]", 1)[1].split("\n[", 1)[0]
+    assert "Set(CDR(userfield)=in:${EXTEN:0:20})" in emergency
+    # A menu's hand-off to a legacy number keeps the caller's mark (no second Set).
+    legacy = ext.split("[hotline-legacy]", 1)[1].split("\n[", 1)[0]
+    assert "CDR(userfield)" not in legacy
+    assert "loguniqueid = yes" in files["cdr.conf"] and "loguserfield = yes" in files["cdr.conf"]

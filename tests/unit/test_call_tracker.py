@@ -616,3 +616,22 @@ def test_calls_whose_channels_are_gone_after_a_reconnection(cfg: Config) -> None
     assert not t.calls and not t.call_of
     f = facts_of(st, cfg)
     assert f.outcome is Outcome.ANSWERED and f.ended_at.timestamp() == 1005  # last event seen
+
+
+def test_a_menu_choice_says_the_category(cfg: Config) -> None:
+    from dialplan.loader import ConfigError
+    from ivr.menu import Answer, MenuEngine
+
+    engine = MenuEngine(cfg, "main")
+    engine.answer(Answer(digit="2"))  # 投诉 → queue:province, category complaint
+    assert engine.path[-1].category == "complaint"
+    engine = MenuEngine(cfg, "main")
+    engine.answer(Answer(digit="1"))  # a sub-menu: no category
+    assert engine.path[-1].category is None
+    text = SAMPLE.read_text(encoding="utf-8").replace("category: complaint", "category: gossip")
+    with pytest.raises(ConfigError) as e:
+        load_config_text(text, "hotline.yaml", [])
+    assert (
+        "menus.main.choices[1].category: Input should be 'consultation', 'help', "
+        "'complaint', 'opinion' or 'suggestion'"
+    ) in str(e.value)
