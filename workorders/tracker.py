@@ -53,6 +53,7 @@ EVENTS = (
     "DialEnd",
 )
 _UP = "6"  # AST_STATE_UP in ChannelState
+_RING = "4"  # AST_STATE_RING: an incoming channel's first state
 _ENDPOINT = re.compile(r"^PJSIP/(?P<endpoint>[A-Za-z0-9_-]+?)-[0-9a-f]{8}$")
 
 
@@ -106,6 +107,10 @@ class CallTracker:
         ctx = ev.get("Context", "")
         if ev.get("Uniqueid") != ev.get("Linkedid"):
             return False  # a leg of some other call (or an Originate's second channel)
+        if ev.get("ChannelState") != _RING:
+            # Outgoing channels (an Originate to a trunk, a Dial) start Down and carry the
+            # endpoint's context too: a transfer's dispatcher leg is not a call to us.
+            return False
         return ctx in INBOUND_CONTEXTS or (
             ctx == SEAT_CONTEXT and ev.get("Exten", "") in self.hotline_numbers
         )

@@ -249,3 +249,6 @@ def test_calls_ending_while_the_controller_is_down_or_after_its_restart(
     for caller in ("13907910107", "13907910108"):
         assert len([f for f in file_facts() if f["caller"] == caller]) == 1
     assert len({f["call_id"] for f in file_facts()}) == len(file_facts())
+    # Only the citizens' calls: no transfer or call-back leg was taken for one.
+    assert {f["caller"] for f in file_facts()} <= {f"139079101{i:02d}" for i in range(1, 9)}
+    assert all(re.fullmatch(r"\d+\.\d+", f["call_id"]) for f in file_facts())

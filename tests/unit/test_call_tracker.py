@@ -523,14 +523,32 @@ def test_callback_booked_in_the_queue(cfg: Config) -> None:
 
 def test_only_inbound_callers_start_calls() -> None:
     t = CallTracker(["12345"])
-    # An Originate (call-back agent leg), a seat's feature code, a seat testing 12345.
-    t.apply(
-        chan("Newchannel", "PJSIP/1001-00000020", "cb1-a1", "cb1-a1", "hotline-callback-dial", "s"),
-        1,
-    )
+    # A transfer's dispatcher leg (Originate on the emergency trunk: the trunk's context).
     t.apply(
         chan(
-            "Newchannel", "PJSIP/1001-00000021", "1795786500.1", "1795786500.1", "from-seat", "*21"
+            "Newchannel",
+            "PJSIP/emergency-0000001f",
+            "x81b5e0ff78c5-d1",
+            "x81b5e0ff78c5-d1",
+            "from-emergency",
+            "s",
+            state="0",
+            caller="119",
+        ),
+        1,
+    )
+    # An Originate (call-back agent leg), a seat's feature code, a seat testing 12345.
+    cb = chan("Newchannel", "PJSIP/1001-00000020", "cb1-a1", "cb1-a1", "hotline-callback-dial", "s")
+    t.apply(dict(cb, ChannelState="4"), 1)  # not inbound: its Uniqueid is ours, context too
+    t.apply(
+        chan(
+            "Newchannel",
+            "PJSIP/1001-00000021",
+            "1795786500.1",
+            "1795786500.1",
+            "from-seat",
+            "*21",
+            state="4",
         ),
         1,
     )
@@ -542,6 +560,7 @@ def test_only_inbound_callers_start_calls() -> None:
             "1795786500.2",
             "from-seat",
             "12345",
+            state="4",
         ),
         1,
     )
