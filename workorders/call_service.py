@@ -133,10 +133,6 @@ class EmittedStore:
             else:
                 row.value = value
 
-    def count(self) -> int:
-        with Session(self.engine) as s:
-            return len(s.scalars(select(EmittedRow.call_id)).all())
-
     def close(self) -> None:
         self.engine.dispose()
 
