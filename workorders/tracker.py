@@ -74,6 +74,7 @@ class CallState:
     called: str
     started_at: float
     live: set[str] = field(default_factory=set)  # channels of the call not hung up yet
+    channels: set[str] = field(default_factory=set)  # every channel seen in the call
     up: bool = False  # the caller's channel was answered (by the IVR, a queue, anyone)
     caller_left_at: float | None = None
     ended_at: float | None = None
@@ -129,6 +130,7 @@ class CallTracker:
                     called=ev.get("Exten", ""),
                     started_at=now,
                     live={uid},
+                    channels={uid},
                     last_event_at=now,
                 )
                 self.calls[st.call_id] = st
@@ -143,6 +145,7 @@ class CallTracker:
             cid = linked
             self.call_of[uid] = cid
             self.calls[cid].live.add(uid)
+            self.calls[cid].channels.add(uid)
         st = self.calls[cid]
         st.last_event_at = now
         if uid == st.uniqueid and ev.get("ChannelState") == _UP:
@@ -156,8 +159,8 @@ class CallTracker:
 
     def _finish(self, st: CallState) -> CallState:
         self.calls.pop(st.call_id, None)
-        for uid in [u for u, c in self.call_of.items() if c == st.call_id]:
-            del self.call_of[uid]
+        for uid in st.channels:
+            self.call_of.pop(uid, None)
         return st
 
     def gone(self, alive: set[str]) -> list[CallState]:
@@ -166,10 +169,10 @@ class CallTracker:
         out = []
         for st in list(self.calls.values()):
             st.live &= alive
+            if st.uniqueid not in alive and st.caller_left_at is None:
+                st.caller_left_at = st.last_event_at or st.started_at
             if st.live:
                 continue
-            if st.caller_left_at is None:
-                st.caller_left_at = st.last_event_at or st.started_at
             st.ended_at = st.last_event_at or st.caller_left_at
             out.append(self._finish(st))
         return out

@@ -629,8 +629,10 @@ def test_calls_whose_channels_are_gone_after_a_reconnection(cfg: Config) -> None
     t = CallTracker(["12345"])
     for i, ev in enumerate(ANSWERED[:6]):  # answered; both Hangups missed while AMI was away
         t.apply(ev, 1000 + i)
-    assert t.gone({"1795785825.1"}) == []  # the seat's leg is still up: the call goes on
+    assert t.gone({"1795785824.0", "1795785825.1"}) == []  # both still up
+    assert t.gone({"1795785825.1"}) == []  # the caller left, the seat's leg is still up
     assert t.calls["1795785824.0"].live == {"1795785825.1"}
+    assert t.calls["1795785824.0"].caller_left_at == 1005
     (st,) = t.gone(set())
     assert not t.calls and not t.call_of
     f = facts_of(st, cfg)
