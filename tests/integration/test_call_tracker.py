@@ -29,7 +29,15 @@ from .harness import Hotline
 from .sipp import Sipp, TonePeer, citizen_call_scenario, dtmf, pause
 from .test_first_call import call
 from .test_queue_waiting import offer_and_accept
-from .test_transfer import DISPATCHER_HZ, Party, dispatcher
+from .test_transfer import (
+    DISPATCHER_HZ,
+    Party,
+    agent_in_call,
+    dispatcher,
+    transfer,
+    wait_state,
+)
+from .test_transfer import agent as transfer_agent
 
 FACTS_FILE: Path | None = None
 
@@ -179,6 +187,38 @@ def test_emergency_from_the_ivr(clean: Hotline, workdir: Path) -> None:
     assert f["ivr_path"][-1]["decision"] == "emergency:119"
 
 
+def test_agent_transfers_the_call_to_119(clean: Hotline, workdir: Path) -> None:
+    """Answered by seat 1001, then a warm transfer to 119 that connects: emergency."""
+    h = clean
+    a = transfer_agent(h, workdir)
+    d = dispatcher(h, workdir, "answer")
+    ip, _ = h.trunk("carrier")
+    media = TonePeer(ip, 600)
+    scen = citizen_call_scenario("12345", "13907910109", ip, media.port, 16000)
+    c = Party(
+        Sipp(workdir, "citizen-xfer", scen, local_ip=ip, target=h.sip_target, timeout_s=40), media
+    )
+    t0 = time.time()
+    try:
+        h.wait_for(lambda: c.media.remote is not None, 5, "the welcome prompt")
+        time.sleep(1.0)
+        c.media.dtmf("2")  # queue:province
+        agent_in_call(h)
+        tid, _ = transfer(h, "119")
+        wait_state(h, tid, "three_way", 10)
+        ok(c.sipp)  # the citizen hangs up; the transfer service clears the other legs
+        f = facts_for(h, "13907910109")
+        check_times(f, t0, time.time())
+    finally:
+        for p in (c, d, a):
+            p.close()
+    assert f["outcome"] == "emergency" and f["agent"] == "zhangwei" and f["queue"] == "province"
+    assert f["answered_at"] is not None and f["wait_seconds"] < 4, f
+    assert [(x["line"], x["origin"], x["outcome"]) for x in f["transfers"]] == [
+        ("119", "agent", "connected")
+    ], f["transfers"]
+
+
 def test_callback_booked(clean: Hotline, workdir: Path) -> None:
     h = clean
     t0 = time.time()
@@ -250,5 +290,5 @@ def test_calls_ending_while_the_controller_is_down_or_after_its_restart(
         assert len([f for f in file_facts() if f["caller"] == caller]) == 1
     assert len({f["call_id"] for f in file_facts()}) == len(file_facts())
     # Only the citizens' calls: no transfer or call-back leg was taken for one.
-    assert {f["caller"] for f in file_facts()} <= {f"139079101{i:02d}" for i in range(1, 9)}
+    assert {f["caller"] for f in file_facts()} <= {f"139079101{i:02d}" for i in range(1, 10)}
     assert all(re.fullmatch(r"\d+\.\d+", f["call_id"]) for f in file_facts())
