@@ -26,7 +26,7 @@ from workorders.call_service import FACTS_FILE_ENV
 
 from . import harness
 from .harness import Hotline
-from .sipp import Sipp, TonePeer, citizen_call_scenario, dtmf, pause
+from .sipp import Sipp, TonePeer, caller_scenario, citizen_call_scenario, dtmf, pause
 from .test_first_call import call
 from .test_queue_waiting import offer_and_accept
 from .test_transfer import (
@@ -219,6 +219,50 @@ def test_agent_transfers_the_call_to_119(clean: Hotline, workdir: Path) -> None:
     ], f["transfers"]
 
 
+def test_centre_mode_legacy_number_handed_to_its_centre(clean: Hotline, workdir: Path) -> None:
+    """12315 keeps its own centre: the call is dialled over its trunk and answered there."""
+    h = clean
+    centre = dispatcher(h, workdir, "answer", trunk="market-centre")
+    t0 = time.time()
+    try:
+        ok(call(h, workdir, pause(4000), caller="13907910110", service="12315"))
+        f = facts_for(h, "13907910110")
+        check_times(f, t0, time.time())
+    finally:
+        centre.close()
+    assert (f["outcome"], f["origin"], f["department"], f["queue"]) == (
+        "transferred",
+        "12315",
+        "market",
+        None,
+    ), f
+
+
+def test_a_call_handed_over_by_110(clean: Hotline, workdir: Path) -> None:
+    """An emergency centre hands a matter to 12345: origin is the line; it waits, gives up."""
+    h = clean
+    ip, _ = h.trunk("emergency")
+    t0 = time.time()
+    ok(
+        Sipp(
+            workdir,
+            "from-110",
+            caller_scenario(pause(3000), service="12345", caller="110"),
+            local_ip=ip,
+            target=h.sip_target,
+            timeout_s=30,
+        )
+    )
+    f = h.wait_for(lambda: [x for x in file_facts() if x["caller"] == "110"], 15, "the facts")[0]
+    check_times(f, t0, time.time())
+    assert (f["outcome"], f["origin"], f["called"], f["queue"]) == (
+        "abandoned",
+        "110",
+        "12345",
+        "province",
+    ), f
+
+
 def test_callback_booked(clean: Hotline, workdir: Path) -> None:
     h = clean
     t0 = time.time()
@@ -290,5 +334,7 @@ def test_calls_ending_while_the_controller_is_down_or_after_its_restart(
         assert len([f for f in file_facts() if f["caller"] == caller]) == 1
     assert len({f["call_id"] for f in file_facts()}) == len(file_facts())
     # Only the citizens' calls: no transfer or call-back leg was taken for one.
-    assert {f["caller"] for f in file_facts()} <= {f"139079101{i:02d}" for i in range(1, 10)}
+    assert {f["caller"] for f in file_facts()} <= {f"139079101{i:02d}" for i in range(1, 11)} | {
+        "110"
+    }
     assert all(re.fullmatch(r"\d+\.\d+", f["call_id"]) for f in file_facts())
