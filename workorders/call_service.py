@@ -160,6 +160,7 @@ class CallTrackerService:
         transfers: Callable[[str], list[dict[str, Any]]] = lambda _uid: [],
         callback: Callable[[str], dict[str, Any] | None] = lambda _uid: None,
         ami: Callable[[], Any] = lambda: None,
+        recording: Callable[[str], str | None] = lambda _call_id: None,
         clock: Callable[[], float] = time.time,
     ):
         self.config = config
@@ -171,6 +172,7 @@ class CallTrackerService:
         self.transfers = transfers
         self.callback = callback
         self.ami = ami
+        self.recording = recording
         self.clock = clock
         self.tracker = CallTracker(self._hotline_numbers())
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
@@ -276,7 +278,10 @@ class CallTrackerService:
             except Exception as e:  # noqa: BLE001 - the facts go out without the path
                 log.warning("[%s] IVR path not readable: %s", uniqueid, e)
         return Extras(
-            ivr=ivr, transfers=tuple(self.transfers(uniqueid)), callback=self.callback(uniqueid)
+            ivr=ivr,
+            transfers=tuple(self.transfers(uniqueid)),
+            callback=self.callback(uniqueid),
+            recording=self.recording(uniqueid),
         )
 
     async def _deliver(self, st: CallState, via: str) -> bool | None:
@@ -437,6 +442,25 @@ def _callback_lookup(state_dir: Path) -> Callable[[str], dict[str, Any] | None]:
     return lookup
 
 
+def _recording_lookup(app: Any) -> Callable[[str], str | None]:
+    """The path of the call's recording, from the recordings service when one is wired
+    (``app.recordings.store.for_call(call_id)``; the caller's uniqueid is the call id)."""
+
+    def lookup(call_id: str) -> str | None:
+        store = getattr(getattr(app, "recordings", None), "store", None)
+        if store is None:
+            return None
+        try:
+            rec = store.for_call(call_id)
+        except SQLAlchemyError as e:
+            log.warning("[%s] recording not readable: %s", call_id, e)
+            return None
+        path = getattr(rec, "path", None)
+        return path if isinstance(path, str) else None
+
+    return lookup
+
+
 class CallTrackerPlugin:
     """Created with the controller's :class:`hotline.app.App`; ``attach`` to the AMI client."""
 
@@ -452,6 +476,7 @@ class CallTrackerPlugin:
             transfers=_transfer_lookup(state),
             callback=_callback_lookup(state),
             ami=lambda: app.ami,
+            recording=_recording_lookup(app),
         )
         app.calls = self.service
 

@@ -325,6 +325,7 @@ class Extras:
     ivr: Mapping[str, Any] | None = None  # Redis hotline:call:<uniqueid> field ivr
     transfers: tuple[Mapping[str, Any], ...] = ()  # transfer.machine.Transfer.as_dict()
     callback: Mapping[str, Any] | None = None  # the call-back request booked in this call
+    recording: str | None = None  # the call's recording, relative to the recordings root
 
 
 def _utc(t: float) -> datetime:
@@ -434,6 +435,7 @@ def facts_of(st: CallState, cfg: Config, x: Extras = Extras()) -> CallFacts:
         agent=agent,
         answered_at=_utc(st.answered_at) if st.answered_at is not None else None,
         wait_seconds=wait,
+        recording=x.recording,
         ivr_path=steps,
         transfers=[_transfer_summary(t) for t in x.transfers],
     )

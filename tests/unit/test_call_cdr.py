@@ -346,3 +346,45 @@ def test_inbound_contexts_mark_the_callers_records(cfg: Config) -> None:
     legacy = ext.split("[hotline-legacy]", 1)[1].split("\n[", 1)[0]
     assert "CDR(userfield)" not in legacy
     assert "loguniqueid = yes" in files["cdr.conf"] and "loguserfield = yes" in files["cdr.conf"]
+
+
+async def test_the_recording_and_the_facts_file(
+    tmp_path: Path, cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a sink the facts are logged (and written as JSON lines when asked); the
+    recording comes from the recordings service's store when one is wired."""
+    import json
+    from types import SimpleNamespace
+
+    from workorders.call_service import FACTS_FILE_ENV, _recording_lookup
+
+    class Recordings:  # recordings.store.RecordingStore.for_call, as the service has it
+        def for_call(self, call_id: str, kind: str = "call") -> Any:
+            return SimpleNamespace(path=f"2026/11/27/{call_id}.wav") if kind == "call" else None
+
+    app = SimpleNamespace(recordings=SimpleNamespace(store=Recordings()))
+    out = tmp_path / "facts.jsonl"
+    monkeypatch.setenv(FACTS_FILE_ENV, str(out))
+    svc = CallTrackerService(
+        config=lambda: cfg,
+        sink=lambda: None,
+        redis=lambda: None,
+        store=EmittedStore(tmp_path / "calls.sqlite"),
+        cdr_path=tmp_path / "Master.csv",
+        queue_log=tmp_path / "queue_log",
+        clock=lambda: LATER,
+        recording=_recording_lookup(app),
+    )
+    await svc.scan()
+    append(tmp_path / "Master.csv", IVR)
+    assert await svc.scan() == 1
+    (line,) = out.read_text(encoding="utf-8").splitlines()
+    d = json.loads(line)
+    assert (d["call_id"], d["outcome"], d["recording"]) == (
+        "1795786325.3",
+        "ivr_hangup",
+        "2026/11/27/1795786325.3.wav",
+    )
+    assert list(svc.recent) == [d]
+    assert _recording_lookup(SimpleNamespace())("x") is None  # no recordings service
+    await svc.close()
