@@ -21,6 +21,7 @@ from agi_scripts import ROUTES, Abort
 from dialplan.model import Config, Menu
 from hotline import channel_vars as cv
 from hotline.app import App
+from ivr.agi import AgiCommandError, AgiError, ChannelHungUp
 from ivr.listen import ALL_KEYS, Heard, ask
 from ivr.locality import locate
 from ivr.menu import Answer, MenuEngine, Step
@@ -39,6 +40,17 @@ def menu_words(cfg: Config, menu: Menu) -> list[str]:
     return list(dict.fromkeys(words))
 
 
+async def _alive(ch: Any) -> bool:
+    """Whether the channel is still there after a failed command."""
+    try:
+        await ch.get_variable(cv.MENU)
+    except ChannelHungUp:
+        return False
+    except AgiError:
+        return True
+    return True
+
+
 @ROUTES.register("ivr")
 async def ivr(ch: Any, app: App) -> None:
     cfg = app.config
@@ -53,32 +65,47 @@ async def ivr(ch: Any, app: App) -> None:
         await ch.set_variable(f"__{cv.COUNTY}", loc.county)
     engine = MenuEngine(cfg, menu_id, loc)
 
-    welcome = cfg.hotline.welcome_prompt
-    digit = await ch.stream_file(app.prompt(welcome), ALL_KEYS, max_wait=app.prompt_wait(welcome))
     heard: list[Heard] = []
-    answer: Answer | None = Answer(digit=digit) if digit else None
-    step: Step = engine.enter()
-    for _ in range(MAX_STEPS):
-        if step.kind == "route":
-            break
-        asked = len(heard)
-        if answer is None:
-            assert step.prompt is not None
-            words = menu_words(cfg, engine.menu)
-            timeout = engine.menu.timeout
-            if step.reason == "play":
-                # Information, then the menu again: both can be interrupted.
-                answer = await ask(ch, app, step.prompt, words, 0.0, trace=heard)
-                if answer.empty:
-                    answer = await ask(ch, app, engine.menu.prompt, words, timeout, trace=heard)
-            else:
-                answer = await ask(ch, app, step.prompt, words, timeout, trace=heard)
-        step = engine.answer(answer)
-        if len(heard) > asked:
-            heard[-1].decided()
-        answer = None
-    else:
-        step = engine.resolve(engine.menu.fallback)
+    try:
+        welcome = cfg.hotline.welcome_prompt
+        digit = await ch.stream_file(
+            app.prompt(welcome), ALL_KEYS, max_wait=app.prompt_wait(welcome)
+        )
+        answer: Answer | None = Answer(digit=digit) if digit else None
+        step: Step = engine.enter()
+        for _ in range(MAX_STEPS):
+            if step.kind == "route":
+                break
+            asked = len(heard)
+            if answer is None:
+                assert step.prompt is not None
+                words = menu_words(cfg, engine.menu)
+                timeout = engine.menu.timeout
+                if step.reason == "play":
+                    # Information, then the menu again: both can be interrupted.
+                    answer = await ask(ch, app, step.prompt, words, 0.0, trace=heard)
+                    if answer.empty:
+                        answer = await ask(ch, app, engine.menu.prompt, words, timeout, trace=heard)
+                else:
+                    answer = await ask(ch, app, step.prompt, words, timeout, trace=heard)
+            step = engine.answer(answer)
+            if len(heard) > asked:
+                heard[-1].decided()
+            answer = None
+        else:
+            step = engine.resolve(engine.menu.fallback)
+    except (ChannelHungUp, AgiCommandError) as exc:
+        # The caller left in the menus (a prompt cut by a hangup fails with result=-1):
+        # keep how far they got, for the work order and reports.
+        gone = isinstance(exc, ChannelHungUp) or not await _alive(ch)
+        await app.record_call_path(ch.uniqueid, {
+            "city": loc.city, "county": loc.county, "locality_source": loc.source,
+            "route": None, "target": None,
+            "reason": "caller-hung-up" if gone else f"ivr-error: {exc}",
+            "ivr_ms": int((time.monotonic() - t0) * 1000),
+            "steps": [vars(e) for e in engine.path], "questions": [h.record() for h in heard],
+        })
+        raise
 
     if step.route == "hangup" and step.prompt:
         await ch.stream_file(app.prompt(step.prompt), "", max_wait=app.prompt_wait(step.prompt))

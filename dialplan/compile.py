@@ -63,9 +63,13 @@ MODULES = (
     "func_timeout.so", "func_channel.so", "func_callerid.so", "func_strings.so",
     "func_logic.so", "func_global.so", "func_cut.so", "func_math.so", "func_db.so",
     "func_uuid.so", "func_hangupcause.so", "func_dialplan.so",
-    # accounting
-    "cdr_csv.so",
+    # accounting: CDR(userfield) marks the caller's records (workorders/tracker.py)
+    "cdr_csv.so", "func_cdr.so",
 )
+
+# The CDR userfield of an inbound caller's records: this prefix + the number dialled.
+# The call tracker finds the calls that ended while the controller was down by it.
+CDR_INBOUND = "in:"
 
 HEADER = """\
 ; GENERATED FILE - DO NOT EDIT.
@@ -456,6 +460,7 @@ HOTLINE_AGI = agi://{fa.bind}:{fa.port}
 exten => _X.,1,NoOp(transfer in from an emergency centre)
  same => n,Set(__{cv.NUMBER}=${{EXTEN:0:20}})
  same => n,Set(__HOTLINE_ORIGIN=emergency)
+ same => n,Set(CDR(userfield)={CDR_INBOUND}${{EXTEN:0:20}})
  same => n,Set(QUEUE_PRIO=10)
  same => n,Answer()
  same => n,{self.record("call")}
@@ -698,6 +703,7 @@ music_on_hold_class = default
         if n.kind == "hotline":
             return (
                 f"exten => {n.number},1,Set(__{cv.NUMBER}={n.number})\n"
+                f" same => n,Set(CDR(userfield)={CDR_INBOUND}{n.number})\n"
                 f" same => n,Set(__{cv.CENTRE}={n.centre})\n"
                 f" same => n,Set({cv.MENU}={n.menu})\n"
                 f" same => n,Goto(hotline-ivr,s,1)\n"
@@ -713,6 +719,7 @@ music_on_hold_class = default
         ]
         if greeting:
             lines += [f" same => n,Set(__{cv.NUMBER}={n.number})", f" same => n,Set(__{cv.CENTRE}={n.centre})"]
+            lines.append(f" same => n,Set(CDR(userfield)={CDR_INBOUND}{n.number})")
         lines.append(" same => n,Answer()")
         lines.append(f" same => n,{self.record('call')}")
         if greeting and n.greeting:

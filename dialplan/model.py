@@ -260,6 +260,8 @@ class Choice(Strict):
     # e.g. "which city is your matter in?" for a mobile caller from elsewhere.
     city: Ident | None = None
     county: Ident | None = None
+    # What kind of matter choosing this means (the work order's category, 诉求类型).
+    category: Literal["consultation", "help", "complaint", "opinion", "suggestion"] | None = None
 
     @field_validator("action")
     @classmethod

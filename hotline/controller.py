@@ -27,6 +27,7 @@ from recordings.plugin import RecordingsPlugin
 from transfer.plugin import TransferPlugin
 from workorders.plugin import WorkOrderPlugin
 from workorders.survey_plugin import SurveyPlugin, connect
+from workorders.call_service import CallTrackerPlugin
 
 from . import http
 
@@ -48,6 +49,9 @@ class Controller:
         connect(self.orders.store, self.surveys.service)  # closed order → survey → order
         self.recordings = RecordingsPlugin(self.app)
         self.app.recordings = self.recordings.service
+        # Every finished call -> CallFacts -> app.call_sink (logged while none is set).
+        self.calls = CallTrackerPlugin(self.app)  # sets app.calls
+        self.app.call_sink = self.orders.store.record_call  # one work order per call
         self.agi: FastAgiServer | None = None
         self.listener: Listener | None = None
         self.http_runner: Any = None
@@ -70,6 +74,7 @@ class Controller:
         await self.orders.start()
         await self.surveys.start()
         await self.recordings.start()  # recordings root, retention purge job
+        await self.calls.start()  # calls that ended while the controller was down
         self.http_runner = await http.start(self.app, self, net.http.bind, net.http.port)
         log.info("HTTP on http://%s:%s/", net.http.bind, net.http.port)
 
@@ -85,6 +90,7 @@ class Controller:
         self.callbacks.attach(client)
         self.surveys.attach(client)
         self.recordings.attach(client)
+        self.calls.attach(client)
         self.app.ami = client  # before connecting: on_booted handlers use it
         delay = 0.2
         while not self.stopping.is_set():
@@ -153,6 +159,7 @@ class Controller:
         await self.orders.close()
         await self.surveys.close()
         await self.recordings.close()
+        await self.calls.close()
         if self.app.ami is not None:
             await self.app.ami.close()
         if self.app.redis is not None:

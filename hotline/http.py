@@ -248,6 +248,11 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
 
         for method, path, rec_handler in recording_routes(app.recordings, error):
             web_app.router.add_route(method, path, authenticated(auth, rec_handler))
+    if getattr(app, "calls", None) is not None:
+        from workorders.call_http import routes as call_routes
+
+        for method, path, call_handler in call_routes(app.calls, error):
+            web_app.router.add_route(method, path, authenticated(auth, call_handler))
     web_app.router.add_route("*", "/{tail:.*}", not_found)
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()

@@ -62,6 +62,7 @@ class PathEntry:
     decision: str
     confidence: float | None = None
     at_ms: int = 0
+    category: str | None = None  # the choice's category (work orders), when it has one
 
 
 @dataclass
@@ -115,7 +116,10 @@ class MenuEngine:
     def _choose(self, answer: Answer, choice: Choice) -> Step:
         if choice.city is not None:
             self.locality = Locality(choice.city, choice.county, "menu")
-        return self._act(answer, choice.parsed)
+        step = self._act(answer, choice.parsed)
+        if choice.category is not None:
+            self.path[-1].category = choice.category
+        return step
 
     def _retry(self, answer: Answer) -> Step:
         self.retries += 1
