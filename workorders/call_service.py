@@ -138,7 +138,8 @@ class EmittedStore:
 
 
 def log_sink(facts: CallFacts) -> None:
-    """The sink while no work-order store is wired: the facts in the log (and a file if asked)."""
+    """Every delivered call's facts in the log (and a JSON-lines file if asked), after the
+    sink (the work orders) took them."""
     data = facts_to_json(facts)
     log.info("[%s] call facts: %s", facts.uniqueid, json.dumps(data, ensure_ascii=False))
     path = os.environ.get(FACTS_FILE_ENV)
@@ -290,11 +291,13 @@ class CallTrackerService:
             if self.store.emitted(st.call_id):
                 return None
             facts = facts_of(st, self.config(), await self._extras(st.uniqueid))
-            sink = self.sink() or log_sink
+            sink = self.sink()
             try:
-                result = sink(facts)
-                if inspect.isawaitable(result):
-                    await result
+                if sink is not None:
+                    result = sink(facts)
+                    if inspect.isawaitable(result):
+                        await result
+                log_sink(facts)
             except Exception:
                 log.exception(
                     "[%s] the call-facts sink failed; retried at the next scan", st.uniqueid

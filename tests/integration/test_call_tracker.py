@@ -6,7 +6,8 @@ a call-back booked, a legacy number answered by its department's seat, and a
 call that ends while the controller is killed (its facts come from the CDR and
 queue_log when it starts again, exactly once). The controller's default sink
 appends each delivered CallFacts to a JSON-lines file (HOTLINE_CALL_FACTS_FILE),
-and ``GET /calls/recent`` lists them.
+and ``GET /calls/recent`` lists them; each call has exactly one work order
+(``GET /orders?call_id=``) opened as its ending says.
 """
 
 from __future__ import annotations
@@ -91,7 +92,26 @@ def facts_for(h: Hotline, caller: str, timeout: float = 15) -> dict[str, Any]:
     assert len(got) == 1, got
     listed = [f for f in recent(h) if f["caller"] == caller]
     assert listed == got, (listed, got)
+    check_order(h, got[0])
     return got[0]
+
+
+# How each way a call ends opens its work order (workorders/store.py).
+FIRST_STATUS = {"answered": "open", "transferred": "open", "abandoned": "callback",
+                "callback": "callback", "failed": "callback", "ivr_hangup": "void",
+                "emergency": "closed"}
+
+
+def check_order(h: Hotline, f: dict[str, Any]) -> None:
+    """The call has exactly one work order, holding its facts."""
+    status, rows = h.api("GET", f"/orders?call_id={f['call_id']}", "admin")
+    assert status == 200 and len(rows) == 1, rows
+    status, o = h.api("GET", f"/orders/{rows[0]['ref']}", "admin")
+    assert status == 200, o
+    assert o["status"] == FIRST_STATUS[f["outcome"]], (o, f)
+    assert o["caller"] == f["caller"] and o["origin"] == f["origin"], (o, f)
+    assert [c["call_id"] for c in o["calls"]] == [f["call_id"]], o
+    assert o["calls"][0]["outcome"] == f["outcome"], o
 
 
 def t(iso: str | None) -> float:
