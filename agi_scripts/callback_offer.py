@@ -30,7 +30,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from agi_scripts import ROUTES
 from hotline import channel_vars as cv
 from hotline.app import App
-from queues import names as qn
 from queues.agents import BadRequest
 from queues.callback import normalize_number
 from queues.position import parse_epoch
@@ -77,12 +76,12 @@ async def _enter(ch: Any, app: App) -> str | None:
     return None
 
 
-@ROUTES.register(qn.SCRIPT_CALLBACK_OFFER)
+@ROUTES.register(cv.SCRIPT_CALLBACK_OFFER)
 async def callback_offer(ch: Any, app: App) -> None:
     cfg = app.config
     svc = app.callbacks
-    queue = await ch.get_variable(qn.QUEUE) or ""
-    first = parse_epoch(await ch.get_variable(qn.FIRST_QUEUED))
+    queue = await ch.get_variable(cv.QUEUE) or ""
+    first = parse_epoch(await ch.get_variable(cv.FIRST_QUEUED))
     q = cfg.queues.get(queue)
     if svc is None or q is None or not q.callback_after or first is None:
         ch.log.warning(
@@ -135,6 +134,6 @@ async def callback_offer(ch: Any, app: App) -> None:
     except (SQLAlchemyError, OSError, BadRequest) as e:
         ch.log.error("could not store the call-back request: %s; back in line", e)
         return
-    await ch.set_variable(qn.CALLBACK_ID, req.id)
+    await ch.set_variable(cv.CALLBACK_ID, req.id)
     ch.log.info("call-back %s stored for queue %s (first queued %.0f)", req.id, queue, first)
     await _play(ch, app, cfg.callbacks.accepted_prompt)

@@ -14,18 +14,18 @@ import asyncio
 from typing import Any
 
 from agi_scripts import ROUTES
+from hotline import channel_vars as cv
 from hotline.ami import AmiError
 from hotline.app import App
-from queues import names as qn
 from queues.position import Arrivals, parse_epoch, position_for
 
 LOOKUP_BUDGET = 1.5  # seconds for QueueStatus + Getvars; the dialplan allows 3
 
 
-@ROUTES.register(qn.SCRIPT_QUEUE_ENTRY)
+@ROUTES.register(cv.SCRIPT_QUEUE_ENTRY)
 async def queue_entry(ch: Any, app: App) -> None:
-    queue = await ch.get_variable(qn.QUEUE)
-    first = parse_epoch(await ch.get_variable(qn.FIRST_QUEUED))
+    queue = await ch.get_variable(cv.QUEUE)
+    first = parse_epoch(await ch.get_variable(cv.FIRST_QUEUED))
     if not queue or queue not in app.config.queues or first is None:
         ch.log.warning(
             "queue-entry without a known queue (%r) or first arrival; no position", queue
@@ -50,7 +50,7 @@ async def queue_entry(ch: Any, app: App) -> None:
             "queue %s: first queued %.0f, %d waiting, joins at the end", queue, first, len(others)
         )
         return
-    await ch.set_variable(qn.QUEUE_POSITION, str(pos))
+    await ch.set_variable(cv.QUEUE_POSITION, str(pos))
     ch.log.info(
         "queue %s: first queued %.0f, enters at position %d of %d",
         queue,

@@ -37,7 +37,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .names import EV_CALLBACK, EV_DIAL, EV_END, EV_FAIL
+from hotline.channel_vars import EV_CALLBACK, EV_DIAL, EV_END, EV_FAIL
+
 from .stats import QueueEvent
 
 log = logging.getLogger(__name__)

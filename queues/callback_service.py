@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from dialplan.model import Config
+from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
 from hotline.auth import Forbidden, Principal, may_act_on_queue
 
-from . import names as qn
 from .agents import BadRequest, NotFound, centres_under
 from .callback import (
     IN_FLIGHT,
@@ -322,7 +322,7 @@ class CallbackService:
             "QueuePause",
             Interface=interface,
             Paused="true" if paused else "false",
-            Reason=qn.PAUSE_REASON if paused else None,
+            Reason=cv.PAUSE_REASON if paused else None,
         )
 
     async def _launch(self, r: CallbackRequest, cfg: Config, ami: Any, now: float) -> None:
@@ -337,18 +337,18 @@ class CallbackService:
         transition(r, State.CALLING_AGENT, now, f"ringing seat {r.seat} (attempt {aid})")
         self._save(r)  # before the Originate: a restart then checks the channel, never re-sends
         variables = {
-            qn.CB_ATTEMPT: aid,
-            qn.CB_NUMBER: r.number,
-            qn.CB_CALLID: r.uniqueid,
-            qn.CB_QUEUE: r.queue,
-            qn.CB_SEAT: r.seat,
-            qn.CB_FROM: r.service_number or _hotline_number(cfg),
+            cv.CB_ATTEMPT: aid,
+            cv.CB_NUMBER: r.number,
+            cv.CB_CALLID: r.uniqueid,
+            cv.CB_QUEUE: r.queue,
+            cv.CB_SEAT: r.seat,
+            cv.CB_FROM: r.service_number or _hotline_number(cfg),
         }
         try:
             await ami.originate(
                 aid,
                 r.interface,
-                context=qn.CTX_CALLBACK_DIAL,
+                context=cv.CTX_CALLBACK_DIAL,
                 exten="s",
                 priority=1,
                 caller_id=f"回拨 <{r.number}>",
