@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import re
-import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,10 +29,12 @@ import pytest
 from .harness import Hotline
 from .harness import test_config as sample_config
 from .sipp import (
-    PCAP_DIR,
+    Keypad,
     Sipp,
+    answering_party_scenario,
     caller_scenario,
     dtmf,
+    free_media_port,
     pause,
 )
 from .test_first_call import call
@@ -55,155 +56,6 @@ def hotline_config() -> dict[str, Any]:
 # ------------------------------------------------------------------ SIP parties
 
 
-def citizen_uas_scenario(talk_ms: int = 2000, answer: bool = True) -> str:
-    """The citizen called back: a UAS on the carrier's address. It answers, talks
-    ``talk_ms`` and hangs up (BYE); or, with ``answer=False``, is busy (486)."""
-    invite = """  <recv request="INVITE" crlf="true">
-    <action>
-      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_from"/>
-      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>
-    </action>
-  </recv>
-"""
-    if not answer:  # (SIPp refuses variables that are set and never used: no ereg here)
-        return """<?xml version="1.0" encoding="UTF-8" ?>
-<scenario name="citizen is busy">
-  <recv request="INVITE" crlf="true"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 486 Busy Here
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv request="ACK"/>
-</scenario>
-"""
-    return f"""<?xml version="1.0" encoding="UTF-8" ?>
-<scenario name="citizen answers the call-back">
-{invite}  <send>
-    <![CDATA[
-      SIP/2.0 180 Ringing
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:citizen@[local_ip]:[local_port]>
-      Content-Length: 0
-    ]]>
-  </send>
-  <pause milliseconds="300"/>
-  <send retrans="500">
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:citizen@[local_ip]:[local_port]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-v=0
-o=citizen 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 8 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:101 telephone-event/8000
-a=sendrecv
-    ]]>
-  </send>
-  <recv request="ACK"/>
-  <pause milliseconds="{talk_ms}"/>
-  <send retrans="500">
-    <![CDATA[
-      BYE [$remote_contact] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:citizen@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-      To: [$remote_from]
-      Call-ID: [call_id]
-      CSeq: 2 BYE
-      Contact: <sip:citizen@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv response="200"/>
-</scenario>
-"""
-
-
-class Keypad:
-    """RFC 4733 key presses of one call, as pcaps SIPp plays one after the other.
-
-    Debian's ``dtmf_2833_N.pcap`` each carry fixed RTP sequence numbers and
-    timestamps (the "2" is numbered after the "1"), so on one call a "1" after
-    a "2" looks like an old packet to Asterisk and is dropped. Each press here
-    is a copy renumbered after the previous one (UDP checksum cleared, which
-    IPv4 allows).
-    """
-
-    def __init__(self, workdir: Path, name: str):
-        self.dir = workdir / f"keys-{name}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.n = 0
-
-    def press(self, digit: str, then_ms: int = 0) -> str:
-        data = (PCAP_DIR / f"dtmf_2833_{digit}.pcap").read_bytes()
-        out, off = bytearray(data[:24]), 24
-        first: tuple[int, int] | None = None
-        while off < len(data):
-            incl = struct.unpack("<I", data[off + 8 : off + 12])[0]
-            pkt = bytearray(data[off + 16 : off + 16 + incl])
-            udp = 14 + (pkt[14] & 0x0F) * 4
-            rtp = udp + 8
-            seq, ts = struct.unpack(">HI", pkt[rtp + 2 : rtp + 8])
-            first = first or (seq, ts)
-            new_seq = 20000 + self.n * 50 + (seq - first[0])
-            new_ts = 400000 + self.n * 16000 + (ts - first[1])
-            pkt[rtp + 2 : rtp + 8] = struct.pack(">HI", new_seq, new_ts)
-            pkt[udp + 6 : udp + 8] = b"\0\0"
-            out += data[off : off + 16] + pkt
-            off += 16 + incl
-        path = self.dir / f"{self.n:02d}-{digit}.pcap"
-        path.write_bytes(bytes(out))
-        self.n += 1
-        xml = f'  <nop><action><exec play_pcap_audio="{path}"/></action></nop>\n'
-        return xml + (pause(then_ms) if then_ms else "")
-
-
-def hung_up_caller_scenario(steps: str, caller: str, service: str = "12345") -> str:
-    """A citizen calls ``service``, runs ``steps`` and waits for Asterisk to hang up."""
-    bye = '  <send retrans="500">\n    <![CDATA[\n      BYE'
-    head = caller_scenario("", service=service, caller=caller).split(bye)[0]
-    return (
-        head
-        + steps
-        + """  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-</scenario>
-"""
-    )
-
-
 class Carrier:
     """The carrier's side of call-backs: a SIPp UAS at the carrier trunk's address."""
 
@@ -211,12 +63,16 @@ class Carrier:
         self, h: Hotline, workdir: Path, name: str, answer: bool = True, talk_ms: int = 2000
     ):
         ip, port = h.trunk("carrier")
+        media = free_media_port(ip)
         self.sipp = Sipp(
             workdir,
             name,
-            citizen_uas_scenario(talk_ms, answer),
+            answering_party_scenario(
+                "answer" if answer else "busy", ip, media, answer_after_ms=300,
+                hangup_after_ms=talk_ms, who="citizen"),
             local_ip=ip,
             local_port=port,
+            media_port=media,
             target=h.sip_target,
             calls=100,
             timeout_s=170,
@@ -275,7 +131,7 @@ def offer_and_accept(
     return Sipp(
         workdir,
         name,
-        hung_up_caller_scenario(steps, caller),
+        caller_scenario(steps, caller=caller, hangs_up=False),
         local_ip=ip,
         target=h.sip_target,
         timeout_s=60,
