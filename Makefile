@@ -54,6 +54,7 @@ integration: setup
 
 bench: setup
 	@$(BIN)/python -m bench
+	@$(BIN)/python -m bench.queue_bench
 	@$(BIN)/python -m bench.speech_bench
 
 clean:

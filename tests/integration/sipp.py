@@ -103,9 +103,8 @@ def caller_scenario(steps: str, service: str = "12345", caller: str = "139079100
   </send>
   <recv response="200" crlf="true"/>
 """
-    else:
-        timeout = f' timeout="{bye_timeout_ms}"' if bye_timeout_ms else ""
-        end = f'  <recv request="BYE"{timeout}/>\n' + _response(200, "OK", to_tag=None)
+    else:  # re-INVITEs (connected line, once an agent answers) are answered meanwhile
+        end = _talk(sdp, "citizen", bye_timeout_ms, None)
     return f"""<?xml version="1.0" encoding="UTF-8" ?>
 <scenario name="citizen calls {service}">
   <send retrans="500" start_rtd="answer">
@@ -145,6 +144,14 @@ def caller_scenario(steps: str, service: str = "12345", caller: str = "139079100
 {end}</scenario>
 """
 
+
+def until_answered(talk_ms: int) -> str:
+    """Caller steps in a queue: wait until an agent answers -- Asterisk then updates
+    the caller's connected line with a re-INVITE, answered here -- and talk
+    ``talk_ms`` before :func:`caller_scenario` hangs up."""
+    sdp = Template(_INVITE_SDP).substitute(media_ip="[media_ip]", media_port="[media_port]")
+    ok = _response(200, "OK", to_tag=None, contact="citizen", sdp=sdp)
+    return f'  <recv request="INVITE"/>\n{ok}  <recv request="ACK"/>\n{pause(talk_ms)}'
 
 def rejected_call_scenario(service: str, expect: str) -> str:
     """A UAC whose INVITE must be refused with response ``expect`` (e.g. 404)."""
@@ -551,9 +558,10 @@ def _talk(sdp: str, who: str, hold_ms: int, bye: str | None) -> str:
     ok = _response(200, "OK", to_tag=None, contact=who, sdp=sdp)
     reinvite = f'  <label id="reinvite"/>\n{ok}  <recv request="ACK" next="talk"/>\n'
     if bye is None:
+        timeout = f' timeout="{hold_ms}"' if hold_ms else ""
         return f"""  <label id="talk"/>
   <recv request="INVITE" optional="true" next="reinvite"/>
-  <recv request="BYE" timeout="{hold_ms}"/>
+  <recv request="BYE"{timeout}/>
 {_OK_TO_REQUEST}  <nop next="talked"/>
 {reinvite}  <label id="talked"/>
 """
