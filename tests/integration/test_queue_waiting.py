@@ -14,6 +14,11 @@
   progress: none lost, none doubled (INVITEs the carrier received).
 * A call-back the citizen does not answer is retried, then recorded failed.
 * An abandoned call is listed and turned into a call-back request.
+* A call-back chosen in the IVR menu (action ``callback``): the number confirmed,
+  Asterisk hangs up, the local agent called first, then the citizen, bridged.
+* A call-back in a queue nobody serves, or waiting there past the queue's
+  overflow time, moves on to the province queue like a live caller, keeping
+  its arrival; queue_log records the overflow.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ def hotline_config() -> dict[str, Any]:
     )
     q["nanchang"].update(ring_timeout=3, overflow={"after": 6, "to": "province"})
     cfg["callbacks"].update(retries=1, retry_delay=5, ring_agent=8, ring_citizen=RING_CITIZEN)
+    # 7 in the main menu: a call-back instead of waiting (the menu action "callback")
+    cfg["menus"]["main"]["choices"].append({"key": "7", "words": ["回电"], "action": "callback"})
     return cfg
 
 
@@ -421,3 +428,98 @@ def test_abandoned_call_listed_and_turned_into_a_callback(fresh: Hotline, workdi
     assert status == 400 and bad["error_id"] == "bad-request", bad
     status, cancelled = h.api("POST", f"/callbacks/{made['id']}/cancel", "sup-province")
     assert status == 200 and cancelled["state"] == "cancelled", cancelled
+
+
+# ------------------------------------------------------------------ call-backs from the menu
+
+
+def book_from_menu(h: Hotline, workdir: Path, caller: str, name: str) -> Sipp:
+    """A caller presses 7 (call-back) in the main menu, confirms the caller ID with 1
+    during the read-back, and waits for Asterisk to hang up."""
+    keys = Keypad(workdir, name)
+    steps = pause(800) + keys.press("7", then_ms=2500) + keys.press("1")
+    ip, _ = h.trunk("carrier")
+    scenario = caller_scenario(steps, caller=caller, hangs_up=False, bye_timeout_ms=30000)
+    return Sipp(workdir, name, scenario, local_ip=ip, target=h.sip_target, timeout_s=60)
+
+
+CALLED_BACK = ["pending", "reserved", "calling-agent", "calling-citizen", "connected", "done"]
+
+
+def test_callback_chosen_in_the_menu_is_booked_and_called_back(
+    fresh: Hotline, workdir: Path
+) -> None:
+    h = fresh
+    carrier = Carrier(h, workdir, "carrier-menu")
+    agent = register(h, workdir, "2001")
+    try:
+        h.login_seat("2001")  # Nanchang's seat, free: the local queue serves at once
+        before_q, chose = len(h.queue_log()), time.time()
+        res = book_from_menu(h, workdir, "13907910041", "menu-cb").wait(60)
+        assert res.returncode == 0, res.explain()  # hung up after the confirmation
+        req = callback_for(h, "13907910041")
+        assert req is not None and req["source"] == "menu" and req["queue"] == "nanchang", req
+        # Its place in line: the moment the caller chose the call-back in the menu.
+        assert chose < req["first_queued"] < chose + 5, (chose, req)
+        h.wait_for(lambda: carrier.invites(), 20, "the carrier receives the call-back INVITE")
+        assert [n for n, _ in carrier.invites()] == ["13907910041"]
+        h.wait_for(
+            lambda: (callback_for(h, "13907910041") or {}).get("state") == "done", 20, "done"
+        )
+        done = callback_for(h, "13907910041")
+        assert done is not None and [t["to"] for t in done["history"]] == CALLED_BACK
+        log = h.queue_log()[before_q:]
+        assert re.search(
+            rf"\|{req['uniqueid']}\|nanchang\|2001\|CALLBACK\|{done['attempt_id']}$", log, re.M
+        ), log
+        assert "ENTERQUEUE" not in log  # the caller never waited on the line
+    finally:
+        agent.stop()
+        carrier.stop()
+
+
+@pytest.mark.parametrize("local", ["nobody", "paused"])
+def test_callback_in_a_queue_nobody_serves_overflows_keeping_its_arrival(
+    fresh: Hotline, workdir: Path, local: str
+) -> None:
+    h = fresh
+    number = {"nobody": "13907910051", "paused": "13907910052"}[local]
+    carrier = Carrier(h, workdir, f"carrier-{local}")
+    agents = [register(h, workdir, "1001"), register(h, workdir, "2001")]
+    try:
+        if local == "paused":  # someone in Nanchang, not serving: the 6 s overflow applies
+            h.login_seat("2001")
+            assert h.api("POST", "/seats/2001/pause", "chenjing", {"reason": "meeting"})[0] == 200
+        before_q = len(h.queue_log())
+        res = book_from_menu(h, workdir, number, f"menu-{local}").wait(60)
+        assert res.returncode == 0, res.explain()
+        req = callback_for(h, number)
+        assert req is not None, callbacks(h)
+        first = req["first_queued"]
+        h.wait_for(
+            lambda: (callback_for(h, number) or {}).get("queue") == "province",
+            20,
+            "the call-back moved to the province queue",
+        )
+        moved = callback_for(h, number)
+        assert moved is not None and moved["first_queued"] == first  # its place kept
+        why = [t["reason"] for t in moved["history"] if t["reason"].startswith("overflow")]
+        expect = "nobody in nanchang" if local == "nobody" else "s in nanchang"
+        assert len(why) == 1 and "nanchang -> province" in why[0] and expect in why[0], why
+        if local == "paused":
+            assert moved["queue_since"] - first >= 6, moved
+        h.wait_for(
+            lambda: "|nanchang|NONE|OVERFLOW|province|CALLBACK" in h.queue_log()[before_q:],
+            10,
+            "OVERFLOW in queue_log",
+        )
+        # The province's seat logs in and the citizen is called back from there.
+        h.login_seat("1001")
+        h.wait_for(lambda: (callback_for(h, number) or {}).get("state") == "done", 30, "done")
+        log = h.queue_log()[before_q:]
+        assert re.search(rf"\|{req['uniqueid']}\|province\|1001\|CALLBACK\|", log), log
+        assert [n for n, _ in carrier.invites()] == [number]
+    finally:
+        for a in agents:
+            a.stop()
+        carrier.stop()
