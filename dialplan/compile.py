@@ -761,6 +761,18 @@ music_on_hold_class = default
             lines.append(f"context = {cv.CTX_CALLBACK_OFFER}")
         return "\n".join(lines) + "\n"
 
+    def wait_announcement(self) -> str:
+        """预计等待约N分钟 on joining a queue, when the controller set an estimate
+        (queues.estimate: digits only) and the caller's channel is answered."""
+        wait = f"${{{cv.WAIT_MINUTES}}}"
+        return (
+            f' same => n,GotoIf($["{wait}" = "" | "${{CHANNEL(state)}}" != "Up"]?told)\n'
+            f" same => n,Playback({self.prompt('queue-holdtime')})\n"
+            f" same => n,SayNumber({wait})\n"
+            f" same => n,Playback({self.prompt('queue-minutes')})\n"
+            " same => n(told),NoOp()\n"
+        )
+
     def waiting_contexts(self) -> str:
         c = self.cfg
         cb = c.callbacks
@@ -781,12 +793,13 @@ music_on_hold_class = default
 exten => s,1,Set(__{cv.FIRST_QUEUED}={keep_first})
  same => n,Set(CHANNEL(language)=zh)
  same => n,Set({cv.QUEUE_POSITION}=)
+ same => n,Set({cv.WAIT_MINUTES}=)
  same => n,Set(AGIEXITONHANGUP=yes)
  same => n,Set(TIMEOUT(absolute)=3)
  same => n,AGI(${{HOTLINE_AGI}}/{cv.SCRIPT_QUEUE_ENTRY})
  same => n,Set(TIMEOUT(absolute)=0)
  same => n,ExecIf($["${{AGISTATUS}}" != "SUCCESS"]?Set({cv.QUEUE_POSITION}=))
- same => n,Return()
+{self.wait_announcement()} same => n,Return()
 exten => T,1,Set(TIMEOUT(absolute)=0)
  same => n,Set({cv.QUEUE_POSITION}=)
  same => n,Return()

@@ -37,6 +37,7 @@ SCRIPT_CALLBACK_OFFER: Final = "callback-offer"
 QUEUE: Final = "HOTLINE_QUEUE"  # the queue id the caller is in (set before Queue())
 FIRST_QUEUED: Final = "HOTLINE_FIRST_QUEUED"  # epoch of the first arrival at any queue (inherited)
 QUEUE_POSITION: Final = "HOTLINE_QUEUE_POSITION"  # Queue()'s position argument, from queue-entry
+WAIT_MINUTES: Final = "HOTLINE_WAIT_MINUTES"  # expected wait announced on entry, from queue-entry
 CALLBACK_ID: Final = "HOTLINE_CALLBACK_ID"  # set by callback-offer once a request is stored
 
 # Channel variables of a call-back's agent leg (set by the controller's Originate)

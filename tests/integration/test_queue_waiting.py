@@ -14,6 +14,8 @@
   progress: none lost, none doubled (INVITEs the carrier received).
 * A call-back the citizen does not answer is retried, then recorded failed.
 * An abandoned call is listed and turned into a call-back request.
+* The expected wait is announced on joining a queue whose agents are all busy
+  (queue-holdtime, the number, queue-minutes), the figure the controller logged.
 * A call-back chosen in the IVR menu (action ``callback``): the number confirmed,
   Asterisk hangs up, the local agent called first, then the citizen, bridged.
 * A call-back in a queue nobody serves, or waiting there past the queue's
@@ -41,6 +43,7 @@ from .sipp import (
     dtmf,
     free_media_port,
     pause,
+    until_answered,
 )
 from .test_first_call import call
 
@@ -523,3 +526,45 @@ def test_callback_in_a_queue_nobody_serves_overflows_keeping_its_arrival(
         for a in agents:
             a.stop()
         carrier.stop()
+
+
+# ------------------------------------------------------------------ expected wait
+
+
+def test_expected_wait_announced_when_every_agent_is_busy(fresh: Hotline, workdir: Path) -> None:
+    h = fresh
+    agent = register(h, workdir, "1001")
+    try:
+        h.login_seat("1001")
+        before_log, before_ctl = len(verbose_log(h)), len(h.controller_log())
+        # A goes to the province queue (key 2), is answered by 1001 and talks 15 s.
+        a = call(h, workdir, pause(800) + dtmf("2") + until_answered(15000), name="a-talks",
+                 caller="13907910061")
+        h.wait_for(lambda: "(in call)" in member_line(h, "province", "1001"), 20, "1001 on A")
+        # B joins while the only agent is busy: B hears the estimate, then waits.
+        b = call(h, workdir, pause(800) + dtmf("2", then_ms=12000), name="b-waits",
+                 caller="13907910062")
+        said = re.compile(r"Playing '[^']*/queue-minutes")
+        h.wait_for(lambda: said.search(verbose_log(h)[before_log:]), 20, "the estimate said")
+        logged = re.search(r"queue province: expected wait about (\d+) min \(1 serving, 0 free",
+                           h.controller_log()[before_ctl:])
+        assert logged, h.controller_log()[before_ctl:][-3000:]
+        log = verbose_log(h)[before_log:]
+        told = {m.group(1) for m in re.finditer(r"<(PJSIP/[^>]+)>.*Playing '[^']*/queue-holdtime",
+                                                log)}
+        assert len(told) == 1, told  # B only: A had a free agent
+        (b_chan,) = told
+        files = [
+            m.group(1).rsplit("/", 1)[-1]
+            for ln in log.splitlines()
+            if f"<{b_chan}>" in ln and (m := re.search(r"Playing '([^']+)'", ln))
+        ]
+        i = files.index("queue-holdtime.slin")
+        assert files[i : i + 3] == [
+            "queue-holdtime.slin", f"num-{logged.group(1)}.slin", "queue-minutes.slin"
+        ], files
+        for p, who in ((b, "B"), (a, "A")):
+            res = p.wait(60)
+            assert res.returncode == 0, f"{who}: {res.explain()}"
+    finally:
+        agent.stop()
