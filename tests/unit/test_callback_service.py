@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from agi_scripts.callback_booking import book
 from agi_scripts.callback_offer import callback_offer
 from dialplan.model import Config
 from dialplan.validate import load_config
@@ -555,3 +556,21 @@ def test_offer_declined_or_impossible_leaves_the_caller_in_line(world: World, ca
     asyncio.run(callback_offer(ch, FakeApp(world.cfg, svc)))  # type: ignore[arg-type]
     assert cv.CALLBACK_ID not in ch.vars  # the dialplan puts them back in the queue
     assert world.svc.open == {}
+
+
+def test_a_call_back_booked_from_the_menu_keeps_the_time_of_the_choice(world: World) -> None:
+    ch = FakeChannel({cv.CITY: "nanchang", cv.NUMBER: "12345"}, "13907910001", ["1"])
+    app = FakeApp(world.cfg, world.svc)
+    booked = asyncio.run(
+        book(ch, app, queue="nanchang", first_queued=1_800_000_000.0, source="menu")  # type: ignore[arg-type]
+    )
+    (r,) = world.svc.open.values()
+    assert booked == r.id == ch.vars[cv.CALLBACK_ID]
+    assert (r.source, r.queue, r.first_queued, r.number) == (
+        "menu", "nanchang", 1_800_000_000.0, "13907910001"
+    )
+    assert ch.played[0] == "callback-confirm" and ch.played[-1] == "callback-accepted"
+    # Not confirmed (no key twice): nothing booked, the IVR sends the caller to a person.
+    ch = FakeChannel({}, "13907910002", [])
+    assert asyncio.run(book(ch, app, queue="nanchang", first_queued=1.0, source="menu")) is None  # type: ignore[arg-type]
+    assert len(world.svc.open) == 1
