@@ -56,6 +56,7 @@ integration: setup
 bench: setup
 	@$(BIN)/python -m bench.kpi_bench --rows $(KPI_ROWS)
 	@$(BIN)/python -m bench
+	@$(BIN)/python -m bench.queue_bench
 	@$(BIN)/python -m bench.speech_bench
 	@$(BIN)/python -m bench.orders_bench
 

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from agi_scripts import ROUTES, Abort
+from agi_scripts.callback_booking import book
 from dialplan.model import Config, Menu
 from hotline import channel_vars as cv
 from hotline.app import App
@@ -107,6 +108,14 @@ async def ivr(ch: Any, app: App) -> None:
         })
         raise
 
+    booked = None
+    if step.route == "callback":
+        # The caller's place is the time they chose the call-back, as if they had
+        # joined the queue then: interleaved with live callers by that time.
+        booked = await book(ch, app, queue=step.target or cfg.hotline.default_queue,
+                            first_queued=time.time(), source="menu")
+        step = Step("route", route="hangup" if booked else "queue", target=step.target,
+                    reason="callback" if booked else "callback-not-booked")
     if step.route == "hangup" and step.prompt:
         await ch.stream_file(app.prompt(step.prompt), "", max_wait=app.prompt_wait(step.prompt))
     if engine.locality.source == "menu":  # the caller told us where the matter is
@@ -125,6 +134,7 @@ async def ivr(ch: Any, app: App) -> None:
             "route": step.route,
             "target": step.target,
             "reason": step.reason,
+            "callback": booked,
             "ivr_ms": int((time.monotonic() - t0) * 1000),
             "steps": [vars(e) for e in engine.path],
             "questions": [h.record() for h in heard],

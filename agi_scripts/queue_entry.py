@@ -6,6 +6,9 @@ under ``TIMEOUT(absolute)=3`` and passes ``HOTLINE_QUEUE_POSITION`` to Queue().
 Nothing here may keep a caller from the queue: when Asterisk cannot be asked
 (AMI down, slow) the script logs why and returns without a position, and the
 caller joins at the end of the line as without the controller.
+
+It also sets ``HOTLINE_WAIT_MINUTES``, the expected wait the dialplan announces
+on entry (:mod:`queues.estimate`: why our own figure rather than Asterisk's).
 """
 
 from __future__ import annotations
@@ -14,18 +17,19 @@ import asyncio
 from typing import Any
 
 from agi_scripts import ROUTES
+from hotline import channel_vars as cv
 from hotline.ami import AmiError
 from hotline.app import App
-from queues import names as qn
-from queues.position import Arrivals, parse_epoch, position_for
+from queues.estimate import expected_minutes, queue_now
+from queues.position import Arrivals, fields, parse_epoch, position_for
 
 LOOKUP_BUDGET = 1.5  # seconds for QueueStatus + Getvars; the dialplan allows 3
 
 
-@ROUTES.register(qn.SCRIPT_QUEUE_ENTRY)
+@ROUTES.register(cv.SCRIPT_QUEUE_ENTRY)
 async def queue_entry(ch: Any, app: App) -> None:
-    queue = await ch.get_variable(qn.QUEUE)
-    first = parse_epoch(await ch.get_variable(qn.FIRST_QUEUED))
+    queue = await ch.get_variable(cv.QUEUE)
+    first = parse_epoch(await ch.get_variable(cv.FIRST_QUEUED))
     if not queue or queue not in app.config.queues or first is None:
         ch.log.warning(
             "queue-entry without a known queue (%r) or first arrival; no position", queue
@@ -39,18 +43,25 @@ async def queue_entry(ch: Any, app: App) -> None:
         return
     try:
         async with asyncio.timeout(LOOKUP_BUDGET):
-            waiting = (await arrivals.waiting(ami, queue)).get(queue, [])
+            items = [fields(m) for m in await ami.action_list("QueueStatus", Queue=queue)]
+            waiting = (await arrivals.from_items(ami, items)).get(queue, [])
     except (AmiError, ConnectionError, TimeoutError) as e:
         ch.log.warning("queue %s: could not list the waiting callers (%s); no position", queue, e)
         return
     others = [w for w in waiting if w.uniqueid != ch.uniqueid]
     pos = position_for(others, first)
+    now = queue_now(items, queue)
+    minutes = expected_minutes(pos - 1 if pos else len(others), now)
+    if minutes is not None:
+        await ch.set_variable(cv.WAIT_MINUTES, str(minutes))
+        ch.log.info("queue %s: expected wait about %d min (%d serving, %d free, talk %.0f s)",
+                    queue, minutes, now.serving, now.free, now.talk_s)
     if pos is None:
         ch.log.info(
             "queue %s: first queued %.0f, %d waiting, joins at the end", queue, first, len(others)
         )
         return
-    await ch.set_variable(qn.QUEUE_POSITION, str(pos))
+    await ch.set_variable(cv.QUEUE_POSITION, str(pos))
     ch.log.info(
         "queue %s: first queued %.0f, enters at position %d of %d",
         queue,

@@ -23,77 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from tests.integration.sipp import caller_scenario
+
 from .stats import Rtt, answer_rate, last_stat_row, parse_rtt, percentile, stat_int
-
-SCENARIO = """\
-<?xml version="1.0" encoding="UTF-8" ?>
-<scenario name="bench call to {number}">
-  <send retrans="500" start_rtd="answer">
-    <![CDATA[
-      INVITE sip:{number}@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "bench" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:{number}@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:{caller}@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-v=0
-o=bench 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 8 0 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-16
-a=sendrecv
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="183" optional="true"/>
-  <recv response="200" rtd="answer"/>
-  <send>
-    <![CDATA[
-      ACK sip:{number}@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "bench" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:{number}@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Contact: <sip:{caller}@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv request="BYE" timeout="{bye_timeout_ms}"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-</scenario>
-"""
-
 
 STAT_FILE: Final = "stat.csv"
 
 
 def scenario(number: str, bye_timeout_ms: int, caller: str = "13907910001") -> str:
-    if not number.isdigit() or not caller.isdigit():
-        raise ValueError(f"number and caller must be digits: {number!r}, {caller!r}")
-    return SCENARIO.format(number=number, caller=caller, bye_timeout_ms=bye_timeout_ms)
+    """The tests' caller (tests/integration/sipp.py) who waits for the hotline's BYE."""
+    return caller_scenario("", service=number, caller=caller, hangs_up=False,
+                           bye_timeout_ms=bye_timeout_ms)
 
 
 @dataclass(frozen=True)
@@ -108,6 +48,9 @@ class LoadSpec:
     local_port: int
     media_port: int
     target: str  # Asterisk's SIP host:port
+    # SIPp XML the caller runs after the ACK; when set the caller hangs up itself
+    # after it (e.g. presses a key in the IVR, then waits in the queue).
+    steps: str = ""
 
 
 @dataclass(frozen=True)
@@ -173,7 +116,10 @@ def _prepare(spec: LoadSpec, workdir: Path) -> list[str]:
     """Write the scenario; SIPp's arguments after the executable."""
     workdir.mkdir(parents=True, exist_ok=True)
     sf = workdir / "call.xml"
-    sf.write_text(scenario(spec.number, spec.bye_timeout_ms))
+    if spec.steps:
+        sf.write_text(caller_scenario(spec.steps, service=spec.number))
+    else:
+        sf.write_text(scenario(spec.number, spec.bye_timeout_ms))
     return [
         "-sf", str(sf), "-i", spec.local_ip, "-p", str(spec.local_port),
         "-mi", spec.local_ip, "-mp", str(spec.media_port),

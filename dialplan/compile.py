@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from hotline import channel_vars as cv
-from queues import names as qn
 from transfer import names as xn
 from workorders import survey_names as sn
 
@@ -742,12 +741,12 @@ music_on_hold_class = default
     def queue_entry(self, qid: str, q: Queue) -> str:
         wait = q.overflow.after if q.overflow else q.max_wait
         lines = [
-            f"exten => {qid},1,Set({qn.QUEUE}={qid})",
-            f" same => n,Gosub({qn.CTX_POSITION},s,1)",
+            f"exten => {qid},1,Set({cv.QUEUE}={qid})",
+            f" same => n,Gosub({cv.CTX_POSITION},s,1)",
             " same => n,Set(QUEUESTATUS=)",
             # Asterisk 22: Queue(queuename,options,URL,announceoverride,timeout,AGI,gosub,rule,
             # position)
-            f" same => n,Queue({qid},,,,{wait},,,,${{{qn.QUEUE_POSITION}}})",
+            f" same => n,Queue({qid},,,,{wait},,,,${{{cv.QUEUE_POSITION}}})",
             ' same => n,GotoIf($["${QUEUESTATUS}" = ""]?hotline-done,s,1)',
         ]
         if q.overflow:
@@ -803,80 +802,93 @@ music_on_hold_class = default
             lines.append("periodic-announce-frequency = 0")
         if q.callback_after:
             # A single digit that is an extension of this context takes the caller out.
-            lines.append(f"context = {qn.CTX_CALLBACK_OFFER}")
+            lines.append(f"context = {cv.CTX_CALLBACK_OFFER}")
         return "\n".join(lines) + "\n"
+
+    def wait_announcement(self) -> str:
+        """预计等待约N分钟 on joining a queue, when the controller set an estimate
+        (queues.estimate: digits only) and the caller's channel is answered."""
+        wait = f"${{{cv.WAIT_MINUTES}}}"
+        return (
+            f' same => n,GotoIf($["{wait}" = "" | "${{CHANNEL(state)}}" != "Up"]?told)\n'
+            f" same => n,Playback({self.prompt('queue-holdtime')})\n"
+            f" same => n,SayNumber({wait})\n"
+            f" same => n,Playback({self.prompt('queue-minutes')})\n"
+            " same => n(told),NoOp()\n"
+        )
 
     def waiting_contexts(self) -> str:
         c = self.cfg
         cb = c.callbacks
         trunk = self.callback_trunk()
-        log = (f"${{{qn.CB_QUEUE}}},${{{qn.CB_CALLID}}},${{{qn.CB_SEAT}}}")
+        log = (f"${{{cv.CB_QUEUE}}},${{{cv.CB_CALLID}}},${{{cv.CB_SEAT}}}")
         answered_args = "^".join(
-            f"${{{v}}}" for v in (qn.CB_QUEUE, qn.CB_CALLID, qn.CB_SEAT, qn.CB_ATTEMPT)
+            f"${{{v}}}" for v in (cv.CB_QUEUE, cv.CB_CALLID, cv.CB_SEAT, cv.CB_ATTEMPT)
         )
-        first = f"${{{qn.FIRST_QUEUED}}}"
+        first = f"${{{cv.FIRST_QUEUED}}}"
         keep_first = f'${{IF($["{first}" = ""]?${{EPOCH}}:{first})}}'
-        dial = f"PJSIP/${{{qn.CB_NUMBER}}}@{trunk},{cb.ring_citizen}"
+        dial = f"PJSIP/${{{cv.CB_NUMBER}}}@{trunk},{cb.ring_citizen}"
         return f"""
-[{qn.CTX_POSITION}]
+[{cv.CTX_POSITION}]
 ; Gosub before each Queue(): the caller's first arrival at any queue (kept across
 ; overflows and a declined call-back offer), Mandarin for the announcements, and the
 ; position that keeps their place in time, computed by the controller. No answer
 ; within 3 s or AGISTATUS != SUCCESS: Queue() without a position (end of the line).
-exten => s,1,Set(__{qn.FIRST_QUEUED}={keep_first})
+exten => s,1,Set(__{cv.FIRST_QUEUED}={keep_first})
  same => n,Set(CHANNEL(language)=zh)
- same => n,Set({qn.QUEUE_POSITION}=)
+ same => n,Set({cv.QUEUE_POSITION}=)
+ same => n,Set({cv.WAIT_MINUTES}=)
  same => n,Set(AGIEXITONHANGUP=yes)
  same => n,Set(TIMEOUT(absolute)=3)
- same => n,AGI(${{HOTLINE_AGI}}/{qn.SCRIPT_QUEUE_ENTRY})
+ same => n,AGI(${{HOTLINE_AGI}}/{cv.SCRIPT_QUEUE_ENTRY})
  same => n,Set(TIMEOUT(absolute)=0)
- same => n,ExecIf($["${{AGISTATUS}}" != "SUCCESS"]?Set({qn.QUEUE_POSITION}=))
- same => n,Return()
+ same => n,ExecIf($["${{AGISTATUS}}" != "SUCCESS"]?Set({cv.QUEUE_POSITION}=))
+{self.wait_announcement()} same => n,Return()
 exten => T,1,Set(TIMEOUT(absolute)=0)
- same => n,Set({qn.QUEUE_POSITION}=)
+ same => n,Set({cv.QUEUE_POSITION}=)
  same => n,Return()
 
-[{qn.CTX_CALLBACK_OFFER}]
+[{cv.CTX_CALLBACK_OFFER}]
 ; queues.conf context=: a waiting caller pressed 1 in a queue that offers call-backs.
 ; The controller confirms or takes the number and stores the request with the first
 ; arrival; then the caller hangs up. Otherwise they are back in line, in their place.
-exten => 1,1,Set({qn.CALLBACK_ID}=)
+exten => 1,1,Set({cv.CALLBACK_ID}=)
  same => n,Set(AGIEXITONHANGUP=yes)
  same => n,Set(TIMEOUT(absolute)={c.network.agi_timeout})
- same => n,AGI(${{HOTLINE_AGI}}/{qn.SCRIPT_CALLBACK_OFFER})
+ same => n,AGI(${{HOTLINE_AGI}}/{cv.SCRIPT_CALLBACK_OFFER})
  same => n,Set(TIMEOUT(absolute)=0)
- same => n,GotoIf($["${{{qn.CALLBACK_ID}}}" != ""]?hotline-done,s,1)
- same => n,Goto({cv.CTX_QUEUE},${{{qn.QUEUE}}},1)
+ same => n,GotoIf($["${{{cv.CALLBACK_ID}}}" != ""]?hotline-done,s,1)
+ same => n,Goto({cv.CTX_QUEUE},${{{cv.QUEUE}}},1)
 exten => T,1,Set(TIMEOUT(absolute)=0)
- same => n,Goto({cv.CTX_QUEUE},${{{qn.QUEUE}}},1)
+ same => n,Goto({cv.CTX_QUEUE},${{{cv.QUEUE}}},1)
 
-[{qn.CTX_CALLBACK_DIAL}]
+[{cv.CTX_CALLBACK_DIAL}]
 ; A call-back: the controller originates the reserved agent's seat into this context
 ; (it is reachable from no inbound context). Once the agent answers, the citizen is
 ; dialled at the stored number -- digits only, checked again here -- over the carrier
 ; trunk and nowhere else. Each step goes to queue_log, where the controller reads the
 ; outcome, also after a restart.
-exten => s,1,Set({qn.CB_DIALED}=)
- same => n,GotoIf($[${{REGEX("^[0-9]{{5,20}}$" ${{{qn.CB_NUMBER}}})}}]?dial)
- same => n,QueueLog({log},{qn.EV_FAIL},${{{qn.CB_ATTEMPT}}}|BADNUMBER)
+exten => s,1,Set({cv.CB_DIALED}=)
+ same => n,GotoIf($[${{REGEX("^[0-9]{{5,20}}$" ${{{cv.CB_NUMBER}}})}}]?dial)
+ same => n,QueueLog({log},{cv.EV_FAIL},${{{cv.CB_ATTEMPT}}}|BADNUMBER)
  same => n,Hangup(21)
- same => n(dial),QueueLog({log},{qn.EV_DIAL},${{{qn.CB_ATTEMPT}}})
- same => n,Set({qn.CB_DIALED}=1)
- same => n,Set(CALLERID(num)=${{{qn.CB_FROM}}})
+ same => n(dial),QueueLog({log},{cv.EV_DIAL},${{{cv.CB_ATTEMPT}}})
+ same => n,Set({cv.CB_DIALED}=1)
+ same => n,Set(CALLERID(num)=${{{cv.CB_FROM}}})
  same => n,Set(CALLERID(name)=)
- same => n,Dial({dial},U({qn.CTX_CALLBACK_ANSWERED}^{answered_args}))
+ same => n,Dial({dial},U({cv.CTX_CALLBACK_ANSWERED}^{answered_args}))
  same => n,Hangup()
-exten => h,1,GotoIf($["${{{qn.CB_DIALED}}}" != "1"]?over)
+exten => h,1,GotoIf($["${{{cv.CB_DIALED}}}" != "1"]?over)
  same => n,GotoIf($["${{DIALSTATUS}}" = "ANSWER"]?talked)
- same => n,QueueLog({log},{qn.EV_FAIL},${{{qn.CB_ATTEMPT}}}|${{DIALSTATUS}})
+ same => n,QueueLog({log},{cv.EV_FAIL},${{{cv.CB_ATTEMPT}}}|${{DIALSTATUS}})
  same => n,Goto(over)
- same => n(talked),QueueLog({log},{qn.EV_END},${{{qn.CB_ATTEMPT}}}|${{ANSWEREDTIME}})
- same => n(over),NoOp(call-back ${{{qn.CB_ATTEMPT}}} over)
+ same => n(talked),QueueLog({log},{cv.EV_END},${{{cv.CB_ATTEMPT}}}|${{ANSWEREDTIME}})
+ same => n(over),NoOp(call-back ${{{cv.CB_ATTEMPT}}} over)
 
-[{qn.CTX_CALLBACK_ANSWERED}]
+[{cv.CTX_CALLBACK_ANSWERED}]
 ; Dial U(context^arg1^...): runs s,1 on the citizen's channel when they answer, before
 ; the bridge (app_dial.c builds Gosub(context,s,1(args)))
-exten => s,1,QueueLog(${{ARG1}},${{ARG2}},${{ARG3}},{qn.EV_CALLBACK},${{ARG4}})
+exten => s,1,QueueLog(${{ARG1}},${{ARG2}},${{ARG3}},{cv.EV_CALLBACK},${{ARG4}})
  same => n,{self.record("call")}
  same => n,Return()
 """

@@ -63,6 +63,7 @@ import logging
 import random
 import re
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -351,6 +352,13 @@ class AmiClient:
         self._callbacks: dict[str, list[EventCallback]] = {}
         self._booted_callbacks: list[EventCallback] = []
         self._tasks: set[asyncio.Future[None]] = set()
+        # Event-handling figures (make bench, the controller's status): events
+        # dispatched, callback invocations, seconds spent in the callbacks' synchronous
+        # part and from dispatch to the end of the asynchronous ones.
+        self.events_dispatched = 0
+        self.handler_calls = 0
+        self.handler_s = 0.0
+        self.async_handler_s = 0.0
         self._originates: OrderedDict[str, _OriginateRecord] = OrderedDict()
         self._originate_by_action_id: dict[str, _OriginateRecord] = {}
 
@@ -655,6 +663,7 @@ class AmiClient:
             log.warning("AMI ignoring a message with neither Response nor Event: %r", message)
 
     def _dispatch(self, conn: _Connection, event: AmiMessage) -> None:
+        self.events_dispatched += 1
         name = event.name.lower()
         if name == "originateresponse":
             self._note_originate_response(event)
@@ -677,6 +686,8 @@ class AmiClient:
             self._invoke(callback, event)
 
     def _invoke(self, callback: EventCallback, event: AmiMessage) -> None:
+        self.handler_calls += 1
+        started = time.perf_counter()
         try:
             result = callback(event)
         except Exception:
@@ -687,6 +698,8 @@ class AmiClient:
                 event.get("Uniqueid"),
             )
             return
+        finally:
+            self.handler_s += time.perf_counter() - started
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(self._await_callback(result, callback, event))
             self._tasks.add(task)
@@ -695,6 +708,7 @@ class AmiClient:
     async def _await_callback(
         self, awaitable: Awaitable[object], callback: EventCallback, event: AmiMessage
     ) -> None:
+        started = time.perf_counter()
         try:
             await awaitable
         except Exception:
@@ -704,6 +718,14 @@ class AmiClient:
                 callback,
                 event.get("Uniqueid"),
             )
+        finally:
+            self.async_handler_s += time.perf_counter() - started
+
+    def event_figures(self) -> dict[str, float]:
+        """Events dispatched and time in their callbacks since the client was made."""
+        return {"events": self.events_dispatched, "handler_calls": self.handler_calls,
+                "handler_s": round(self.handler_s, 6),
+                "async_handler_s": round(self.async_handler_s, 6)}
 
     def on(self, event_name: str, callback: EventCallback) -> EventCallback:
         """Call ``callback(event)`` for each event named ``event_name`` (or ``'*'``).

@@ -26,3 +26,37 @@ ORIGINATE_ID: Final = "HOTLINE_ORIGINATE_ID"
 CTX_RECORD: Final = "hotline-record"
 RECORDING: Final = "HOTLINE_RECORDING"  # the recording's path relative to the recordings root
 EVENT_RECORDING: Final = "HotlineRecording"  # UserEvent raised when a recording starts
+# Waiting callers and call-backs (issue 4): queues, agi_scripts, dialplan.compile
+# Contexts of queue waiting and call-backs
+CTX_POSITION: Final = "hotline-queue-position"  # Gosub before each Queue(): place in time
+CTX_CALLBACK_OFFER: Final = "hotline-callback"  # queues.conf context=: the caller pressed 1
+CTX_CALLBACK_DIAL: Final = "hotline-callback-dial"  # the reserved agent's leg of a call-back
+CTX_CALLBACK_ANSWERED: Final = "hotline-callback-answered"  # Dial U(): the citizen answered
+
+# AGI scripts
+SCRIPT_QUEUE_ENTRY: Final = "queue-entry"
+SCRIPT_CALLBACK_OFFER: Final = "callback-offer"
+
+# Channel variables of a waiting caller
+QUEUE: Final = "HOTLINE_QUEUE"  # the queue id the caller is in (set before Queue())
+FIRST_QUEUED: Final = "HOTLINE_FIRST_QUEUED"  # epoch of the first arrival at any queue (inherited)
+QUEUE_POSITION: Final = "HOTLINE_QUEUE_POSITION"  # Queue()'s position argument, from queue-entry
+WAIT_MINUTES: Final = "HOTLINE_WAIT_MINUTES"  # expected wait announced on entry, from queue-entry
+CALLBACK_ID: Final = "HOTLINE_CALLBACK_ID"  # set by callback-offer once a request is stored
+
+# Channel variables of a call-back's agent leg (set by the controller's Originate)
+CB_ATTEMPT: Final = "HOTLINE_CALLBACK_ATTEMPT"  # attempt id = the channel's uniqueid
+CB_NUMBER: Final = "HOTLINE_CALLBACK_NUMBER"  # the citizen's number, validated digits
+CB_CALLID: Final = "HOTLINE_CALLBACK_CALLID"  # uniqueid of the original call (queue_log callid)
+CB_QUEUE: Final = "HOTLINE_CALLBACK_QUEUE"
+CB_SEAT: Final = "HOTLINE_CALLBACK_SEAT"
+CB_FROM: Final = "HOTLINE_CALLBACK_FROM"  # caller ID shown to the citizen (the number they called)
+CB_DIALED: Final = "HOTLINE_CALLBACK_DIALED"  # 1 once the citizen is being dialled
+
+# queue_log events written by the call-back dialplan (time|callid|queue|seat|EVENT|attempt|...)
+EV_DIAL: Final = "CALLBACKDIAL"  # the agent answered; the citizen is dialled
+EV_CALLBACK: Final = "CALLBACK"  # the citizen answered: called back (counted in the stats)
+EV_FAIL: Final = "CALLBACKFAIL"  # |attempt|DIALSTATUS: the citizen was not reached
+EV_END: Final = "CALLBACKEND"  # |attempt|seconds: the call-back conversation ended
+
+PAUSE_REASON: Final = "callback"  # an agent reserved for a call-back is paused with this

@@ -121,7 +121,8 @@ class Controller:
         out: dict[str, Any] = {
             "config_version": self.app.version,
             "fastagi": {"ok": self.agi is not None, "active_calls": self.agi.active_sessions if self.agi else 0},
-            "ami": {"ok": bool(ami is not None and ami.connected)},
+            "ami": {"ok": bool(ami is not None and ami.connected),
+                    **(ami.event_figures() if ami is not None else {})},
             "speech": self.listener.status() if self.listener else {"ok": False},
             "redis": {"ok": False},
         }

@@ -141,10 +141,14 @@ class MenuEngine:
         return self.resolve(action)
 
     def resolve(self, action: Action) -> Step:
-        if action.kind in ("operator", "callback"):
-            # The call-back offer is made in the queue (issue #4); until a caller
-            # is waiting it means: a person, local first.
-            return Step("route", route="queue", target=local_queue(self.cfg, self.locality), reason=action.kind)
+        if action.kind == "operator":
+            return Step("route", route="queue", target=local_queue(self.cfg, self.locality),
+                        reason=action.kind)
+        if action.kind == "callback":
+            # A call-back from the local queue (local first), booked by the ivr script
+            # (agi_scripts.callback_booking); if none is booked the caller waits there.
+            return Step("route", route="callback", target=local_queue(self.cfg, self.locality),
+                        reason=action.kind)
         if action.kind == "hangup":
             return Step("route", prompt=action.target, route="hangup", reason="hangup")
         return Step("route", route=action.kind, target=action.target, reason=action.kind)

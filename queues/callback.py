@@ -37,7 +37,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .names import EV_CALLBACK, EV_DIAL, EV_END, EV_FAIL
+from hotline.channel_vars import EV_CALLBACK, EV_DIAL, EV_END, EV_FAIL
+
 from .stats import QueueEvent
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class CallbackRequest:
     number: str  # validated digits (normalize_number)
     first_queued: float  # the ORIGINAL first arrival of the call at any queue
     uniqueid: str  # the original call (queue_log callid)
-    source: str = "offer"  # offer (pressed 1) or abandoned (from the missed-call list)
+    source: str = "offer"  # offer (pressed 1), menu (IVR action) or abandoned (missed calls)
     city: str = ""
     county: str = ""
     service_number: str = ""  # the number the citizen called (shown when called back)
@@ -147,6 +148,7 @@ class CallbackRequest:
     avoid_until: float = 0.0
     result: str = ""  # the last outcome (DIALSTATUS, why a reservation ended)
     updated_at: float = 0.0
+    queue_since: float = 0.0  # when it moved to its current queue by overflow (0: never)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -290,6 +292,8 @@ class Snapshot:
     waiting: Mapping[str, tuple[float, ...]]  # queue -> first arrivals of the live callers
     wrapup: Mapping[str, int]  # queue -> wrap-up seconds
     rest_until: Mapping[str, float] = field(default_factory=dict)  # seat -> after a call-back
+    # queue -> (seconds, queue): where a caller goes after that wait or when nobody is there
+    overflow: Mapping[str, tuple[int, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -321,7 +325,38 @@ class Unpause:
     interface: str
 
 
-Action = Reserve | Launch | Release | Requeue | Unpause
+@dataclass(frozen=True)
+class Overflow:
+    request_id: str
+    to: str  # the queue the pending call-back moves to, keeping its first arrival
+    reason: str
+
+
+Action = Reserve | Launch | Release | Requeue | Unpause | Overflow
+
+
+def _overflow(r: CallbackRequest, seats: Mapping[str, _Seat], snap: Snapshot) -> tuple[str, str]:
+    """The queue a pending request belongs in now, and why it moved ("" if it stays).
+
+    The live callers' rules (dialplan.compile: ``joinempty`` and the Queue() timeout):
+    a queue with an overflow sends its callers on when nobody reachable is logged in,
+    or after ``after`` seconds there (counted from the first arrival in the first
+    queue, from the move in the next); the top of the chain keeps them.
+    """
+    queue, since, why = r.queue, r.queue_since or r.first_queued, ""
+    for _ in range(len(snap.overflow) + 1):  # a chain visits each queue once at most
+        if queue not in snap.overflow:
+            break
+        after, to = snap.overflow[queue]
+        if not any(queue in s.queues and not s.unreachable for s in seats.values()):
+            step = f"nobody in {queue}"
+        elif snap.now - since >= after:
+            step = f"{snap.now - since:.0f} s in {queue}"
+        else:
+            break
+        why = f"{why}; {step}" if why else step
+        queue, since = to, snap.now
+    return queue, why
 
 
 @dataclass
@@ -366,6 +401,8 @@ def plan(snap: Snapshot, requests: Iterable[CallbackRequest]) -> list[Action]:
       agents first, then agents in wrap-up, and -- only when live callers
       wait, who would otherwise take every agent the moment it is free --
       agents still on a call (reserved for when it ends).
+    * A pending request in a queue with an overflow moves on like a live caller
+      would (:func:`_overflow`), keeping its original arrival.
     * An agent paused for call-backs that no request holds is given back.
     """
     now = snap.now
@@ -396,6 +433,10 @@ def plan(snap: Snapshot, requests: Iterable[CallbackRequest]) -> list[Action]:
     by_queue: dict[str, list[CallbackRequest]] = {}
     for r in reqs:
         if r.state == State.PENDING and r.not_before <= now:
+            to, why = _overflow(r, seats, snap)
+            if to != r.queue:  # placed in its new queue at the next look
+                out.append(Overflow(r.id, to, why))
+                continue
             by_queue.setdefault(r.queue, []).append(r)
     for queue, pending in by_queue.items():
         live = snap.waiting.get(queue, ())

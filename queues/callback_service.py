@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from dialplan.model import Config
+from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
 from hotline.auth import Forbidden, Principal, may_act_on_queue
 
-from . import names as qn
 from .agents import BadRequest, NotFound, centres_under
 from .callback import (
     IN_FLIGHT,
@@ -49,6 +49,7 @@ from .callback import (
     CallbackRequest,
     Launch,
     Member,
+    Overflow,
     Policy,
     Release,
     Requeue,
@@ -277,6 +278,8 @@ class CallbackService:
             waiting={q: tuple(w.first_queued for w in ws) for q, ws in waiting.items()},
             wrapup={q: v.wrapup for q, v in cfg.queues.items()},
             rest_until=dict(self.rest_until),
+            overflow={q: (v.overflow.after, v.overflow.to) for q, v in cfg.queues.items()
+                      if v.overflow},
         )
         for action in plan(snap, list(self.open.values())):
             await self._carry_out(action, cfg, ami, now)
@@ -316,13 +319,33 @@ class CallbackService:
                 self._save(r)
         elif isinstance(action, Launch):
             await self._launch(r, cfg, ami, now)
+        elif isinstance(action, Overflow):
+            await self._overflow(r, action, ami, now)
+
+    async def _overflow(self, r: CallbackRequest, action: Overflow, ami: Any, now: float) -> None:
+        """Move a pending request to ``action.to``; queue_log gets the OVERFLOW line a
+        live caller's dialplan writes, so the statistics count it the same way."""
+        old = r.queue
+        r.history.append({"at": now, "from": r.state.value, "to": r.state.value,
+                          "reason": f"overflow {old} -> {action.to} ({action.reason})"})
+        r.queue, r.queue_since, r.updated_at = action.to, now, now
+        self._save(r)
+        log.info("[%s] call-back %s overflows %s -> %s: %s", r.uniqueid, r.id, old, action.to,
+                 action.reason)
+        try:
+            await ami.action("QueueLog", Queue=old, Event="OVERFLOW", Uniqueid=r.uniqueid,
+                             Interface="NONE", Message=f"{action.to}|CALLBACK")
+        except AmiError as e:
+            log.warning("[%s] call-back %s: overflow not written to queue_log: %s",
+                        r.uniqueid, r.id, e)
+        self._wake.set()  # placed in the new queue at once
 
     async def _queue_pause(self, ami: Any, interface: str, paused: bool) -> None:
         await ami.action(
             "QueuePause",
             Interface=interface,
             Paused="true" if paused else "false",
-            Reason=qn.PAUSE_REASON if paused else None,
+            Reason=cv.PAUSE_REASON if paused else None,
         )
 
     async def _launch(self, r: CallbackRequest, cfg: Config, ami: Any, now: float) -> None:
@@ -337,18 +360,18 @@ class CallbackService:
         transition(r, State.CALLING_AGENT, now, f"ringing seat {r.seat} (attempt {aid})")
         self._save(r)  # before the Originate: a restart then checks the channel, never re-sends
         variables = {
-            qn.CB_ATTEMPT: aid,
-            qn.CB_NUMBER: r.number,
-            qn.CB_CALLID: r.uniqueid,
-            qn.CB_QUEUE: r.queue,
-            qn.CB_SEAT: r.seat,
-            qn.CB_FROM: r.service_number or hotline_number(cfg),
+            cv.CB_ATTEMPT: aid,
+            cv.CB_NUMBER: r.number,
+            cv.CB_CALLID: r.uniqueid,
+            cv.CB_QUEUE: r.queue,
+            cv.CB_SEAT: r.seat,
+            cv.CB_FROM: r.service_number or hotline_number(cfg),
         }
         try:
             await ami.originate(
                 aid,
                 r.interface,
-                context=qn.CTX_CALLBACK_DIAL,
+                context=cv.CTX_CALLBACK_DIAL,
                 exten="s",
                 priority=1,
                 caller_id=f"回拨 <{r.number}>",
@@ -401,8 +424,10 @@ class CallbackService:
         city: str = "",
         county: str = "",
         service_number: str = "",
+        source: str = "offer",
     ) -> CallbackRequest:
-        """The caller accepted the offer in the queue (AGI callback-offer)."""
+        """The caller booked a call-back: accepted the offer in the queue (AGI
+        callback-offer, ``source`` offer) or chose it in an IVR menu (``menu``)."""
         if normalize_number(number) != number:
             raise BadRequest(f"{number!r} is not a number to call back")
         for r in self.open.values():
@@ -417,7 +442,7 @@ class CallbackService:
             city=city,
             county=county,
             service_number=service_number,
-            source="offer",
+            source=source,
             created_by="caller",
         )
 

@@ -82,6 +82,12 @@ class CallbackStore:
     def in_state_dir(cls, state_dir: Path) -> CallbackStore:
         return cls(f"sqlite:///{state_dir / FILENAME}")
 
+    @classmethod
+    def open(cls, url: str | None, state_dir: Path) -> CallbackStore:
+        """The store at the configured database ``url`` (any SQLAlchemy URL, e.g.
+        ``postgresql+psycopg://...``), or by default a SQLite file in ``state_dir``."""
+        return cls(url) if url else cls.in_state_dir(state_dir)
+
     def save(self, r: CallbackRequest) -> None:
         """Write ``r`` and its transitions not written yet, in one transaction."""
         record = json.dumps(r.as_dict(), ensure_ascii=False)

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .names import FIRST_QUEUED
+from hotline.channel_vars import FIRST_QUEUED
 
 log = logging.getLogger(__name__)
 

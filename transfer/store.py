@@ -75,14 +75,21 @@ class TransitionRow(Base):
 
 class TransferStore:
     def __init__(self, path: Path | str):
+        """``path``: a SQLite file, or any SQLAlchemy database URL (``scheme://...``)."""
         self.path = str(path)
-        self.engine: Engine = open_engine(f"sqlite:///{self.path}")
+        url = self.path if "://" in self.path else f"sqlite:///{self.path}"
+        self.engine: Engine = open_engine(url)
         Base.metadata.create_all(self.engine)
         self._saved_history: dict[str, int] = {}
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> TransferStore:
         return cls(state_dir / FILENAME)
+
+    @classmethod
+    def open(cls, url: str | None, state_dir: Path) -> TransferStore:
+        """The store at the configured database ``url``, or a SQLite file in ``state_dir``."""
+        return cls(url) if url else cls.in_state_dir(state_dir)
 
     def save(self, t: Transfer, now: float) -> None:
         """Write ``t`` and the transitions not written yet, in one transaction."""

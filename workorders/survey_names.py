@@ -1,6 +1,6 @@
 """Names shared by the generated survey dialplan and the survey code (issue 6 item 3).
 
-Like :mod:`queues.names`, every context, AGI script and channel variable that
+Like :mod:`hotline.channel_vars`, every context, AGI script and channel variable that
 both the compiler (:mod:`dialplan.compile`) and the controller
 (:mod:`workorders.survey_service`, :mod:`agi_scripts.survey`) use is a
 constant here.

@@ -14,6 +14,7 @@ import audioop
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -36,13 +37,74 @@ a=fmtp:101 0-16
 a=sendrecv"""
 
 
+def _response(code: int, reason: str, *, to_tag: str | None = "01", contact: str | None = None,
+              sdp: str | None = None, cseq: str = "[last_CSeq:]", retrans: bool = False) -> str:
+    """A SIPp ``<send>`` of the response ``code reason`` to the last request.
+
+    RFC 3261 §8.2.6.2: Via, From, Call-ID and CSeq are copied from the request and
+    a UAS adds a To tag to a response that creates a dialog (``to_tag`` None for
+    requests inside one). ``contact`` is the Contact's user part; ``sdp`` the body.
+    """
+    to = "[last_To:]" + (f";tag=[pid]SIPpTag{to_tag}[call_number]" if to_tag else "")
+    head = [f"SIP/2.0 {code} {reason}", "[last_Via:]", "[last_From:]", to, "[last_Call-ID:]",
+            cseq]
+    if contact:
+        head.append(f"Contact: <sip:{contact}@[local_ip]:[local_port]>")
+    if sdp is None:
+        head.append("Content-Length: 0")
+    else:
+        head += ["Content-Type: application/sdp", "Content-Length: [len]"]
+    text = "\n".join("      " + h for h in head) + ("" if sdp is None else f"\n\n{sdp}")
+    r = ' retrans="500"' if retrans else ""
+    return f"  <send{r}>\n    <![CDATA[\n{text}\n    ]]>\n  </send>\n"
+
+
+# The answers to a CANCEL of a ringing INVITE (RFC 3261 §9.2): 200 to the CANCEL,
+# then 487 to the INVITE (whose CSeq the scenario captured as ``cs``).
+_CANCELLED = _response(200, "OK") + _response(
+    487, "Request Terminated", cseq="CSeq: [$cs] INVITE")
+
+
+_AGENT_SDP = """v=0
+o=agent 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv"""
+
+
 def caller_scenario(steps: str, service: str = "12345", caller: str = "13907910001",
-                    media_ip: str = "[media_ip]", media_port: str = "[media_port]") -> str:
+                    media_ip: str = "[media_ip]", media_port: str = "[media_port]", *,
+                    hangs_up: bool = True, bye_timeout_ms: int = 0) -> str:
     """A UAC that calls ``service``, is answered, runs ``steps``, then hangs up.
 
-    ``steps`` is SIPp XML run after the ACK (pauses, DTMF pcaps).
+    ``steps`` is SIPp XML run after the ACK (pauses, DTMF pcaps). With
+    ``hangs_up=False`` the caller instead waits for the hotline's BYE (at most
+    ``bye_timeout_ms`` when given, else as long as the run lasts).
     """
+    if not service.isdigit() or not caller.isdigit():
+        raise ValueError(f"service and caller must be digits: {service!r}, {caller!r}")
     sdp = Template(_INVITE_SDP).substitute(media_ip=media_ip, media_port=media_port)
+    if hangs_up:
+        end = f"""  <send retrans="500">
+    <![CDATA[
+      BYE sip:{service}@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "citizen" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:{service}@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>
+"""
+    else:  # re-INVITEs (connected line, once an agent answers) are answered meanwhile
+        end = _talk(sdp, "citizen", bye_timeout_ms, None)
     return f"""<?xml version="1.0" encoding="UTF-8" ?>
 <scenario name="citizen calls {service}">
   <send retrans="500" start_rtd="answer">
@@ -79,22 +141,17 @@ def caller_scenario(steps: str, service: str = "12345", caller: str = "139079100
     ]]>
   </send>
 {steps}
-  <send retrans="500">
-    <![CDATA[
-      BYE sip:{service}@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "citizen" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:{service}@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 2 BYE
-      Max-Forwards: 70
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv response="200" crlf="true"/>
-</scenario>
+{end}</scenario>
 """
 
+
+def until_answered(talk_ms: int) -> str:
+    """Caller steps in a queue: wait until an agent answers -- Asterisk then updates
+    the caller's connected line with a re-INVITE, answered here -- and talk
+    ``talk_ms`` before :func:`caller_scenario` hangs up."""
+    sdp = Template(_INVITE_SDP).substitute(media_ip="[media_ip]", media_port="[media_port]")
+    ok = _response(200, "OK", to_tag=None, contact="citizen", sdp=sdp)
+    return f'  <recv request="INVITE"/>\n{ok}  <recv request="ACK"/>\n{pause(talk_ms)}'
 
 def rejected_call_scenario(service: str, expect: str) -> str:
     """A UAC whose INVITE must be refused with response ``expect`` (e.g. 404)."""
@@ -148,6 +205,45 @@ def dtmf(digit: str, then_ms: int = 0) -> str:
     return xml
 
 
+class Keypad:
+    """RFC 4733 key presses of one call, as pcaps SIPp plays one after the other.
+
+    Debian's ``dtmf_2833_N.pcap`` each carry fixed RTP sequence numbers and
+    timestamps (the "2" is numbered after the "1"), so on one call a "1" after
+    a "2" looks like an old packet to Asterisk and is dropped. Each press here
+    is a copy renumbered after the previous one (UDP checksum cleared, which
+    IPv4 allows).
+    """
+
+    def __init__(self, workdir: Path, name: str):
+        self.dir = workdir / f"keys-{name}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.n = 0
+
+    def press(self, digit: str, then_ms: int = 0) -> str:
+        data = (PCAP_DIR / f"dtmf_2833_{digit}.pcap").read_bytes()
+        out, off = bytearray(data[:24]), 24
+        first: tuple[int, int] | None = None
+        while off < len(data):
+            incl = struct.unpack("<I", data[off + 8 : off + 12])[0]
+            pkt = bytearray(data[off + 16 : off + 16 + incl])
+            udp = 14 + (pkt[14] & 0x0F) * 4
+            rtp = udp + 8
+            seq, ts = struct.unpack(">HI", pkt[rtp + 2 : rtp + 8])
+            first = first or (seq, ts)
+            new_seq = 20000 + self.n * 50 + (seq - first[0])
+            new_ts = 400000 + self.n * 16000 + (ts - first[1])
+            pkt[rtp + 2 : rtp + 8] = struct.pack(">HI", new_seq, new_ts)
+            pkt[udp + 6 : udp + 8] = b"\0\0"
+            out += data[off : off + 16] + pkt
+            off += 16 + incl
+        path = self.dir / f"{self.n:02d}-{digit}.pcap"
+        path.write_bytes(bytes(out))
+        self.n += 1
+        xml = f'  <nop><action><exec play_pcap_audio="{path}"/></action></nop>\n'
+        return xml + (pause(then_ms) if then_ms else "")
+
+
 def pause(ms: int) -> str:
     return f'  <pause milliseconds="{ms}"/>\n'
 
@@ -188,69 +284,12 @@ def agent_answer_scenario(answer_after_ms: int = 300) -> str:
 <scenario name="agent answers">
   <recv request="OPTIONS" optional="true" next="ping"/>
   <recv request="INVITE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 180 Ringing
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:agent@[local_ip]:[local_port]>
-      Content-Length: 0
-    ]]>
-  </send>
-  <pause milliseconds="{answer_after_ms}"/>
-  <send retrans="500">
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:agent@[local_ip]:[local_port]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-v=0
-o=agent 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 8 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:101 telephone-event/8000
-a=sendrecv
-    ]]>
-  </send>
-  <recv request="ACK"/>
+{_response(180, "Ringing", contact="agent")}  <pause milliseconds="{answer_after_ms}"/>
+{_response(200, "OK", contact="agent", sdp=_AGENT_SDP, retrans=True)}  <recv request="ACK"/>
   <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-  <nop next="done"/>
+{_OK_TO_REQUEST}  <nop next="done"/>
   <label id="ping"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag02[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-  <label id="done"/>
+{_response(200, "OK", to_tag="02")}  <label id="done"/>
 </scenario>
 """
 
@@ -474,79 +513,23 @@ a=sendrecv
   <recv response="183" optional="true"/>
   <recv response="200"/>
 {ack.format(number=number, seat=seat, cseq=2)}  <recv request="BYE" timeout="{hold_ms}"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-</scenario>
+{_OK_TO_REQUEST}</scenario>
 """
 
 
 def agent_no_answer_scenario() -> str:
     """Out-of-call scenario of a registered agent who lets every offer ring out."""
-    return """<?xml version="1.0" encoding="UTF-8" ?>
+    return f"""<?xml version="1.0" encoding="UTF-8" ?>
 <scenario name="agent does not answer">
   <recv request="OPTIONS" optional="true" next="ping"/>
   <recv request="INVITE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 180 Ringing
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:agent@[local_ip]:[local_port]>
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv request="CANCEL">
+{_response(180, "Ringing", contact="agent")}  <recv request="CANCEL">
     <action><ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="cs"/></action>
   </recv>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-  <send>
-    <![CDATA[
-      SIP/2.0 487 Request Terminated
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      CSeq: [$cs] INVITE
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv request="ACK"/>
+{_CANCELLED}  <recv request="ACK"/>
   <nop next="done"/>
   <label id="ping"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag02[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-  <label id="done"/>
+{_response(200, "OK", to_tag="02")}  <label id="done"/>
 </scenario>
 """
 
@@ -572,28 +555,13 @@ def _talk(sdp: str, who: str, hold_ms: int, bye: str | None) -> str:
     """The talking phase of a party: answers Asterisk's re-INVITEs (connected-line
     updates), then sends ``bye`` after ``hold_ms`` without a re-INVITE, or (``bye`` None)
     waits up to ``hold_ms`` for the hotline's BYE."""
-    reinvite = f"""  <label id="reinvite"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:{who}@[local_ip]:[local_port]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-{sdp}
-    ]]>
-  </send>
-  <recv request="ACK" next="talk"/>
-"""
+    ok = _response(200, "OK", to_tag=None, contact=who, sdp=sdp)
+    reinvite = f'  <label id="reinvite"/>\n{ok}  <recv request="ACK" next="talk"/>\n'
     if bye is None:
+        timeout = f' timeout="{hold_ms}"' if hold_ms else ""
         return f"""  <label id="talk"/>
   <recv request="INVITE" optional="true" next="reinvite"/>
-  <recv request="BYE" timeout="{hold_ms}"/>
+  <recv request="BYE"{timeout}/>
 {_OK_TO_REQUEST}  <nop next="talked"/>
 {reinvite}  <label id="talked"/>
 """
@@ -661,21 +629,8 @@ def citizen_call_scenario(service: str, caller: str, media_ip: str, media_port: 
 """
 
 
-_OK_TO_REQUEST = """  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-"""
+_OK_TO_REQUEST = _response(200, "OK", to_tag=None)
 
-
-_TAGGED_TO = "[last_To:];tag=[pid]SIPpTag01[call_number]"
 
 
 def answering_party_scenario(mode: str, media_ip: str = "", media_port: int = 0, *,
@@ -687,19 +642,7 @@ def answering_party_scenario(mode: str, media_ip: str = "", media_port: int = 0,
     ``hangup_after_ms`` if non-zero, else waits for the BYE), ``busy`` (486),
     ``silent`` (180, never answers: waits for the CANCEL). SIP OPTIONS are answered.
     """
-    ringing = f"""  <send>
-    <![CDATA[
-      SIP/2.0 180 Ringing
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:{who}@[local_ip]:[local_port]>
-      Content-Length: 0
-    ]]>
-  </send>
-"""
+    ringing = _response(180, "Ringing", contact=who)
     capture = """    <action>
       <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="inv_from"/>
       <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="inv_to"/>
@@ -707,38 +650,14 @@ def answering_party_scenario(mode: str, media_ip: str = "", media_port: int = 0,
             assign_to="inv_contact"/>
     </action>"""
     if mode == "busy":
-        body = f"""  <recv request="INVITE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 486 Busy Here
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:{who}@[local_ip]:[local_port]>
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv request="ACK"/>
-"""
+        body = ('  <recv request="INVITE"/>\n' + _response(486, "Busy Here", contact=who)
+                + '  <recv request="ACK"/>\n')
     elif mode == "silent":
         body = f"""  <recv request="INVITE"/>
 {ringing}  <recv request="CANCEL" timeout="{wait_ms}">
     <action><ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="cs"/></action>
   </recv>
-{_OK_TO_REQUEST.replace("[last_To:]", _TAGGED_TO)}  <send>
-    <![CDATA[
-      SIP/2.0 487 Request Terminated
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      CSeq: [$cs] INVITE
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv request="ACK"/>
+{_CANCELLED}  <recv request="ACK"/>
 """
     elif mode == "answer":
         sdp = Template(_SDP).substitute(who=who, media_ip=media_ip, media_port=media_port)
@@ -754,22 +673,7 @@ def answering_party_scenario(mode: str, media_ip: str = "", media_port: int = 0,
         invite = f'  <recv request="INVITE">\n{capture}\n  </recv>\n' if hangup_after_ms \
             else '  <recv request="INVITE"/>\n'
         body = f"""{invite}{ringing}  <pause milliseconds="{answer_after_ms}"/>
-  <send retrans="500">
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:{who}@[local_ip]:[local_port]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-{sdp}
-    ]]>
-  </send>
-  <recv request="ACK"/>
+{_response(200, "OK", contact=who, sdp=sdp, retrans=True)}  <recv request="ACK"/>
 {end}"""
     else:
         raise ValueError(f"unknown mode {mode!r}")
@@ -778,7 +682,7 @@ def answering_party_scenario(mode: str, media_ip: str = "", media_port: int = 0,
   <recv request="OPTIONS" optional="true" next="ping"/>
 {body}  <nop next="done"/>
   <label id="ping"/>
-{_OK_TO_REQUEST.replace("[last_To:]", _TAGGED_TO.replace("01", "02"))}  <label id="done"/>
+{_response(200, "OK", to_tag="02")}  <label id="done"/>
 </scenario>
 """
 

@@ -14,12 +14,18 @@
   progress: none lost, none doubled (INVITEs the carrier received).
 * A call-back the citizen does not answer is retried, then recorded failed.
 * An abandoned call is listed and turned into a call-back request.
+* The expected wait is announced on joining a queue whose agents are all busy
+  (queue-holdtime, the number, queue-minutes), the figure the controller logged.
+* A call-back chosen in the IVR menu (action ``callback``): the number confirmed,
+  Asterisk hangs up, the local agent called first, then the citizen, bridged.
+* A call-back in a queue nobody serves, or waiting there past the queue's
+  overflow time, moves on to the province queue like a live caller, keeping
+  its arrival; queue_log records the overflow.
 """
 
 from __future__ import annotations
 
 import re
-import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,11 +36,14 @@ import pytest
 from .harness import Hotline
 from .harness import test_config as sample_config
 from .sipp import (
-    PCAP_DIR,
+    Keypad,
     Sipp,
+    answering_party_scenario,
     caller_scenario,
     dtmf,
+    free_media_port,
     pause,
+    until_answered,
 )
 from .test_first_call import call
 
@@ -49,159 +58,12 @@ def hotline_config() -> dict[str, Any]:
     )
     q["nanchang"].update(ring_timeout=3, overflow={"after": 6, "to": "province"})
     cfg["callbacks"].update(retries=1, retry_delay=5, ring_agent=8, ring_citizen=RING_CITIZEN)
+    # 7 in the main menu: a call-back instead of waiting (the menu action "callback")
+    cfg["menus"]["main"]["choices"].append({"key": "7", "words": ["回电"], "action": "callback"})
     return cfg
 
 
 # ------------------------------------------------------------------ SIP parties
-
-
-def citizen_uas_scenario(talk_ms: int = 2000, answer: bool = True) -> str:
-    """The citizen called back: a UAS on the carrier's address. It answers, talks
-    ``talk_ms`` and hangs up (BYE); or, with ``answer=False``, is busy (486)."""
-    invite = """  <recv request="INVITE" crlf="true">
-    <action>
-      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_from"/>
-      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>
-    </action>
-  </recv>
-"""
-    if not answer:  # (SIPp refuses variables that are set and never used: no ereg here)
-        return """<?xml version="1.0" encoding="UTF-8" ?>
-<scenario name="citizen is busy">
-  <recv request="INVITE" crlf="true"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 486 Busy Here
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv request="ACK"/>
-</scenario>
-"""
-    return f"""<?xml version="1.0" encoding="UTF-8" ?>
-<scenario name="citizen answers the call-back">
-{invite}  <send>
-    <![CDATA[
-      SIP/2.0 180 Ringing
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:citizen@[local_ip]:[local_port]>
-      Content-Length: 0
-    ]]>
-  </send>
-  <pause milliseconds="300"/>
-  <send retrans="500">
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:citizen@[local_ip]:[local_port]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-v=0
-o=citizen 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 8 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:101 telephone-event/8000
-a=sendrecv
-    ]]>
-  </send>
-  <recv request="ACK"/>
-  <pause milliseconds="{talk_ms}"/>
-  <send retrans="500">
-    <![CDATA[
-      BYE [$remote_contact] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:citizen@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-      To: [$remote_from]
-      Call-ID: [call_id]
-      CSeq: 2 BYE
-      Contact: <sip:citizen@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv response="200"/>
-</scenario>
-"""
-
-
-class Keypad:
-    """RFC 4733 key presses of one call, as pcaps SIPp plays one after the other.
-
-    Debian's ``dtmf_2833_N.pcap`` each carry fixed RTP sequence numbers and
-    timestamps (the "2" is numbered after the "1"), so on one call a "1" after
-    a "2" looks like an old packet to Asterisk and is dropped. Each press here
-    is a copy renumbered after the previous one (UDP checksum cleared, which
-    IPv4 allows).
-    """
-
-    def __init__(self, workdir: Path, name: str):
-        self.dir = workdir / f"keys-{name}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.n = 0
-
-    def press(self, digit: str, then_ms: int = 0) -> str:
-        data = (PCAP_DIR / f"dtmf_2833_{digit}.pcap").read_bytes()
-        out, off = bytearray(data[:24]), 24
-        first: tuple[int, int] | None = None
-        while off < len(data):
-            incl = struct.unpack("<I", data[off + 8 : off + 12])[0]
-            pkt = bytearray(data[off + 16 : off + 16 + incl])
-            udp = 14 + (pkt[14] & 0x0F) * 4
-            rtp = udp + 8
-            seq, ts = struct.unpack(">HI", pkt[rtp + 2 : rtp + 8])
-            first = first or (seq, ts)
-            new_seq = 20000 + self.n * 50 + (seq - first[0])
-            new_ts = 400000 + self.n * 16000 + (ts - first[1])
-            pkt[rtp + 2 : rtp + 8] = struct.pack(">HI", new_seq, new_ts)
-            pkt[udp + 6 : udp + 8] = b"\0\0"
-            out += data[off : off + 16] + pkt
-            off += 16 + incl
-        path = self.dir / f"{self.n:02d}-{digit}.pcap"
-        path.write_bytes(bytes(out))
-        self.n += 1
-        xml = f'  <nop><action><exec play_pcap_audio="{path}"/></action></nop>\n'
-        return xml + (pause(then_ms) if then_ms else "")
-
-
-def hung_up_caller_scenario(steps: str, caller: str, service: str = "12345") -> str:
-    """A citizen calls ``service``, runs ``steps`` and waits for Asterisk to hang up."""
-    bye = '  <send retrans="500">\n    <![CDATA[\n      BYE'
-    head = caller_scenario("", service=service, caller=caller).split(bye)[0]
-    return (
-        head
-        + steps
-        + """  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-</scenario>
-"""
-    )
 
 
 class Carrier:
@@ -211,12 +73,16 @@ class Carrier:
         self, h: Hotline, workdir: Path, name: str, answer: bool = True, talk_ms: int = 2000
     ):
         ip, port = h.trunk("carrier")
+        media = free_media_port(ip)
         self.sipp = Sipp(
             workdir,
             name,
-            citizen_uas_scenario(talk_ms, answer),
+            answering_party_scenario(
+                "answer" if answer else "busy", ip, media, answer_after_ms=300,
+                hangup_after_ms=talk_ms, who="citizen"),
             local_ip=ip,
             local_port=port,
+            media_port=media,
             target=h.sip_target,
             calls=100,
             timeout_s=170,
@@ -275,7 +141,7 @@ def offer_and_accept(
     return Sipp(
         workdir,
         name,
-        hung_up_caller_scenario(steps, caller),
+        caller_scenario(steps, caller=caller, hangs_up=False),
         local_ip=ip,
         target=h.sip_target,
         timeout_s=60,
@@ -565,3 +431,140 @@ def test_abandoned_call_listed_and_turned_into_a_callback(fresh: Hotline, workdi
     assert status == 400 and bad["error_id"] == "bad-request", bad
     status, cancelled = h.api("POST", f"/callbacks/{made['id']}/cancel", "sup-province")
     assert status == 200 and cancelled["state"] == "cancelled", cancelled
+
+
+# ------------------------------------------------------------------ call-backs from the menu
+
+
+def book_from_menu(h: Hotline, workdir: Path, caller: str, name: str) -> Sipp:
+    """A caller presses 7 (call-back) in the main menu, confirms the caller ID with 1
+    during the read-back, and waits for Asterisk to hang up."""
+    keys = Keypad(workdir, name)
+    steps = pause(800) + keys.press("7", then_ms=2500) + keys.press("1")
+    ip, _ = h.trunk("carrier")
+    scenario = caller_scenario(steps, caller=caller, hangs_up=False, bye_timeout_ms=30000)
+    return Sipp(workdir, name, scenario, local_ip=ip, target=h.sip_target, timeout_s=60)
+
+
+CALLED_BACK = ["pending", "reserved", "calling-agent", "calling-citizen", "connected", "done"]
+
+
+def test_callback_chosen_in_the_menu_is_booked_and_called_back(
+    fresh: Hotline, workdir: Path
+) -> None:
+    h = fresh
+    carrier = Carrier(h, workdir, "carrier-menu")
+    agent = register(h, workdir, "2001")
+    try:
+        h.login_seat("2001")  # Nanchang's seat, free: the local queue serves at once
+        before_q, chose = len(h.queue_log()), time.time()
+        res = book_from_menu(h, workdir, "13907910041", "menu-cb").wait(60)
+        assert res.returncode == 0, res.explain()  # hung up after the confirmation
+        req = callback_for(h, "13907910041")
+        assert req is not None and req["source"] == "menu" and req["queue"] == "nanchang", req
+        # Its place in line: the moment the caller chose the call-back in the menu.
+        assert chose < req["first_queued"] < chose + 5, (chose, req)
+        h.wait_for(lambda: carrier.invites(), 20, "the carrier receives the call-back INVITE")
+        assert [n for n, _ in carrier.invites()] == ["13907910041"]
+        h.wait_for(
+            lambda: (callback_for(h, "13907910041") or {}).get("state") == "done", 20, "done"
+        )
+        done = callback_for(h, "13907910041")
+        assert done is not None and [t["to"] for t in done["history"]] == CALLED_BACK
+        log = h.queue_log()[before_q:]
+        assert re.search(
+            rf"\|{req['uniqueid']}\|nanchang\|2001\|CALLBACK\|{done['attempt_id']}$", log, re.M
+        ), log
+        assert "ENTERQUEUE" not in log  # the caller never waited on the line
+    finally:
+        agent.stop()
+        carrier.stop()
+
+
+@pytest.mark.parametrize("local", ["nobody", "paused"])
+def test_callback_in_a_queue_nobody_serves_overflows_keeping_its_arrival(
+    fresh: Hotline, workdir: Path, local: str
+) -> None:
+    h = fresh
+    number = {"nobody": "13907910051", "paused": "13907910052"}[local]
+    carrier = Carrier(h, workdir, f"carrier-{local}")
+    agents = [register(h, workdir, "1001"), register(h, workdir, "2001")]
+    try:
+        if local == "paused":  # someone in Nanchang, not serving: the 6 s overflow applies
+            h.login_seat("2001")
+            assert h.api("POST", "/seats/2001/pause", "chenjing", {"reason": "meeting"})[0] == 200
+        before_q = len(h.queue_log())
+        res = book_from_menu(h, workdir, number, f"menu-{local}").wait(60)
+        assert res.returncode == 0, res.explain()
+        req = callback_for(h, number)
+        assert req is not None, callbacks(h)
+        first = req["first_queued"]
+        h.wait_for(
+            lambda: (callback_for(h, number) or {}).get("queue") == "province",
+            20,
+            "the call-back moved to the province queue",
+        )
+        moved = callback_for(h, number)
+        assert moved is not None and moved["first_queued"] == first  # its place kept
+        why = [t["reason"] for t in moved["history"] if t["reason"].startswith("overflow")]
+        expect = "nobody in nanchang" if local == "nobody" else "s in nanchang"
+        assert len(why) == 1 and "nanchang -> province" in why[0] and expect in why[0], why
+        if local == "paused":
+            assert moved["queue_since"] - first >= 6, moved
+        h.wait_for(
+            lambda: "|nanchang|NONE|OVERFLOW|province|CALLBACK" in h.queue_log()[before_q:],
+            10,
+            "OVERFLOW in queue_log",
+        )
+        # The province's seat logs in and the citizen is called back from there.
+        h.login_seat("1001")
+        h.wait_for(lambda: (callback_for(h, number) or {}).get("state") == "done", 30, "done")
+        log = h.queue_log()[before_q:]
+        assert re.search(rf"\|{req['uniqueid']}\|province\|1001\|CALLBACK\|", log), log
+        assert [n for n, _ in carrier.invites()] == [number]
+    finally:
+        for a in agents:
+            a.stop()
+        carrier.stop()
+
+
+# ------------------------------------------------------------------ expected wait
+
+
+def test_expected_wait_announced_when_every_agent_is_busy(fresh: Hotline, workdir: Path) -> None:
+    h = fresh
+    agent = register(h, workdir, "1001")
+    try:
+        h.login_seat("1001")
+        before_log, before_ctl = len(verbose_log(h)), len(h.controller_log())
+        # A goes to the province queue (key 2), is answered by 1001 and talks 15 s.
+        a = call(h, workdir, pause(800) + dtmf("2") + until_answered(15000), name="a-talks",
+                 caller="13907910061")
+        h.wait_for(lambda: "(in call)" in member_line(h, "province", "1001"), 20, "1001 on A")
+        # B joins while the only agent is busy: B hears the estimate, then waits.
+        b = call(h, workdir, pause(800) + dtmf("2", then_ms=12000), name="b-waits",
+                 caller="13907910062")
+        said = re.compile(r"Playing '[^']*/queue-minutes")
+        h.wait_for(lambda: said.search(verbose_log(h)[before_log:]), 20, "the estimate said")
+        logged = re.search(r"queue province: expected wait about (\d+) min \(1 serving, 0 free",
+                           h.controller_log()[before_ctl:])
+        assert logged, h.controller_log()[before_ctl:][-3000:]
+        log = verbose_log(h)[before_log:]
+        told = {m.group(1) for m in re.finditer(r"<(PJSIP/[^>]+)>.*Playing '[^']*/queue-holdtime",
+                                                log)}
+        assert len(told) == 1, told  # B only: A had a free agent
+        (b_chan,) = told
+        files = [
+            m.group(1).rsplit("/", 1)[-1]
+            for ln in log.splitlines()
+            if f"<{b_chan}>" in ln and (m := re.search(r"Playing '([^']+)'", ln))
+        ]
+        i = files.index("queue-holdtime.slin")
+        assert files[i : i + 3] == [
+            "queue-holdtime.slin", f"num-{logged.group(1)}.slin", "queue-minutes.slin"
+        ], files
+        for p, who in ((b, "B"), (a, "A")):
+            res = p.wait(60)
+            assert res.returncode == 0, f"{who}: {res.explain()}"
+    finally:
+        agent.stop()

@@ -511,6 +511,7 @@ async def test_event_callbacks_sync_async_and_failing(
     ami.on("newchannel", sync_seen)
     ami.on("*", async_callback)
     ami.on("Hangup", broken_async)
+    before = ami.event_figures()
     with caplog.at_level(logging.ERROR, logger="hotline.ami"):
         (session,) = fake.live()
         session.event("Newchannel", Channel="PJSIP/a-00000001", Uniqueid="1700000001.1")
@@ -523,6 +524,11 @@ async def test_event_callbacks_sync_async_and_failing(
     assert "sync callback bug" in caplog.text
     assert "async callback bug" in caplog.text
     assert "Uniqueid 1700000001.1" in caplog.text
+    # The event-handling figures (make bench): 3 events, 3 + 2 + 3 callback calls.
+    after = ami.event_figures()
+    assert after["events"] - before["events"] == 3
+    assert after["handler_calls"] - before["handler_calls"] == 8
+    assert after["handler_s"] >= before["handler_s"] and after["async_handler_s"] > 0
     ami.off("Newchannel", broken)
     # The reader survived: actions still work.
     assert (await ami.action("Ping")).get("Ping") == "Pong"

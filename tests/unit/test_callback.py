@@ -9,6 +9,7 @@ from queues.callback import (
     CallbackRequest,
     Launch,
     Member,
+    Overflow,
     Policy,
     Release,
     Requeue,
@@ -319,3 +320,51 @@ def test_abandoned_calls_not_answered_nor_called_back() -> None:
         g["uniqueid"] for g in abandoned_calls(events, since=1100, until=None, handled=set())
     ] == ["c3", "c4"]
     assert abandoned_calls(events, since=0, until=1030, handled=set()) == []
+
+
+# ------------------------------------------------------------------ overflow of call-backs
+
+
+def chain_snap(*members: Member, now: float = NOW) -> Snapshot:
+    """yudu -> ganzhou -> province, as in the sample (30 s, 60 s)."""
+    return Snapshot(
+        now=now,
+        members=members,
+        waiting={},
+        wrapup={},
+        overflow={"ganzhou-yudu": (30, "ganzhou"), "ganzhou": (60, "province")},
+    )
+
+
+def test_a_call_back_in_a_queue_nobody_serves_follows_the_overflow_chain() -> None:
+    r = req(queue="ganzhou-yudu", first_queued=NOW - 5)
+    # nobody in the county nor the city: straight to the province, like a live caller
+    assert plan(chain_snap(m("1001")), [r]) == [
+        Overflow("cb1", "province", "nobody in ganzhou-yudu; nobody in ganzhou")
+    ]
+    # somebody in the city: it stops there
+    assert plan(chain_snap(m("3001", queue="ganzhou")), [r]) == [
+        Overflow("cb1", "ganzhou", "nobody in ganzhou-yudu")
+    ]
+    # an unreachable county seat serves nobody
+    gone = m("yudu-01", queue="ganzhou-yudu", status="5")
+    assert plan(chain_snap(gone, m("3001", queue="ganzhou")), [r])[0].to == "ganzhou"  # type: ignore[union-attr]
+
+
+def test_a_call_back_overflows_after_the_queues_wait_and_keeps_its_arrival() -> None:
+    busy = m("yudu-01", queue="ganzhou-yudu", in_call=True, status="2")
+    r = req(queue="ganzhou-yudu", first_queued=NOW - 10)
+    assert plan(chain_snap(busy), [r]) == []  # 10 s < 30 s: waits for the county seat
+    r = req(queue="ganzhou-yudu", first_queued=NOW - 31)
+    city = m("3001", queue="ganzhou", in_call=True, status="2")
+    assert plan(chain_snap(busy, city), [r]) == [Overflow("cb1", "ganzhou", "31 s in ganzhou-yudu")]
+    # in the city queue, the wait counts from the move, not from the first arrival
+    moved = req(queue="ganzhou", first_queued=NOW - 31, queue_since=NOW - 1)
+    assert plan(chain_snap(busy, city), [moved]) == []
+    assert plan(chain_snap(busy, city, now=NOW + 60), [moved]) == [
+        Overflow("cb1", "province", "61 s in ganzhou")
+    ]
+
+
+def test_the_top_of_the_chain_keeps_its_call_backs() -> None:
+    assert plan(chain_snap(), [req(queue="province")]) == []

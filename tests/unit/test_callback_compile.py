@@ -17,7 +17,7 @@ from dialplan.loader import ConfigError
 from dialplan.model import Config
 from dialplan.say import QUEUE_SOUNDS
 from dialplan.validate import load_config_text, referenced_prompts
-from queues import names as qn
+from hotline import channel_vars as cv
 
 from .test_compile import INBOUND, TARGET, VERSION, Section, dialplan, sections
 
@@ -67,7 +67,7 @@ def test_wait_message_and_call_back_offer_take_turns(cfg: Config, files: dict[st
     )
     assert s.get("periodic-announce-frequency") == str(q.message_every)
     assert s.get("periodic-announce-startdelay") == str(q.callback_after)
-    assert s.get("context") == qn.CTX_CALLBACK_OFFER
+    assert s.get("context") == cv.CTX_CALLBACK_OFFER
     # A queue without call-backs takes no key and plays no periodic message.
     n = queue_section(files, "nanchang")
     assert n.get("context") is None and n.get("periodic-announce-frequency") == "0"
@@ -86,29 +86,29 @@ def test_each_queue_step_keeps_the_place_in_time(cfg: Config, files: dict[str, s
     plan = dialplan(files["extensions.conf"])
     for qid in cfg.queues:
         apps = [p.app for p in plan["hotline-queue"] if p.exten == qid]
-        gosub = apps.index(f"Gosub({qn.CTX_POSITION},s,1)")
+        gosub = apps.index(f"Gosub({cv.CTX_POSITION},s,1)")
         queue = next(i for i, a in enumerate(apps) if a.startswith(f"Queue({qid},"))
-        assert gosub < queue and apps[queue].endswith(f",,,,${{{qn.QUEUE_POSITION}}})")
-    pos = [p.app for p in plan[qn.CTX_POSITION] if p.exten == "s"]
+        assert gosub < queue and apps[queue].endswith(f",,,,${{{cv.QUEUE_POSITION}}})")
+    pos = [p.app for p in plan[cv.CTX_POSITION] if p.exten == "s"]
     assert pos[0].startswith(
-        f"Set(__{qn.FIRST_QUEUED}=${{IF("
+        f"Set(__{cv.FIRST_QUEUED}=${{IF("
     )  # kept once set: inherited, never reset
     assert "Set(CHANNEL(language)=zh)" in pos
-    agi = pos.index(f"AGI(${{HOTLINE_AGI}}/{qn.SCRIPT_QUEUE_ENTRY})")
+    agi = pos.index(f"AGI(${{HOTLINE_AGI}}/{cv.SCRIPT_QUEUE_ENTRY})")
     assert pos[agi - 1] == "Set(TIMEOUT(absolute)=3)" and "Set(AGIEXITONHANGUP=yes)" in pos[:agi]
-    assert f'ExecIf($["${{AGISTATUS}}" != "SUCCESS"]?Set({qn.QUEUE_POSITION}=))' in pos
+    assert f'ExecIf($["${{AGISTATUS}}" != "SUCCESS"]?Set({cv.QUEUE_POSITION}=))' in pos
     assert pos[-1] == "Return()"
-    t = [p.app for p in plan[qn.CTX_POSITION] if p.exten == "T"]
-    assert t[-1] == "Return()" and f"Set({qn.QUEUE_POSITION}=)" in t  # too slow: no position
+    t = [p.app for p in plan[cv.CTX_POSITION] if p.exten == "T"]
+    assert t[-1] == "Return()" and f"Set({cv.QUEUE_POSITION}=)" in t  # too slow: no position
 
 
 def test_offer_context_back_in_line_unless_stored(files: dict[str, str]) -> None:
     plan = dialplan(files["extensions.conf"])
-    offer = plan[qn.CTX_CALLBACK_OFFER]
+    offer = plan[cv.CTX_CALLBACK_OFFER]
     assert {p.exten for p in offer} == {"1", "T"}  # only the digit 1 leaves a queue
     apps = [p.app for p in offer if p.exten == "1"]
-    assert f"AGI(${{HOTLINE_AGI}}/{qn.SCRIPT_CALLBACK_OFFER})" in apps
-    assert apps[-1] == f"Goto(hotline-queue,${{{qn.QUEUE}}},1)"
+    assert f"AGI(${{HOTLINE_AGI}}/{cv.SCRIPT_CALLBACK_OFFER})" in apps
+    assert apps[-1] == f"Goto(hotline-queue,${{{cv.QUEUE}}},1)"
     assert not [a for a in apps if a.startswith("Hangup")]  # stored: hotline-done hangs up
 
 
@@ -122,15 +122,15 @@ def test_call_back_dials_the_stored_digits_over_the_carrier_only(
         for p in prios
         if "Dial(" in p.app and "${" in p.app.split(",")[0]
     ]
-    assert [ctx for ctx, _ in dials] == [qn.CTX_CALLBACK_DIAL]  # the only Dial to a variable number
+    assert [ctx for ctx, _ in dials] == [cv.CTX_CALLBACK_DIAL]  # the only Dial to a variable number
     ((_, dial),) = dials
     m = re.fullmatch(r"Dial\(PJSIP/\$\{(\w+)\}@([a-z-]+),(\d+),U\(([a-z-]+)\^.*\)\)", dial)
     assert m, dial
-    assert m[1] == qn.CB_NUMBER and cfg.trunks[m[2]].kind == "carrier"
-    assert int(m[3]) == cfg.callbacks.ring_citizen and m[4] == qn.CTX_CALLBACK_ANSWERED
-    apps = [p.app for p in plan[qn.CTX_CALLBACK_DIAL] if p.exten == "s"]
+    assert m[1] == cv.CB_NUMBER and cfg.trunks[m[2]].kind == "carrier"
+    assert int(m[3]) == cfg.callbacks.ring_citizen and m[4] == cv.CTX_CALLBACK_ANSWERED
+    apps = [p.app for p in plan[cv.CTX_CALLBACK_DIAL] if p.exten == "s"]
     check = next(i for i, a in enumerate(apps) if "REGEX" in a)
-    assert apps[check] == f'GotoIf($[${{REGEX("^[0-9]{{5,20}}$" ${{{qn.CB_NUMBER}}})}}]?dial)'
+    assert apps[check] == f'GotoIf($[${{REGEX("^[0-9]{{5,20}}$" ${{{cv.CB_NUMBER}}})}}]?dial)'
     assert check < next(i for i, a in enumerate(apps) if a.startswith("Dial("))
     assert apps[check + 2] == "Hangup(21)"  # anything else: no call at all
 
@@ -140,7 +140,7 @@ def test_no_inbound_context_reaches_the_call_back_contexts(files: dict[str, str]
     assert set(INBOUND) <= set(plan)
     for ctx, prios in plan.items():
         for p in prios:
-            for target in (qn.CTX_CALLBACK_DIAL, qn.CTX_CALLBACK_ANSWERED):
+            for target in (cv.CTX_CALLBACK_DIAL, cv.CTX_CALLBACK_ANSWERED):
                 assert target + "," not in p.app, (ctx, p)  # no Goto/Gosub/GotoIf into them
     # the dial context is only entered by the controller's Originate; the offer context
     # only by queues.conf context= of a queue offering call-backs
@@ -149,9 +149,9 @@ def test_no_inbound_context_reaches_the_call_back_contexts(files: dict[str, str]
 
 def test_call_back_queue_log_lines_carry_the_original_call(files: dict[str, str]) -> None:
     text = files["extensions.conf"]
-    for ev in (qn.EV_DIAL, qn.EV_FAIL, qn.EV_END):
-        assert f"QueueLog(${{{qn.CB_QUEUE}}},${{{qn.CB_CALLID}}},${{{qn.CB_SEAT}}},{ev}," in text
-    assert f"QueueLog(${{ARG1}},${{ARG2}},${{ARG3}},{qn.EV_CALLBACK},${{ARG4}})" in text
+    for ev in (cv.EV_DIAL, cv.EV_FAIL, cv.EV_END):
+        assert f"QueueLog(${{{cv.CB_QUEUE}}},${{{cv.CB_CALLID}}},${{{cv.CB_SEAT}}},{ev}," in text
+    assert f"QueueLog(${{ARG1}},${{ARG2}},${{ARG3}},{cv.EV_CALLBACK},${{ARG4}})" in text
 
 
 def test_prompts_are_required_only_where_used(cfg: Config) -> None:

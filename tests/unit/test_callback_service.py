@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from agi_scripts.callback_booking import book
 from agi_scripts.callback_offer import callback_offer
 from dialplan.model import Config
 from dialplan.validate import load_config
@@ -24,7 +25,6 @@ from hotline import channel_vars as cv
 from hotline.ami import AmiActionError
 from hotline.amiproto import AmiMessage
 from hotline.auth import Forbidden, Principal
-from queues import names as qn
 from queues.agents import BadRequest, NotFound
 from queues.callback import State
 from queues.callback_service import CallbackService, QueueLogTail, member_from
@@ -186,15 +186,15 @@ def test_offer_to_done_reserves_launches_and_frees_the_agent(world: World) -> No
     name, orig = w.ami.sent[-1]
     assert name == "Originate" and orig["id"] == f"{rid}-1" and orig["channel"] == "PJSIP/1001"
     assert (
-        orig["context"] == qn.CTX_CALLBACK_DIAL and orig["exten"] == "s" and orig["priority"] == 1
+        orig["context"] == cv.CTX_CALLBACK_DIAL and orig["exten"] == "s" and orig["priority"] == 1
     )
     assert orig["variables"] == {
-        qn.CB_ATTEMPT: f"{rid}-1",
-        qn.CB_NUMBER: "13907910001",
-        qn.CB_CALLID: "1800.1",
-        qn.CB_QUEUE: "province",
-        qn.CB_SEAT: "1001",
-        qn.CB_FROM: "12345",
+        cv.CB_ATTEMPT: f"{rid}-1",
+        cv.CB_NUMBER: "13907910001",
+        cv.CB_CALLID: "1800.1",
+        cv.CB_QUEUE: "province",
+        cv.CB_SEAT: "1001",
+        cv.CB_FROM: "12345",
     }
     assert orig["timeout_ms"] == w.cfg.callbacks.ring_agent * 1000
     assert w.state(rid) == State.CALLING_AGENT
@@ -494,8 +494,8 @@ def waited(world: World, seconds: float) -> dict[str, str]:
     import time
 
     return {
-        qn.QUEUE: "province",
-        qn.FIRST_QUEUED: str(int(time.time() - seconds)),
+        cv.QUEUE: "province",
+        cv.FIRST_QUEUED: str(int(time.time() - seconds)),
         cv.CITY: "nanchang",
         cv.NUMBER: "12345",
     }
@@ -508,7 +508,7 @@ def test_offer_confirmed_with_1_is_stored(world: World) -> None:
     assert ch.played[:4] == ["callback-confirm", "num-1", "num-3", "num-9"]
     assert ch.played[-1] == "callback-accepted"
     (r,) = world.svc.open.values()
-    assert ch.vars[qn.CALLBACK_ID] == r.id
+    assert ch.vars[cv.CALLBACK_ID] == r.id
     assert (r.number, r.queue, r.city, r.uniqueid, r.service_number) == (
         "13907910001",
         "province",
@@ -516,7 +516,7 @@ def test_offer_confirmed_with_1_is_stored(world: World) -> None:
         "1800.7",
         "12345",
     )
-    assert r.first_queued == float(ch.vars[qn.FIRST_QUEUED])  # the ORIGINAL first arrival
+    assert r.first_queued == float(ch.vars[cv.FIRST_QUEUED])  # the ORIGINAL first arrival
 
 
 def test_offer_with_another_number_keyed_in(world: World) -> None:
@@ -551,8 +551,26 @@ def test_offer_declined_or_impossible_leaves_the_caller_in_line(world: World, ca
     elif case == "no-service":
         svc = None
     elif case == "no-offer":
-        variables[qn.QUEUE] = "nanchang"
+        variables[cv.QUEUE] = "nanchang"
     ch = FakeChannel(variables, "13907910001", keys, typed)
     asyncio.run(callback_offer(ch, FakeApp(world.cfg, svc)))  # type: ignore[arg-type]
-    assert qn.CALLBACK_ID not in ch.vars  # the dialplan puts them back in the queue
+    assert cv.CALLBACK_ID not in ch.vars  # the dialplan puts them back in the queue
     assert world.svc.open == {}
+
+
+def test_a_call_back_booked_from_the_menu_keeps_the_time_of_the_choice(world: World) -> None:
+    ch = FakeChannel({cv.CITY: "nanchang", cv.NUMBER: "12345"}, "13907910001", ["1"])
+    app = FakeApp(world.cfg, world.svc)
+    booked = asyncio.run(
+        book(ch, app, queue="nanchang", first_queued=1_800_000_000.0, source="menu")  # type: ignore[arg-type]
+    )
+    (r,) = world.svc.open.values()
+    assert booked == r.id == ch.vars[cv.CALLBACK_ID]
+    assert (r.source, r.queue, r.first_queued, r.number) == (
+        "menu", "nanchang", 1_800_000_000.0, "13907910001"
+    )
+    assert ch.played[0] == "callback-confirm" and ch.played[-1] == "callback-accepted"
+    # Not confirmed (no key twice): nothing booked, the IVR sends the caller to a person.
+    ch = FakeChannel({}, "13907910002", [])
+    assert asyncio.run(book(ch, app, queue="nanchang", first_queued=1.0, source="menu")) is None  # type: ignore[arg-type]
+    assert len(world.svc.open) == 1

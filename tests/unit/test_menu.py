@@ -230,3 +230,14 @@ def test_a_menu_answer_sets_the_locality_and_the_local_queue() -> None:
     step = engine.answer(Answer(text="我在于都"))
     assert engine.locality == Locality("ganzhou", "yudu", "menu")
     assert (step.route, step.target) == ("queue", "ganzhou-yudu")
+
+
+def test_callback_choice_is_a_callback_from_the_local_queue() -> None:
+    text = SAMPLE.read_text(encoding="utf-8").replace(
+        NINE, NINE + '      - {key: "7", words: [回电, 回拨], action: callback}\n'
+    )
+    cfg = load_config_text(text, "hotline.yaml")
+    step = MenuEngine(cfg, "main", locality=YUDU).answer(key("7"))
+    assert step == Step("route", route="callback", target="ganzhou-yudu", reason="callback")
+    step = MenuEngine(cfg, "main", locality=Locality()).answer(said("请给我回电"))
+    assert route(step) == ("callback", cfg.hotline.default_queue)

@@ -18,7 +18,7 @@ import pytest
 from agi_scripts.queue_entry import queue_entry
 from dialplan.say import ANNOUNCEMENT_PROMPTS, NUMBER_PROMPTS, number_rules, say_conf
 from hotline.ami import AmiDisconnected
-from queues import names as qn
+from hotline import channel_vars as cv
 from queues.position import Arrivals, Waiting, parse_epoch, position_for, waiting_from_status
 
 SOUNDS = "/srv/hotline/t/current/sounds"
@@ -212,7 +212,7 @@ class FakeAmi:
         return [e for e in self.entries if q is None or e["Queue"] == q]
 
     async def getvar(self, name: str, channel: str | None = None) -> str | None:
-        assert name == qn.FIRST_QUEUED and channel
+        assert name == cv.FIRST_QUEUED and channel
         self.getvars.append(channel)
         return self.firsts.get(channel)
 
@@ -267,28 +267,28 @@ class FakeApp:
 
 def test_queue_entry_sets_the_position() -> None:
     ami = FakeAmi([entry("a", 1), entry("b", 2)], {"PJSIP/c-a": "100", "PJSIP/c-b": "200"})
-    ch = FakeChannel({qn.QUEUE: "province", qn.FIRST_QUEUED: "150"})
+    ch = FakeChannel({cv.QUEUE: "province", cv.FIRST_QUEUED: "150"})
     app = FakeApp(ami)
     asyncio.run(queue_entry(ch, app))  # type: ignore[arg-type]
-    assert ch.vars[qn.QUEUE_POSITION] == "2"
+    assert ch.vars[cv.QUEUE_POSITION] == "2"
     assert app.arrivals.get("me") == 150.0
 
 
 @pytest.mark.parametrize("trouble", ["down", "disconnected", "unknown-queue", "no-first"])
 def test_queue_entry_never_keeps_a_caller_out(trouble: str) -> None:
     ami = FakeAmi([entry("a", 1)], {"PJSIP/c-a": "300"})
-    variables = {qn.QUEUE: "province", qn.FIRST_QUEUED: "150"}
+    variables = {cv.QUEUE: "province", cv.FIRST_QUEUED: "150"}
     if trouble == "down":
         ami.connected = False
     elif trouble == "disconnected":
         ami.fail = AmiDisconnected("connection lost")
     elif trouble == "unknown-queue":
-        variables[qn.QUEUE] = "nowhere"
+        variables[cv.QUEUE] = "nowhere"
     else:
-        del variables[qn.FIRST_QUEUED]
+        del variables[cv.FIRST_QUEUED]
     ch = FakeChannel(variables)
     asyncio.run(queue_entry(ch, FakeApp(ami)))  # type: ignore[arg-type]
-    assert qn.QUEUE_POSITION not in ch.vars  # Queue() without a position: the end of the line
+    assert cv.QUEUE_POSITION not in ch.vars  # Queue() without a position: the end of the line
 
 
 def test_arrivals_remember_an_unset_variable_as_the_time_in_this_queue() -> None:

@@ -10,7 +10,6 @@ from dialplan.compile import compile_config
 from dialplan.model import Recordings, parse_duration
 from dialplan.validate import ConfigError
 from hotline import channel_vars as cv
-from queues import names as qn
 
 from .test_compile import SAMPLE, TARGET, VERSION, dialplan, load, patch
 
@@ -45,7 +44,7 @@ def test_every_answer_of_a_call_is_followed_by_the_recording(sample: str) -> Non
     assert legacy and all(RECORD in [q.app for q in plan["from-carrier"] if q.exten == p.exten]
                           for p in legacy)
     # A call-back is recorded from the citizen's answer.
-    assert RECORD in [p.app for p in plan[qn.CTX_CALLBACK_ANSWERED]]
+    assert RECORD in [p.app for p in plan[cv.CTX_CALLBACK_ANSWERED]]
 
 
 def test_the_recording_subroutine(sample: str) -> None:
