@@ -14,7 +14,7 @@ class CallbackPlugin:
 
     def __init__(self, app: Any) -> None:
         self.arrivals = Arrivals()
-        store = CallbackStore.in_state_dir(app.instance.state)
+        store = CallbackStore.open(app.config.storage.url, app.instance.state)
         audit = app.agents.audit if app.agents is not None else None
         self.service = CallbackService(
             config=lambda: app.config,

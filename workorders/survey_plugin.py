@@ -18,7 +18,8 @@ class SurveyPlugin:
     """Created with the controller's :class:`hotline.app.App`; ``attach`` to the AMI client."""
 
     def __init__(self, app: Any) -> None:
-        store = SurveyStore.in_state_dir(app.instance.state)
+        url = app.config.storage.url  # the work orders' database when set
+        store = SurveyStore(url) if url else SurveyStore.in_state_dir(app.instance.state)
         self.service = SurveyService(
             config=lambda: app.config, ami=lambda: app.ami, store=store, on_result=log_result
         )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,10 +32,15 @@ def hotline(asterisk_root: AsteriskRoot, tools: None, tmp_path_factory: pytest.T
             request: pytest.FixtureRequest) -> Iterator[Hotline]:
     """One real hotline (Asterisk + Redis + controller) shared by a test module.
 
-    A module may define ``hotline_config()`` returning the config dict to run.
+    A module may define ``hotline_config()`` returning the config dict to run; one
+    that takes an argument gets the pytest request (to ask for fixtures such as
+    ``pg_url``).
     """
     make = getattr(request.module, "hotline_config", None)
-    h = Hotline(tmp_path_factory.mktemp("hotline"), make() if make else None)
+    cfg = None
+    if make is not None:
+        cfg = make(request) if inspect.signature(make).parameters else make()
+    h = Hotline(tmp_path_factory.mktemp("hotline"), cfg)
     h.start()
     try:
         yield h
