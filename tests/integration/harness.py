@@ -61,6 +61,9 @@ def test_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     return cfg
 
 
+test_config.__test__ = False  # a helper: modules import it, pytest must not collect it
+
+
 class Hotline:
     def __init__(self, workdir: Path, cfg: dict[str, Any] | None = None):
         self.workdir = workdir
