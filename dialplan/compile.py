@@ -24,7 +24,6 @@ from pathlib import PurePosixPath
 
 from hotline import channel_vars as cv
 from queues import names as qn
-from transfer import names as xn
 
 from .model import Config, Number, Queue
 from .say import QUEUE_SOUNDS, QUEUE_SOUNDS_OFF, say_conf
@@ -525,8 +524,8 @@ exten => s,1,Hangup(16)
             out.append(f" same => n,Set(__HOTLINE_EMERGENCY={line})\n")
             # The controller's transfer service takes the caller into a transfer bridge
             # (AMI Redirect); if it does not within the wait, dial the line from here.
-            out.append(f" same => n,UserEvent({xn.EVENT_EMERGENCY},Line: {line})\n")
-            out.append(f" same => n,Wait({xn.IVR_HANDOFF_WAIT})\n")
+            out.append(f" same => n,UserEvent({cv.EVENT_EMERGENCY},Line: {line})\n")
+            out.append(f" same => n,Wait({cv.XFER_IVR_HANDOFF_WAIT})\n")
             if e.prompt:
                 out.append(f" same => n,Playback({self.prompt(e.prompt)})\n")
             for r in (e.route, e.alternate):
@@ -548,9 +547,9 @@ exten => s,1,Hangup(16)
         c = self.cfg
         if not c.emergency_lines:
             return ""
-        xfer = f"${{{xn.VAR_XFER}}}"
+        xfer = f"${{{cv.XFER}}}"
         out = [f"""
-[{xn.CTX_CALLER}]
+[{cv.CTX_XFER_CALLER}]
 ; the caller of a warm transfer: the line's message, then the transfer's bridge
 ; (music on hold while alone); leaving it alive means something failed: a person
 """]
@@ -559,23 +558,23 @@ exten => s,1,Hangup(16)
                      else f"NoOp(transfer to {line})")
             out.append(f"exten => {line},1,{first}\n same => n,Goto(join,1)\n")
         out.append(f"""exten => join,1,GotoIf($["{xfer}" = ""]?{cv.CTX_FAILURE},s,1)
- same => n,ConfBridge({xfer},{xn.BRIDGE_PROFILE},{xn.USER_CALLER})
+ same => n,ConfBridge({xfer},{cv.XFER_BRIDGE_PROFILE},{cv.XFER_USER_CALLER})
  same => n,Set({cv.ABORT_REASON}=transfer-{xfer}-${{CONFBRIDGE_RESULT}})
  same => n,Goto({cv.CTX_FAILURE},s,1)
 exten => i,1,Goto({cv.CTX_FAILURE},s,1)
 
-[{xn.CTX_AGENT}]
+[{cv.CTX_XFER_AGENT}]
 ; the agent: straight into the bridge; "failed" tells them no route answered first
-exten => {xn.EXTEN_JOIN},1,GotoIf($["{xfer}" = ""]?hotline-done,s,1)
- same => n,ConfBridge({xfer},{xn.BRIDGE_PROFILE},{xn.USER_AGENT})
+exten => {cv.XFER_EXTEN_JOIN},1,GotoIf($["{xfer}" = ""]?hotline-done,s,1)
+ same => n,ConfBridge({xfer},{cv.XFER_BRIDGE_PROFILE},{cv.XFER_USER_AGENT})
  same => n,Hangup()
-exten => {xn.EXTEN_AGENT_FAILED},1,Playback({self.prompt(c.transfers.failed_prompt)})
- same => n,Goto({xn.EXTEN_JOIN},1)
+exten => {cv.XFER_EXTEN_AGENT_FAILED},1,Playback({self.prompt(c.transfers.failed_prompt)})
+ same => n,Goto({cv.XFER_EXTEN_JOIN},1)
 
-[{xn.CTX_DISPATCHER}]
+[{cv.CTX_XFER_DISPATCHER}]
 ; the emergency centre's dispatcher, once answered (AMI Originate)
-exten => {xn.EXTEN_JOIN},1,GotoIf($["{xfer}" = ""]?hotline-done,s,1)
- same => n,ConfBridge({xfer},{xn.BRIDGE_PROFILE},{xn.USER_DISPATCHER})
+exten => {cv.XFER_EXTEN_JOIN},1,GotoIf($["{xfer}" = ""]?hotline-done,s,1)
+ same => n,ConfBridge({xfer},{cv.XFER_BRIDGE_PROFILE},{cv.XFER_USER_DISPATCHER})
  same => n,Hangup()
 """)
         return "".join(out)
@@ -593,18 +592,18 @@ dtmf_passthrough = no
 dsp_drop_silence = no
 """
         return f"""
-[{xn.BRIDGE_PROFILE}]
+[{cv.XFER_BRIDGE_PROFILE}]
 type = bridge
 
-[{xn.USER_CALLER}]
+[{cv.XFER_USER_CALLER}]
 {user}music_on_hold_when_empty = yes
 music_on_hold_class = default
 
-[{xn.USER_AGENT}]
+[{cv.XFER_USER_AGENT}]
 {user}music_on_hold_when_empty = yes
 music_on_hold_class = default
 
-[{xn.USER_DISPATCHER}]
+[{cv.XFER_USER_DISPATCHER}]
 {user}music_on_hold_when_empty = no
 """
 
@@ -616,15 +615,15 @@ music_on_hold_class = default
             return ""
         out = ["\n[applicationmap]\n"]
         for line in lines:
-            out.append(f"{xn.feature_name(line)} => **{line},self,"
-                       f"UserEvent({xn.EVENT_REQUEST},Line: {line})\n")
+            out.append(f"{cv.XFER_FEATURE_PREFIX}{line} => **{line},self,"
+                       f"UserEvent({cv.EVENT_XFER_REQUEST},Line: {line})\n")
         return "".join(out)
 
     def seat_transfer_features(self) -> str:
         if not self.cfg.emergency_lines:
             return ""
-        names = "#".join(xn.feature_name(line) for line in self.cfg.emergency_lines)
-        return f"set_var = {xn.DYNAMIC_FEATURES}={names}\n"
+        names = "#".join(f"{cv.XFER_FEATURE_PREFIX}{line}" for line in self.cfg.emergency_lines)
+        return f"set_var = {cv.DYNAMIC_FEATURES}={names}\n"
 
     def seat_feature_contexts(self) -> str:
         c = self.cfg

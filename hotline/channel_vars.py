@@ -21,3 +21,27 @@ MENU: Final = "HOTLINE_MENU"  # entry menu id for the IVR script
 CITY: Final = "HOTLINE_CITY"
 COUNTY: Final = "HOTLINE_COUNTY"
 ORIGINATE_ID: Final = "HOTLINE_ORIGINATE_ID"
+
+# ---------------------------------------------------------------- transfers (transfer/)
+# Contexts written by dialplan.compile (Compiler.transfer_contexts)
+CTX_XFER_CALLER: Final = "hotline-xfer-caller"  # exten = line: hold message, then the bridge
+CTX_XFER_AGENT: Final = "hotline-xfer-agent"  # s: join; failed: message to the agent, then join
+CTX_XFER_DISPATCHER: Final = "hotline-xfer-dispatcher"  # s: the answered dispatcher joins
+CTX_EMERGENCY: Final = "hotline-emergency"  # exten = line: the IVR's emergency offer
+XFER_EXTEN_JOIN: Final = "s"
+XFER_EXTEN_AGENT_FAILED: Final = "failed"
+# ConfBridge profiles (confbridge.conf), one bridge profile and one user profile per role
+XFER_BRIDGE_PROFILE: Final = "hotline-xfer"
+XFER_USER_CALLER: Final = "hotline-xfer-caller"
+XFER_USER_AGENT: Final = "hotline-xfer-agent"
+XFER_USER_DISPATCHER: Final = "hotline-xfer-dispatcher"
+XFER: Final = "HOTLINE_XFER"  # the transfer id, which is also the ConfBridge name
+# UserEvents the dialplan raises for the controller (AMI, read class "user")
+EVENT_XFER_REQUEST: Final = "HotlineTransfer"  # an agent's feature code: header Line
+EVENT_EMERGENCY: Final = "HotlineEmergency"  # the IVR's emergency offer: header Line
+# features.conf [applicationmap]: one dynamic feature per emergency line (hotline-xfer-119)
+XFER_FEATURE_PREFIX: Final = "hotline-xfer-"
+DYNAMIC_FEATURES: Final = "DYNAMIC_FEATURES"
+# Seconds hotline-emergency waits for the controller to take the caller before it
+# dials the line itself (controller down).
+XFER_IVR_HANDOFF_WAIT: Final = 2

@@ -51,7 +51,7 @@ from hotline.auth import Principal, may_act_on_seat
 from queues.agents import centres_under
 
 from . import machine as m
-from . import names
+from hotline import channel_vars as cv
 from .exceptions import (
     AsteriskUnavailable,
     CallMoved,
@@ -306,22 +306,22 @@ class TransferService:
                 self._track(t)
             try:
                 await ami.action(
-                    "Setvar", Channel=caller.channel, Variable=names.VAR_XFER, Value=t.id
+                    "Setvar", Channel=caller.channel, Variable=cv.XFER, Value=t.id
                 )
                 redirect = {
                     "Channel": caller.channel,
-                    "Context": names.CTX_CALLER,
+                    "Context": cv.CTX_XFER_CALLER,
                     "Exten": line,
                     "Priority": "1",
                 }
                 if agent is not None:
                     await ami.action(
-                        "Setvar", Channel=agent.channel, Variable=names.VAR_XFER, Value=t.id
+                        "Setvar", Channel=agent.channel, Variable=cv.XFER, Value=t.id
                     )
                     redirect |= {
                         "ExtraChannel": agent.channel,
-                        "ExtraContext": names.CTX_AGENT,
-                        "ExtraExten": names.EXTEN_JOIN,
+                        "ExtraContext": cv.CTX_XFER_AGENT,
+                        "ExtraExten": cv.XFER_EXTEN_JOIN,
                         "ExtraPriority": "1",
                     }
                 await ami.action("Redirect", **redirect)
@@ -391,7 +391,7 @@ class TransferService:
     async def _ivr_offer(self, ev: dict[str, str]) -> None:
         """UserEvent HotlineEmergency: the IVR sends a caller to an emergency line."""
         uid, line = ev.get("Uniqueid", ""), ev.get("Line", "")
-        if ev.get("Context") != names.CTX_EMERGENCY or uid in self.index:
+        if ev.get("Context") != cv.CTX_EMERGENCY or uid in self.index:
             log.warning("[%s] HotlineEmergency from context %s ignored", uid, ev.get("Context"))
             return
         caller = Party(uid, ev.get("Channel", ""), ev.get("CallerIDNum", ""))
@@ -406,9 +406,9 @@ class TransferService:
         name = event.get("Event") or ""
         if name == "UserEvent":
             kind = event.get("UserEvent") or ""
-            if kind == names.EVENT_REQUEST:
+            if kind == cv.EVENT_XFER_REQUEST:
                 return self._feature_code(fields(event))
-            if kind == names.EVENT_EMERGENCY:
+            if kind == cv.EVENT_EMERGENCY:
                 return self._ivr_offer(fields(event))
             return None
         tid = self.index.get(event.get("Uniqueid") or "")
@@ -547,9 +547,9 @@ class TransferService:
                 "ApplicationData", ""
             ).startswith(t.id)
             if in_bridge or row.get("Context") in (
-                names.CTX_CALLER,
-                names.CTX_AGENT,
-                names.CTX_DISPATCHER,
+                cv.CTX_XFER_CALLER,
+                cv.CTX_XFER_AGENT,
+                cv.CTX_XFER_DISPATCHER,
             ):
                 inside.add(role)
         d = rows.get(t.dispatcher_uniqueid or "")
@@ -594,8 +594,8 @@ class TransferService:
                         await self._ami().action(
                             "Redirect",
                             Channel=t.agent_channel,
-                            Context=names.CTX_AGENT,
-                            Exten=names.EXTEN_AGENT_FAILED,
+                            Context=cv.CTX_XFER_AGENT,
+                            Exten=cv.XFER_EXTEN_AGENT_FAILED,
                             Priority="1",
                         )
                 case m.Requeue():
@@ -603,13 +603,13 @@ class TransferService:
                     await ami.action(
                         "Setvar",
                         Channel=t.caller_channel,
-                        Variable=names.ABORT_REASON,
+                        Variable=cv.ABORT_REASON,
                         Value=f"transfer-{t.id}",
                     )
                     await ami.action(
                         "Redirect",
                         Channel=t.caller_channel,
-                        Context=names.CTX_FAILURE,
+                        Context=cv.CTX_FAILURE,
                         Exten="s",
                         Priority="1",
                     )
@@ -632,11 +632,11 @@ class TransferService:
             await self._ami().originate(
                 oid,
                 route.channel,
-                context=names.CTX_DISPATCHER,
-                exten=names.EXTEN_JOIN,
+                context=cv.CTX_XFER_DISPATCHER,
+                exten=cv.XFER_EXTEN_JOIN,
                 priority=1,
                 caller_id=f"12345 <{number}>" if number else "12345 <12345>",
-                variables={names.VAR_XFER: t.id},
+                variables={cv.XFER: t.id},
                 timeout_ms=t.answer_timeout * 1000,
             )
         except AmiActionError as e:

@@ -177,6 +177,16 @@ def transfer(h: Hotline, line: str) -> tuple[str, float]:
     return body["id"], t0
 
 
+def started_transfer(h: Hotline, line: str, timeout: float, what: str) -> str:
+    """The id of the open transfer to ``line`` that something other than the test started."""
+
+    def latest() -> str | None:
+        rows = h.api("GET", "/transfers?limit=1", "admin")[1]
+        return next((r["id"] for r in rows if r["line"] == line and not r["terminal"]), None)
+
+    return str(h.wait_for(latest, timeout, what))
+
+
 def hears(
     p: Party, present: tuple[int, ...], absent: tuple[int, ...], seconds: float = 1.5
 ) -> dict[int, int]:
@@ -262,18 +272,7 @@ def test_busy_returns_the_caller_to_the_agent_by_feature_code(
     try:
         agent_in_call(h)
         a.media.dtmf("**110")  # the softphone's feature code, RFC 4733
-        tid = h.wait_for(
-            lambda: next(
-                (
-                    r["id"]
-                    for r in h.api("GET", "/transfers?limit=1", "admin")[1]
-                    if r["line"] == "110" and not r["terminal"]
-                ),
-                None,
-            ),
-            5,
-            "the feature code to start a transfer",
-        )
+        tid = started_transfer(h, "110", 5, "the feature code to start a transfer")
         rec = wait_state(h, tid, "failed_back_to_agent", 3)
         assert rec["requested_by"] == "seat 1001 (feature code)"
         assert rec["failures"][0]["reason"] == "busy (cause 17)", rec["failures"]
@@ -440,18 +439,7 @@ def test_ivr_emergency_offer_uses_the_same_transfer(clean: Hotline, workdir: Pat
         h.wait_for(lambda: c.media.remote is not None, 5, "the welcome prompt")
         time.sleep(1.5)
         c.media.dtmf("7")  # main menu: 7 = emergency:120
-        tid = h.wait_for(
-            lambda: next(
-                (
-                    r["id"]
-                    for r in h.api("GET", "/transfers?limit=1", "admin")[1]
-                    if r["line"] == "120" and not r["terminal"]
-                ),
-                None,
-            ),
-            8,
-            "the IVR to hand the caller to the transfer service",
-        )
+        tid = started_transfer(h, "120", 8, "the IVR to hand the caller to the transfer service")
         rec = wait_state(h, tid, "caller_and_dispatcher", 12)
         assert rec["origin"] == "ivr" and rec["seat"] is None and rec["answered_attempt"] == 2
         h.wait_for(

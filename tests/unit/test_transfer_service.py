@@ -14,7 +14,7 @@ from dialplan.validate import load_config_text
 from hotline.ami import AmiActionError
 from hotline.amiproto import AmiMessage
 from hotline.auth import Principal
-from transfer import names
+from hotline import channel_vars as cv
 from transfer import services as services_mod
 from transfer.exceptions import CallMoved, NoCall, NotAllowed, TransferInProgress, UnknownLine
 from transfer.machine import State
@@ -390,7 +390,7 @@ async def test_feature_code_starts_a_transfer(svc: TransferService, ami: FakeAmi
     await event(
         svc,
         Event="UserEvent",
-        UserEvent=names.EVENT_REQUEST,
+        UserEvent=cv.EVENT_XFER_REQUEST,
         Channel=AGENT["Channel"],
         Uniqueid=AGENT["Uniqueid"],
         Line="122",
@@ -405,7 +405,7 @@ async def test_feature_code_from_a_non_seat_is_ignored(svc: TransferService, ami
     await event(
         svc,
         Event="UserEvent",
-        UserEvent=names.EVENT_REQUEST,
+        UserEvent=cv.EVENT_XFER_REQUEST,
         Channel=CALLER["Channel"],
         Uniqueid=CALLER["Uniqueid"],
         Line="119",
@@ -417,7 +417,7 @@ async def test_ivr_offer_transfers_the_caller_alone(svc: TransferService, ami: F
     await event(
         svc,
         Event="UserEvent",
-        UserEvent=names.EVENT_EMERGENCY,
+        UserEvent=cv.EVENT_EMERGENCY,
         Channel=CALLER["Channel"],
         Uniqueid=CALLER["Uniqueid"],
         CallerIDNum="13907910001",
@@ -438,7 +438,7 @@ async def test_ivr_offer_transfers_the_caller_alone(svc: TransferService, ami: F
     await event(
         svc,
         Event="UserEvent",
-        UserEvent=names.EVENT_EMERGENCY,
+        UserEvent=cv.EVENT_EMERGENCY,
         Channel="PJSIP/x-1",
         Uniqueid="9.9",
         Context="from-carrier",
