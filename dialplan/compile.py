@@ -25,6 +25,7 @@ from pathlib import PurePosixPath
 from hotline import channel_vars as cv
 from queues import names as qn
 
+from . import legacy
 from .model import Config, Number, Queue
 from .say import QUEUE_SOUNDS, QUEUE_SOUNDS_OFF, say_conf
 
@@ -448,6 +449,8 @@ HOTLINE_AGI = agi://{fa.bind}:{fa.port}
         for n in c.numbers:
             if n.kind == "hotline":
                 out.append(self.number_entry(n))
+            elif n.mode == "relay":  # a city centre hands a matter up (from its trunk only)
+                out.append(legacy.entry(self, n, inbound=True, partner=True))
         out.append(f"""
 [from-emergency]
 ; 110/119/120/122 hand non-emergency matters to 12345: no IVR, priority queue
@@ -536,6 +539,7 @@ exten => s,1,Hangup(16)
             out.append(f" same => n,Goto({cv.CTX_FAILURE},s,1)\n")
         out.append(f"exten => i,1,Goto({cv.CTX_FAILURE},s,1)\n")
         out.append(self.transfer_contexts())
+        out.append(legacy.handoff_contexts())
         return "".join(out)
 
     # ------------------------------------------------------------- warm transfers
@@ -665,34 +669,10 @@ music_on_hold_class = default
                 f" same => n,Set({cv.MENU}={n.menu})\n"
                 f" same => n,Goto(hotline-ivr,s,1)\n"
             )
-        return self.legacy_entry(n, greeting=True)
+        return legacy.entry(self, n, inbound=True)
 
     def legacy_entry(self, n: Number, greeting: bool) -> str:
-        c = self.cfg
-        dept = c.departments[n.department] if n.department else None
-        lines = [
-            f"exten => {n.number},1,NoOp(legacy number {n.number} mode {n.mode})",
-            f" same => n,Set(__HOTLINE_DEPARTMENT={n.department})",
-        ]
-        if greeting:
-            lines += [f" same => n,Set(__{cv.NUMBER}={n.number})", f" same => n,Set(__{cv.CENTRE}={n.centre})"]
-        lines.append(" same => n,Answer()")
-        if greeting and n.greeting:
-            lines.append(f" same => n,Playback({self.prompt(n.greeting)})")
-        if n.mode == "centre" and dept is not None and dept.trunk:
-            number = dept.number or n.number
-            lines += [
-                f" same => n,Dial(PJSIP/{number}@{dept.trunk},20)",
-                ' same => n,GotoIf($["${DIALSTATUS}" = "ANSWER"]?hotline-done,s,1)',
-                f" same => n,Set({cv.ABORT_REASON}=department-${{DIALSTATUS}})",
-                f" same => n,Goto({cv.CTX_FAILURE},s,1)",
-            ]
-        elif n.mode == "relay" and n.menu:
-            lines += [f" same => n,Set({cv.MENU}={n.menu})", " same => n,Goto(hotline-ivr,s,1)"]
-        else:
-            queue = n.queue or (dept.queue if dept else None) or c.hotline.default_queue
-            lines.append(f" same => n,Goto({cv.CTX_QUEUE},{queue},1)")
-        return "\n".join(lines) + "\n"
+        return legacy.entry(self, n, inbound=greeting)
 
     def queue_entry(self, qid: str, q: Queue) -> str:
         wait = q.overflow.after if q.overflow else q.max_wait

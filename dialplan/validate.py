@@ -135,9 +135,10 @@ def cross_check(cfg: Config, src: SourceMap, prompt_dirs: list[Path]) -> list[Co
             _ref(out, src, (*where, "queue"), "queues", n.queue, cfg.queues)
         if n.kind == "legacy" and n.mode == "forward" and not (n.queue or (n.department and cfg.departments.get(n.department) and cfg.departments[n.department].queue)):
             out.append(src.issue(where, "a forwarded legacy number needs a queue (here or on its department)"))
-        if n.kind == "legacy" and n.mode == "relay" and not n.menu:
-            msg = "mode 'relay' takes the caller through a menu, but this number has no menu"
-            out.append(src.issue((*where, "mode"), msg))
+        if n.trunk:
+            _ref(out, src, (*where, "trunk"), "trunks", n.trunk, cfg.trunks)
+        if n.kind == "legacy" and n.mode == "relay" and n.trunk in cfg.trunks and cfg.trunks[n.trunk].kind != "centre":
+            out.append(src.issue((*where, "trunk"), f"mode 'relay' needs a city centre's trunk (kind centre), not {cfg.trunks[n.trunk].kind!r}"))
         if n.kind == "legacy" and n.mode == "centre" and n.department in cfg.departments and not cfg.departments[n.department].trunk:
             out.append(src.issue((*where, "mode"), f"mode 'centre' transfers to the department's centre, but department {n.department!r} has no trunk"))
 

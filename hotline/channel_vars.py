@@ -45,3 +45,23 @@ DYNAMIC_FEATURES: Final = "DYNAMIC_FEATURES"
 # Seconds hotline-emergency waits for the controller to take the caller before it
 # dials the line itself (controller down).
 XFER_IVR_HANDOFF_WAIT: Final = 2
+
+# ---------------------------------------------------------------- legacy numbers and hand-offs
+DEPARTMENT: Final = "HOTLINE_DEPARTMENT"  # the department a legacy number belongs to
+ORIGIN: Final = "HOTLINE_ORIGIN"  # how the call came in: legacy, relay, emergency
+CASE_REF: Final = "HOTLINE_CASE_REF"  # the 12345 case reference (set by the work-order code)
+PARTNER_CASE: Final = "HOTLINE_PARTNER_CASE"  # a city centre's case reference (relay, checked)
+# Checked copies of what goes into the SIP headers of a hand-off (inherited by the leg)
+HDR_CASE: Final = "HOTLINE_HDR_CASE"
+HDR_LOCALITY: Final = "HOTLINE_HDR_LOCALITY"
+HDR_ORIGIN: Final = "HOTLINE_HDR_ORIGIN"
+SIP_CASE: Final = "X-Hotline-Case"  # case reference
+SIP_LOCALITY: Final = "X-Hotline-Locality"  # the caller's city[/county] (config ids)
+SIP_ORIGIN: Final = "X-Hotline-Origin"  # the number the caller dialled (12345, a legacy one)
+CASE_RE: Final = "^[A-Za-z0-9][A-Za-z0-9-]{0,39}$"  # what a case reference may be
+LOCALITY_RE: Final = "^[a-z][a-z0-9_-]{0,38}(/[a-z][a-z0-9_-]{0,38})?$"
+ORIGIN_RE: Final = "^[0-9]{1,20}$"
+CTX_HANDOFF_VARS: Final = "hotline-handoff-vars"  # Gosub on the caller: check, copy
+CTX_HANDOFF_HEADERS: Final = "hotline-handoff-headers"  # Dial b(): headers on the leg
+EVENT_ORIGIN: Final = "HotlineOrigin"  # a legacy or relay call came in: recorded in Redis
+EVENT_HANDOFF: Final = "HotlineHandoff"  # a warm hand-off to a department: header Target

@@ -73,8 +73,10 @@ class Party:
         self.media.close()
 
 
-def agent(h: Hotline, wd: Path, *, hangup_after_ms: int = 0) -> Party:
-    """Seat 1001 registered, logged in and free; answers (and maybe hangs up) one call."""
+def agent(
+    h: Hotline, wd: Path, *, hangup_after_ms: int = 0, seat: str = "1001", queue: str = "province"
+) -> Party:
+    """A seat registered, logged in and free; answers (and maybe hangs up) one call."""
     media = TonePeer("127.0.0.1", AGENT_HZ)
     ooc = answering_party_scenario(
         "answer",
@@ -84,12 +86,12 @@ def agent(h: Hotline, wd: Path, *, hangup_after_ms: int = 0) -> Party:
         hangup_after_ms=hangup_after_ms,
         who="agent",
     )
-    sipp = h.register_seat(wd, "1001", ooc_scenario=ooc, hold_ms=60000, name="agent-1001")
-    h.login_seat("1001")
+    sipp = h.register_seat(wd, seat, ooc_scenario=ooc, hold_ms=60000, name=f"agent-{seat}")
+    h.login_seat(seat)
     h.wait_for(
-        lambda: re.search(r"\(PJSIP/1001\).*Not in use", h.cli("queue show province")),
+        lambda: re.search(rf"\(PJSIP/{seat}\).*Not in use", h.cli(f"queue show {queue}")),
         10,
-        "seat 1001 available",
+        f"seat {seat} available",
     )
     return Party(sipp, media)
 
@@ -102,11 +104,17 @@ def dispatcher(
     trunk: str = "emergency",
     answer_after_ms: int = 300,
     hangup_after_ms: int = 0,
+    expect_headers: tuple[str, ...] = (),
 ) -> Party:
     ip, port = h.trunk(trunk)
     media = TonePeer(ip, DISPATCHER_HZ)
     scen = answering_party_scenario(
-        mode, ip, media.port, answer_after_ms=answer_after_ms, hangup_after_ms=hangup_after_ms
+        mode,
+        ip,
+        media.port,
+        answer_after_ms=answer_after_ms,
+        hangup_after_ms=hangup_after_ms,
+        expect_headers=expect_headers,
     )
     return Party(
         Sipp(
@@ -123,19 +131,27 @@ def dispatcher(
 
 
 def citizen(
-    h: Hotline, wd: Path, hold_ms: int, *, service: str = "12399", hangs_up: bool = True
+    h: Hotline,
+    wd: Path,
+    hold_ms: int,
+    *,
+    service: str = "12399",
+    hangs_up: bool = True,
+    caller: str = "13907910001",
+    trunk: str = "carrier",
+    headers: tuple[str, ...] = (),
 ) -> Party:
-    ip, _ = h.trunk("carrier")
+    ip, _ = h.trunk(trunk)
     media = TonePeer(ip, CITIZEN_HZ)
-    scen = citizen_call_scenario(service, "13907910001", ip, media.port, hold_ms, hangs_up)
+    scen = citizen_call_scenario(service, caller, ip, media.port, hold_ms, hangs_up, headers)
     return Party(Sipp(wd, "citizen", scen, local_ip=ip, target=h.sip_target, timeout_s=60), media)
 
 
-def agent_in_call(h: Hotline) -> None:
+def agent_in_call(h: Hotline, seat: str = "1001", timeout: float = 15) -> None:
     h.wait_for(
-        lambda: re.search(r"^PJSIP/1001-\w+!.*!Up!", h.cli("core show channels concise"), re.M),
-        15,
-        "seat 1001 talking with the citizen",
+        lambda: re.search(rf"^PJSIP/{seat}-\w+!.*!Up!", h.cli("core show channels concise"), re.M),
+        timeout,
+        f"seat {seat} talking with the citizen",
     )
     time.sleep(0.5)
 

@@ -383,11 +383,11 @@ def test_trunk_address_duplicated_on_another_port(sample: str) -> None:
     )
 
 
-def test_relay_number_needs_a_menu(sample: str) -> None:
-    text = patch(sample, "mode: forward", "mode: relay")
+def test_relay_number_needs_a_city_centre_trunk(sample: str) -> None:
+    text = patch(sample, "trunk: ganzhou-centre\n", "trunk: market-centre  # relay\n")
     assert one_issue(text) == (
-        f"hotline.yaml:{line(text, 'mode: relay')}: numbers[1].mode: "
-        "mode 'relay' takes the caller through a menu, but this number has no menu"
+        f"hotline.yaml:{line(text, 'trunk: market-centre  # relay')}: numbers[3].trunk: "
+        "mode 'relay' needs a city centre's trunk (kind centre), not 'department'"
     )
 
 
