@@ -25,6 +25,8 @@ from pathlib import PurePosixPath
 from hotline import channel_vars as cv
 from queues import names as qn
 
+from transfer.destinations import destinations
+
 from . import legacy
 from .model import Config, Number, Queue
 from .say import QUEUE_SOUNDS, QUEUE_SOUNDS_OFF, say_conf
@@ -540,6 +542,7 @@ exten => s,1,Hangup(16)
         out.append(f"exten => i,1,Goto({cv.CTX_FAILURE},s,1)\n")
         out.append(self.transfer_contexts())
         out.append(legacy.handoff_contexts())
+        out.append(legacy.handoff_dial_contexts(self, destinations(c).values()))
         return "".join(out)
 
     # ------------------------------------------------------------- warm transfers
@@ -549,7 +552,8 @@ exten => s,1,Hangup(16)
     # https://docs.asterisk.org/Asterisk_22_Documentation/API_Documentation/Dialplan_Applications/ConfBridge/
     def transfer_contexts(self) -> str:
         c = self.cfg
-        if not c.emergency_lines:
+        others = [d for d in destinations(c).values() if d.kind != "emergency"]
+        if not c.emergency_lines and not others:
             return ""
         xfer = f"${{{cv.XFER}}}"
         out = [f"""
@@ -561,6 +565,8 @@ exten => s,1,Hangup(16)
             first = (f"Playback({self.prompt(e.prompt)})" if e.prompt
                      else f"NoOp(transfer to {line})")
             out.append(f"exten => {line},1,{first}\n same => n,Goto(join,1)\n")
+        for d in others:  # departments and city centres (hand-offs)
+            out.append(f"exten => {d.name},1,NoOp(hand-off to {d.name})\n same => n,Goto(join,1)\n")
         out.append(f"""exten => join,1,GotoIf($["{xfer}" = ""]?{cv.CTX_FAILURE},s,1)
  same => n,ConfBridge({xfer},{cv.XFER_BRIDGE_PROFILE},{cv.XFER_USER_CALLER})
  same => n,Set({cv.ABORT_REASON}=transfer-{xfer}-${{CONFBRIDGE_RESULT}})
@@ -587,7 +593,7 @@ exten => {cv.XFER_EXTEN_JOIN},1,GotoIf($["{xfer}" = ""]?hotline-done,s,1)
         """confbridge.conf profiles of the transfer bridge: nobody's leaving ends it for the
         others (no marked users), nobody hears join/leave sounds, a caller or agent alone
         hears music on hold, a dispatcher alone hears silence."""
-        if not self.cfg.emergency_lines:
+        if not self.cfg.emergency_lines and not destinations(self.cfg):
             return ""
         user = """type = user
 quiet = yes

@@ -27,7 +27,8 @@ see https://docs.asterisk.org/Asterisk_22_Documentation/API_Documentation/Dialpl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from hotline import channel_vars as cv
 
@@ -162,3 +163,39 @@ exten => s,1,ExecIf($["${{{cv.HDR_CASE}}}" != ""]?Set(PJSIP_HEADER(add,{cv.SIP_C
  same => n,ExecIf($["${{{cv.HDR_ORIGIN}}}" != ""]?Set(PJSIP_HEADER(add,{cv.SIP_ORIGIN})=${{{cv.HDR_ORIGIN}}}))
  same => n,Return()
 """
+
+
+def handoff_dial_contexts(c: Compiler, dests: Iterable[Any]) -> str:
+    """Hand-offs the transfer service drives (transfer/destinations.py): the controller
+    originates ``Local/<name>@hotline-handoff-dial/n``; here the department's or city
+    centre's trunk is dialled (only the number in the YAML) with the checked headers,
+    and a failure ends the leg with its Q.850 cause for the transfer's state machine.
+    The caller waits on hold in ``hotline-xfer-hold`` while an agent consults."""
+    out = [f"""
+[{cv.CTX_XFER_HOLD}]
+; a consultation: the caller waits with music until the agent connects or returns them
+exten => s,1,MusicOnHold(default)
+ same => n,Goto({cv.CTX_FAILURE},s,1)
+
+[{cv.CTX_HANDOFF_DIAL}]
+; reachable only through a Local channel the controller originates
+"""]
+    for d in dests:
+        if d.kind == "emergency":
+            continue
+        r = d.routes[0]
+        out.append(
+            f"exten => {d.name},1,Dial(PJSIP/{r.number}@{r.trunk},{d.answer_timeout},"
+            f"b({cv.CTX_HANDOFF_HEADERS}^s^1))\n"
+            f" same => n,Goto({cv.CTX_HANDOFF_END},${{DIALSTATUS}},1)\n"
+        )
+    out.append(f"""
+[{cv.CTX_HANDOFF_END}]
+; the hand-off leg ends with the cause the transfer's state machine reads (AMI Hangup)
+exten => BUSY,1,Hangup(17)
+exten => NOANSWER,1,Hangup(19)
+exten => CHANUNAVAIL,1,Hangup(27)
+exten => CONGESTION,1,Hangup(34)
+exten => i,1,Hangup(16)
+""")
+    return "".join(out)

@@ -65,3 +65,6 @@ CTX_HANDOFF_VARS: Final = "hotline-handoff-vars"  # Gosub on the caller: check, 
 CTX_HANDOFF_HEADERS: Final = "hotline-handoff-headers"  # Dial b(): headers on the leg
 EVENT_ORIGIN: Final = "HotlineOrigin"  # a legacy or relay call came in: recorded in Redis
 EVENT_HANDOFF: Final = "HotlineHandoff"  # a warm hand-off to a department: header Target
+CTX_HANDOFF_DIAL: Final = "hotline-handoff-dial"  # exten = destination: dial it with headers
+CTX_HANDOFF_END: Final = "hotline-handoff-end"  # exten = DIALSTATUS: hang up with its cause
+CTX_XFER_HOLD: Final = "hotline-xfer-hold"  # s: the caller on hold while the agent consults

@@ -54,13 +54,16 @@ from . import machine as m
 from hotline import channel_vars as cv
 from .exceptions import (
     AsteriskUnavailable,
+    BadRequest,
     CallMoved,
     NoCall,
     NotAllowed,
+    NotFound,
     TransferInProgress,
     UnknownLine,
     UnknownSeat,
 )
+from .destinations import Destination, destinations
 from .machine import Role, State, Transfer
 from .store import TransferStore
 
@@ -181,25 +184,55 @@ class TransferService:
             self._track(t)
 
     # ------------------------------------------------------------ requests
-    async def request(self, who: Principal, seat: str, line: str) -> dict[str, Any]:
-        """HTTP: the agent of ``seat`` (or their supervisor) transfers the seat's call."""
+    async def request(
+        self, who: Principal, seat: str, line: str, kind: m.Kind = "warm"
+    ) -> dict[str, Any]:
+        """HTTP: the agent of ``seat`` (or their supervisor) transfers the seat's call to
+        ``line`` (an emergency line, a department or a city centre), ``kind`` warm,
+        blind or consult."""
         cfg = self.config()
         if seat not in cfg.seats:
             raise UnknownSeat(f"no seat {seat!r}")
         if not may_act_on_seat(who, seat, cfg.seats[seat].centre, centres_under(cfg)):
             raise NotAllowed(f"{who.name} may not transfer the calls of seat {seat}")
         self._line(line)
+        if kind not in ("warm", "blind", "consult"):
+            raise BadRequest(f"kind must be warm, blind or consult, not {kind!r}")
         if cfg.seats[seat].kind != "softphone":
             raise NoCall(f"seat {seat} is a remote seat: its calls are bridged at the county site")
         agent, caller, old = await self._seat_call(seat)
-        t = await self._start("agent", line, caller, agent, seat, f"{who.name} (HTTP)", old)
+        t = await self._start("agent", line, caller, agent, seat, f"{who.name} (HTTP)", old, kind)
         return t.as_dict()
 
-    def _line(self, line: str) -> Any:
-        lines = self.config().emergency_lines
-        if line not in lines:
-            raise UnknownLine(f"no emergency line {line!r}", known=sorted(lines))
-        return lines[line]
+    async def finish_consultation(self, who: Principal, tid: str, action: str) -> dict[str, Any]:
+        """HTTP: ``connect`` the caller with the consulted side, or ``return`` them."""
+        t = self.open.get(tid)
+        cfg = self.config()
+        if t is None or t.seat is None or t.seat not in cfg.seats:
+            raise NotFound(f"no open transfer {tid!r} of a seat")
+        if not may_act_on_seat(who, t.seat, cfg.seats[t.seat].centre, centres_under(cfg)):
+            raise NotAllowed(f"{who.name} may not act on the calls of seat {t.seat}")
+        async with self._lock(tid):
+            if t.kind != "consult":
+                raise BadRequest(f"transfer {tid} is not a consultation")
+            if action == "connect" and t.state is State.CONSULTING:
+                cmds = m.connect(t, self.clock())
+            elif action == "return" and (
+                t.state is State.CONSULTING or t.state in m.DIALLING_STATES
+            ):
+                cmds = m.give_back(t, self.clock())
+            else:
+                raise TransferInProgress(
+                    f"transfer {tid} cannot {action} in state {t.state.value}", state=t.state.value
+                )
+            await self._apply(t, cmds)
+        return t.as_dict()
+
+    def _line(self, line: str) -> Destination:
+        known = destinations(self.config())
+        if line not in known:
+            raise UnknownLine(f"no transfer destination {line!r}", known=sorted(known))
+        return known[line]
 
     async def _seat_call(
         self, seat: str, agent_uid: str | None = None
@@ -246,6 +279,7 @@ class TransferService:
         seat: str | None,
         requested_by: str,
         supersede: Transfer | None = None,
+        kind: m.Kind = "warm",
     ) -> Transfer:
         # Checked and claimed without an await in between: two requests for one call
         # (HTTP and the feature code, say) cannot both start a transfer.
@@ -256,7 +290,9 @@ class TransferService:
             raise TransferInProgress("the caller is already being transferred", transfer=current)
         self._starting.add(caller.uniqueid)
         try:
-            return await self._begin(origin, line, caller, agent, seat, requested_by, supersede)
+            return await self._begin(
+                origin, line, caller, agent, seat, requested_by, supersede, kind
+            )
         finally:
             self._starting.discard(caller.uniqueid)
 
@@ -269,12 +305,12 @@ class TransferService:
         seat: str | None,
         requested_by: str,
         supersede: Transfer | None,
+        kind: m.Kind = "warm",
     ) -> Transfer:
         el = self._line(line)
         ami = self._ami()
-        routes = [m.RouteSpec(el.route.trunk, el.route.number)]
-        if el.alternate is not None:
-            routes.append(m.RouteSpec(el.alternate.trunk, el.alternate.number))
+        routes = list(el.routes)
+        headers = await self._header_values(caller) if el.kind != "emergency" else {}
         now = self.clock()
         t = Transfer(
             id=m.new_transfer_id(),
@@ -285,6 +321,8 @@ class TransferService:
             caller_number=caller.number,
             routes=routes,
             answer_timeout=el.answer_timeout,
+            kind=kind if agent is not None else "warm",
+            headers=headers,
             seat=seat,
             requested_by=requested_by,
             agent_uniqueid=agent.uniqueid if agent else None,
@@ -314,6 +352,8 @@ class TransferService:
                     "Exten": line,
                     "Priority": "1",
                 }
+                if t.kind == "consult":  # the caller waits on hold, away from the bridge
+                    redirect |= {"Context": cv.CTX_XFER_HOLD, "Exten": "s"}
                 if agent is not None:
                     await ami.action(
                         "Setvar", Channel=agent.channel, Variable=cv.XFER, Value=t.id
@@ -388,6 +428,40 @@ class TransferService:
                 "[%s] transfer to %s by feature code from seat %s refused: %s", uid, line, seat, e
             )
 
+    async def _header_values(self, caller: Party) -> dict[str, str]:
+        """The case reference, locality and origin of the caller's call, checked, for the
+        SIP headers of a hand-off leg (the dialplan's HOTLINE_HDR_* variables)."""
+        ami = self._ami()
+        got = {}
+        for name in (cv.CASE_REF, cv.HDR_LOCALITY, cv.CITY, cv.COUNTY, cv.NUMBER):
+            try:
+                got[name] = await ami.getvar(name, caller.channel) or ""
+            except (AmiError, ConnectionError) as e:
+                log.warning("[%s] could not read %s: %s", caller.uniqueid, name, e)
+                got[name] = ""
+        locality = got[cv.HDR_LOCALITY] or "/".join(x for x in (got[cv.CITY], got[cv.COUNTY]) if x)
+        out = {}
+        for var, value, pattern in (
+            (cv.HDR_CASE, got[cv.CASE_REF], cv.CASE_RE),
+            (cv.HDR_LOCALITY, locality, cv.LOCALITY_RE),
+            (cv.HDR_ORIGIN, got[cv.NUMBER], cv.ORIGIN_RE),
+        ):
+            if value and re.fullmatch(pattern, value):
+                out[var] = value
+        return out
+
+    async def _handoff_offer(self, ev: dict[str, str]) -> None:
+        """UserEvent HotlineHandoff: a legacy number in centre mode, handoff warm."""
+        uid, target = ev.get("Uniqueid", ""), ev.get("Target", "")
+        if ev.get("Context") not in ("from-carrier", "hotline-legacy") or uid in self.index:
+            log.warning("[%s] HotlineHandoff from context %s ignored", uid, ev.get("Context"))
+            return
+        caller = Party(uid, ev.get("Channel", ""), ev.get("CallerIDNum", ""))
+        try:
+            await self._start("ivr", target, caller, None, None, "legacy number (warm hand-off)")
+        except Exception as e:  # noqa: BLE001 - the dialplan dials the centre itself after its wait
+            log.warning("[%s] warm hand-off to %s not started: %s", uid, target, e)
+
     async def _ivr_offer(self, ev: dict[str, str]) -> None:
         """UserEvent HotlineEmergency: the IVR sends a caller to an emergency line."""
         uid, line = ev.get("Uniqueid", ""), ev.get("Line", "")
@@ -410,6 +484,8 @@ class TransferService:
                 return self._feature_code(fields(event))
             if kind == cv.EVENT_EMERGENCY:
                 return self._ivr_offer(fields(event))
+            if kind == cv.EVENT_HANDOFF:
+                return self._handoff_offer(fields(event))
             return None
         tid = self.index.get(event.get("Uniqueid") or "")
         if tid is None:
@@ -547,6 +623,7 @@ class TransferService:
                 "ApplicationData", ""
             ).startswith(t.id)
             if in_bridge or row.get("Context") in (
+                cv.CTX_XFER_HOLD,
                 cv.CTX_XFER_CALLER,
                 cv.CTX_XFER_AGENT,
                 cv.CTX_XFER_DISPATCHER,
@@ -598,6 +675,14 @@ class TransferService:
                             Exten=cv.XFER_EXTEN_AGENT_FAILED,
                             Priority="1",
                         )
+                case m.JoinCaller():
+                    await self._ami().action(
+                        "Redirect",
+                        Channel=t.caller_channel,
+                        Context=cv.CTX_XFER_CALLER,
+                        Exten="join",
+                        Priority="1",
+                    )
                 case m.Requeue():
                     ami = self._ami()
                     await ami.action(
@@ -636,7 +721,7 @@ class TransferService:
                 exten=cv.XFER_EXTEN_JOIN,
                 priority=1,
                 caller_id=f"12345 <{number}>" if number else "12345 <12345>",
-                variables={cv.XFER: t.id},
+                variables={cv.XFER: t.id, **{f"__{k}": v for k, v in t.headers.items()}},
                 timeout_ms=t.answer_timeout * 1000,
             )
         except AmiActionError as e:

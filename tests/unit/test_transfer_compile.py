@@ -134,8 +134,9 @@ def test_nothing_is_generated_without_emergency_lines() -> None:
     cfg = load_config_text(text, "hotline.yaml")
     assert not cfg.emergency_lines
     files = compile_config(cfg, TARGET, VERSION)
-    assert cv.CTX_XFER_CALLER not in files["extensions.conf"]
+    # the hand-off bridge stays for the departments and centres (transfer/destinations.py)
+    caller = dialplan(files["extensions.conf"])[cv.CTX_XFER_CALLER]
+    assert sorted({p.exten for p in caller}) == ["ganzhou-centre", "i", "join", "market"]
     assert "applicationmap" not in files["features.conf"]
-    assert "hotline-xfer" not in files["confbridge.conf"]
     assert "set_var" not in files["pjsip.conf"]
     assert "transfer-failed" not in referenced_prompts(cfg)

@@ -178,7 +178,7 @@ async def test_request_rights_and_errors(svc: TransferService, ami: FakeAmi) -> 
         await svc.request(Principal("liuyang", "agent", seat="1002"), "1001", "119")
     with pytest.raises(UnknownLine) as e:
         await svc.request(ZHANGWEI, "1001", "999")
-    assert e.value.details == {"known": ["110", "119", "120", "122"]}
+    assert e.value.details == {"known": ["110", "119", "120", "122", "ganzhou-centre", "market"]}
     ami.channels = [dict(CALLER)]
     with pytest.raises(NoCall, match="seat 1001 has no call in progress"):
         await svc.request(ZHANGWEI, "1001", "119")
