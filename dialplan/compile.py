@@ -459,7 +459,7 @@ HOTLINE_AGI = agi://{fa.bind}:{fa.port}
 exten => _X.,1,NoOp(transfer in from an emergency centre)
  same => n,Set(__{cv.NUMBER}=${{EXTEN:0:20}})
  same => n,Set(__HOTLINE_ORIGIN=emergency)
- same => n,Set(QUEUE_PRIO=10)
+{legacy.emergency_origin()} same => n,Set(QUEUE_PRIO=10)
  same => n,Answer()
  same => n,Goto({cv.CTX_QUEUE},{default_q},1)
 
@@ -584,7 +584,7 @@ exten => {cv.XFER_EXTEN_AGENT_FAILED},1,Playback({self.prompt(c.transfers.failed
 [{cv.CTX_XFER_DISPATCHER}]
 ; the emergency centre's dispatcher, once answered (AMI Originate)
 exten => {cv.XFER_EXTEN_JOIN},1,GotoIf($["{xfer}" = ""]?hotline-done,s,1)
- same => n,ConfBridge({xfer},{cv.XFER_BRIDGE_PROFILE},{cv.XFER_USER_DISPATCHER})
+{legacy.announce_case(self)} same => n(join),ConfBridge({xfer},{cv.XFER_BRIDGE_PROFILE},{cv.XFER_USER_DISPATCHER})
  same => n,Hangup()
 """)
         return "".join(out)

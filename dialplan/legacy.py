@@ -199,3 +199,32 @@ exten => CONGESTION,1,Hangup(34)
 exten => i,1,Hangup(16)
 """)
     return "".join(out)
+
+
+def announce_case(c: Compiler) -> str:
+    """transfers.announce_case: the answering side hears the case reference's digits one
+    by one (num-0..num-9) before it joins the bridge. The controller sets
+    HOTLINE_XFER_ANNOUNCE (digits only) on the leg; checked again here."""
+    if not c.cfg.transfers.announce_case:
+        return ""
+    digits = f"${{{cv.XFER_ANNOUNCE}}}"
+    return "\n".join([
+        f' same => n,GotoIf($[${{REGEX("^[0-9]{{1,40}}$" {digits})}}]?:join)',
+        f" same => n,Playback({c.prompt(c.cfg.transfers.case_prompt)})",
+        " same => n,Set(HOTLINE_I=0)",
+        f" same => n(digit),GotoIf($[${{HOTLINE_I}} >= ${{LEN({digits})}}]?join)",
+        f" same => n,Playback({c.prompt('num-')}${{{cv.XFER_ANNOUNCE}:${{HOTLINE_I}}:1}})",
+        " same => n,Set(HOTLINE_I=$[${HOTLINE_I} + 1])",
+        " same => n,Goto(digit)",
+    ]) + "\n"
+
+
+def emergency_origin() -> str:
+    """A call transferred in from 110/119/...: the centre's number (digits only) is the
+    origin, shown to the agent as the caller's name and recorded with the call."""
+    return "\n".join([
+        " same => n,Set(HOTLINE_RAW=${FILTER(0-9,${CALLERID(num)})})",
+        " same => n,Set(HOTLINE_RAW=${HOTLINE_RAW:0:20})",
+        " same => n,Set(CALLERID(name)=${HOTLINE_RAW} 转办)",
+        f" same => n,UserEvent({cv.EVENT_ORIGIN},Mode: emergency,From: ${{HOTLINE_RAW}})",
+    ]) + "\n"

@@ -431,6 +431,10 @@ class Transfers(Strict):
 
     # What the agent hears when no route of the line answered (the caller is back with them).
     failed_prompt: PromptName = "transfer-failed"
+    # Say the call's 12345 case reference (its digits, one by one, in Mandarin: num-0..9)
+    # to the emergency dispatcher or department when they answer, before they join.
+    announce_case: bool = False
+    case_prompt: PromptName = "transfer-case"
 
 
 class User(Strict):

@@ -337,6 +337,10 @@ def referenced_prompts(cfg: Config) -> dict[str, Ref]:
                 refs.setdefault(getattr(cfg.callbacks, key), ("callbacks", key))
             for name in NUMBER_PROMPTS[:10]:  # the number is read back digit by digit
                 refs.setdefault(name, ("queues", qid, "callback_after"))
+    if cfg.transfers.announce_case:  # the case reference, digit by digit (transfer/)
+        refs.setdefault(cfg.transfers.case_prompt, ("transfers", "case_prompt"))
+        for name in NUMBER_PROMPTS[:10]:
+            refs.setdefault(name, ("transfers", "announce_case"))
     for mid, m in cfg.menus.items():
         refs.setdefault(m.prompt, ("menus", mid, "prompt"))
         refs.setdefault(m.retry_prompt, ("menus", mid, "retry_prompt"))

@@ -67,4 +67,5 @@ EVENT_ORIGIN: Final = "HotlineOrigin"  # a legacy or relay call came in: recorde
 EVENT_HANDOFF: Final = "HotlineHandoff"  # a warm hand-off to a department: header Target
 CTX_HANDOFF_DIAL: Final = "hotline-handoff-dial"  # exten = destination: dial it with headers
 CTX_HANDOFF_END: Final = "hotline-handoff-end"  # exten = DIALSTATUS: hang up with its cause
+XFER_ANNOUNCE: Final = "HOTLINE_XFER_ANNOUNCE"  # digits said to the answering side
 CTX_XFER_HOLD: Final = "hotline-xfer-hold"  # s: the caller on hold while the agent consults

@@ -27,6 +27,9 @@ Record = Callable[..., Awaitable[None]]
 
 def origin_record(cfg: Config, ev: dict[str, str], now: float) -> dict[str, Any] | None:
     """What to store for one ``HotlineOrigin`` event, or None if it is not ours (pure)."""
+    if ev.get("Mode") == "emergency":  # transferred in by 110/119/... (from-emergency)
+        frm = ev.get("From", "")
+        return {"mode": "emergency", "from": frm, "at": now} if frm.isdigit() else None
     n = cfg.number(ev.get("Number", ""))
     if n is None or n.kind != "legacy":
         return None
@@ -63,5 +66,5 @@ class OriginRecorder:
         if rec is None or not uid:
             log.warning("[%s] HotlineOrigin for %r ignored: not a legacy number", uid, ev.get("Number"))
             return
-        log.info("[%s] call came in on %s (%s): %s", uid, rec["number"], rec["mode"], rec)
+        log.info("[%s] call came in (%s): %s", uid, rec["mode"], rec)
         await self.record(uid, rec, field="origin")

@@ -310,7 +310,8 @@ class TransferService:
         el = self._line(line)
         ami = self._ami()
         routes = list(el.routes)
-        headers = await self._header_values(caller) if el.kind != "emergency" else {}
+        announce = self.config().transfers.announce_case
+        headers = await self._header_values(caller) if el.kind != "emergency" or announce else {}
         now = self.clock()
         t = Transfer(
             id=m.new_transfer_id(),
@@ -721,7 +722,7 @@ class TransferService:
                 exten=cv.XFER_EXTEN_JOIN,
                 priority=1,
                 caller_id=f"12345 <{number}>" if number else "12345 <12345>",
-                variables={cv.XFER: t.id, **{f"__{k}": v for k, v in t.headers.items()}},
+                variables=self._leg_variables(t),
                 timeout_ms=t.answer_timeout * 1000,
             )
         except AmiActionError as e:
@@ -744,6 +745,18 @@ class TransferService:
         )
         self._arm(t, attempt, t.answer_timeout + WATCHDOG_GRACE)
         return []
+
+    def _leg_variables(self, t: Transfer) -> dict[str, str]:
+        """The answering side's leg: the transfer id; for a hand-off the checked header
+        values (inherited by the Local channel's dialled leg); with announce_case the
+        case reference's digits, said to them before they join."""
+        out = {cv.XFER: t.id}
+        if any(r.via for r in t.routes):
+            out |= {f"__{k}": v for k, v in t.headers.items()}
+        digits = "".join(ch for ch in t.headers.get(cv.HDR_CASE, "") if ch.isdigit())
+        if digits and self.config().transfers.announce_case:
+            out[cv.XFER_ANNOUNCE] = digits[:40]
+        return out
 
     def _arm(self, t: Transfer, attempt: int, delay: float) -> None:
         old = self._watchdogs.pop(t.id, None)

@@ -17,6 +17,7 @@ Tones prove who hears whom (citizen 600 Hz, agent 1000 Hz, department 1400 Hz).
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ def hotline_config() -> dict[str, Any]:
         }
     )
     cfg["departments"]["market"]["answer_timeout"] = 4
+    cfg["transfers"] = {"announce_case": True}
     return cfg
 
 
@@ -77,6 +79,31 @@ def both_in_bridge(h: Hotline, tid: str, timeout: float) -> None:
 
     h.wait_for(together, timeout, "caller and agent together in the bridge")
     time.sleep(0.3)  # the first packets after a join
+
+
+CASE = "JX-2026-000123"
+
+
+def announcements(h: Hotline, tid: str, timeout: float) -> list[str]:
+    """The prompts the answering leg plays until it joins (polled), consecutive repeats once."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for f in re.findall(
+            r"^Local/\w+@hotline-handoff-dial-\w+;1!hotline-xfer-dispatcher!.*!Playback!.*/([\w-]+)!",
+            chans(h), re.M,
+        ):
+            if not seen or seen[-1] != f:
+                seen.append(f)
+        if any(x["to"] == "consulting" for x in record(h, tid)["transitions"]):
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"transfer {tid} not consulting after {timeout} s; played {seen}")
+
+
+def is_subsequence(part: list[str], whole: list[str]) -> bool:
+    it = iter(whole)
+    return all(x in it for x in part)
 
 
 def finish(h: Hotline, tid: str, action: str) -> dict[str, Any]:
@@ -112,15 +139,28 @@ def test_blind_hand_off_to_the_city_centre(clean: Hotline, workdir: Path) -> Non
             p.close()
 
 
-def test_consult_then_connect(clean: Hotline, workdir: Path) -> None:
+def test_consult_then_connect_with_the_case_reference_announced(
+    clean: Hotline, workdir: Path
+) -> None:
     h = clean
     a = agent(h, workdir)
-    d = dispatcher(h, workdir, "answer", trunk="market-centre", expect_headers=("X-Hotline-Origin",))
-    c = citizen(h, workdir, hold_ms=18000)
+    d = dispatcher(
+        h, workdir, "answer", trunk="market-centre",
+        expect_headers=("X-Hotline-Origin", "X-Hotline-Case"),
+    )
+    c = citizen(h, workdir, hold_ms=26000)
     try:
         agent_in_call(h)
+        carrier = re.search(r"^(PJSIP/carrier-\w+)!", chans(h), re.M)
+        assert carrier, chans(h)
+        h.cli(f"dialplan set chanvar {carrier[1]} HOTLINE_CASE_REF {CASE}")  # the work order's
         tid = hand_off(h, "market", "consult")
-        wait_state(h, tid, "consulting", 6)
+        # transfers.announce_case: the department hears the digits before it joins
+        said = announcements(h, tid, 15)
+        assert said[0] == "transfer-case", said
+        digits = [x.removeprefix("num-") for x in said[1:]]
+        assert is_subsequence(digits, [d for d in CASE if d.isdigit()]) and len(set(digits)) >= 3, said
+        assert f"X-Hotline-Case: {CASE}" in d.sipp.messages_so_far()
         # agent and department talk; the caller hears neither (music on hold)
         hears(a, (DISPATCHER_HZ,), (CITIZEN_HZ, AGENT_HZ))
         hears(d, (AGENT_HZ,), (CITIZEN_HZ, DISPATCHER_HZ))

@@ -495,6 +495,17 @@ def test_a_call_from_110_skips_the_ivr_for_the_priority_queue(
         assert agent_chan and centre_chan, listing
         assert "QUEUE_PRIO=10" in h.cli(f"core show channel {centre_chan[1]}")
         assert "HOTLINE_ORIGIN=emergency" in h.cli(f"core show channel {agent_chan[1]}")
+        # the origin shown to the agent (caller-ID name) and recorded with the call
+        assert re.search(r'^From: "110 转办"', a.sipp.messages_so_far(), re.M)
+        import redis
+
+        r = h.cfg["network"]["redis"]
+        client = redis.Redis(host=r["bind"], port=r["port"], socket_timeout=2)
+        try:
+            found = [client.hget(k, "origin") for k in client.scan_iter("hotline:call:*")]
+        finally:
+            client.close()
+        assert any(b'"mode": "emergency", "from": "110"' in (x or b"") for x in found), found
         done(c)
     finally:
         for p in (a, c):

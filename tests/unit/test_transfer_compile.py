@@ -62,7 +62,17 @@ def test_agent_and_dispatcher_contexts_join_the_same_bridge(
         f"Playback({prompt(cfg.transfers.failed_prompt)})",
         "Goto(s,1)",
     ]
-    assert apps_of(plan[cv.CTX_XFER_DISPATCHER], "s")[1:] == [
+    # transfers.announce_case (on in the sample): the digits first, checked again here
+    assert apps_of(plan[cv.CTX_XFER_DISPATCHER], "s")[1:8] == [
+        'GotoIf($[${REGEX("^[0-9]{1,40}$" ${HOTLINE_XFER_ANNOUNCE})}]?:join)',
+        f"Playback({prompt('transfer-case')})",
+        "Set(HOTLINE_I=0)",
+        "GotoIf($[${HOTLINE_I} >= ${LEN(${HOTLINE_XFER_ANNOUNCE})}]?join)",
+        f"Playback({prompt('num-')}${{HOTLINE_XFER_ANNOUNCE:${{HOTLINE_I}}:1}})",
+        "Set(HOTLINE_I=$[${HOTLINE_I} + 1])",
+        "Goto(digit)",
+    ]
+    assert apps_of(plan[cv.CTX_XFER_DISPATCHER], "s")[8:] == [
         "ConfBridge(${HOTLINE_XFER},hotline-xfer,hotline-xfer-dispatcher)",
         "Hangup()",
     ]

@@ -69,6 +69,12 @@ class FakeAmi:
         await asyncio.sleep(0)
         return [dict(c) for c in self.channels]
 
+    variables: dict[tuple[str, str], str] = {}  # (channel, name) -> value, read by getvar
+
+    async def getvar(self, name: str, channel: str | None = None) -> str | None:
+        await asyncio.sleep(0)
+        return self.variables.get((channel or "", name))
+
     async def originate(self, originate_id: str, channel: str, **kw: Any) -> None:
         self.sent.append(("Originate", {"id": originate_id, "channel": channel, **kw}))
         if "Originate" in self.refuse:
@@ -498,3 +504,41 @@ async def test_restart_with_everyone_gone_closes_the_transfer(
     ami.sent.clear()
     await second.reconcile_all()
     assert second.get(tid)["state"] == "done" and second.open == {}  # type: ignore[index]
+
+
+async def test_the_case_reference_goes_to_the_leg_checked_and_as_digits(
+    svc: TransferService, ami: FakeAmi
+) -> None:
+    """announce_case (on in the sample): the digits for the announcement; a hand-off
+    also passes the checked header values; a bad value is dropped."""
+    ami.variables = {
+        (CALLER["Channel"], "HOTLINE_CASE_REF"): "JX-2026-0042",
+        (CALLER["Channel"], "HOTLINE_CITY"): "nanchang",
+        (CALLER["Channel"], "HOTLINE_COUNTY"): "bad county!",
+        (CALLER["Channel"], "HOTLINE_NUMBER"): "12345",
+    }
+    await svc.request(ZHANGWEI, "1001", "119")
+    leg = next(f for n, f in ami.sent if n == "Originate")
+    assert leg["variables"]["HOTLINE_XFER_ANNOUNCE"] == "20260042"
+    assert not any(k.startswith("__") for k in leg["variables"])  # an emergency line: no headers
+    await svc.close()
+
+
+async def test_a_hand_off_leg_carries_the_checked_header_values(
+    svc: TransferService, ami: FakeAmi
+) -> None:
+    ami.variables = {
+        (CALLER["Channel"], "HOTLINE_CASE_REF"): "JX-1,Hangup()",
+        (CALLER["Channel"], "HOTLINE_CITY"): "nanchang",
+        (CALLER["Channel"], "HOTLINE_NUMBER"): "12345",
+    }
+    t = await svc.request(ZHANGWEI, "1001", "market", "blind")
+    assert t["kind"] == "blind"
+    leg = next(f for n, f in ami.sent if n == "Originate")
+    assert leg["channel"] == "Local/market@hotline-handoff-dial/n"
+    assert leg["variables"] == {
+        "HOTLINE_XFER": t["id"],
+        "__HOTLINE_HDR_LOCALITY": "nanchang",
+        "__HOTLINE_HDR_ORIGIN": "12345",
+    }
+    await svc.close()
