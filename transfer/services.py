@@ -82,6 +82,9 @@ ORIGINATE_REASONS = {
 #: Seconds past answer_timeout after which the service gives up on a leg itself
 #: (Asterisk's Originate Timeout normally ends it first).
 WATCHDOG_GRACE = 3.0
+#: Seconds an answered leg may take to join the bridge (the case reference is said to
+#: it first with transfers.announce_case) before the service gives up on it.
+ANSWERED_GRACE = 60.0
 #: States in which the agent may start a new transfer of the same call.
 RETRY_STATES = frozenset({State.FAILED_BACK_TO_AGENT, State.CALLER_AND_AGENT})
 _SEAT_CHANNEL = re.compile(r"^PJSIP/(?P<seat>[A-Za-z0-9_-]+)-[0-9a-f]+$")
@@ -535,6 +538,7 @@ class TransferService:
                 t.mark("ringing", self.clock())
             elif state == "6":  # AST_STATE_UP: answered (200)
                 t.mark("answered", self.clock())
+                self._answered(t, uid)
             self.store.save(t, self.clock())
         return []
 
@@ -543,6 +547,7 @@ class TransferService:
         attempt = next((a for a in range(1, t.attempt + 1) if t.dispatcher_id(a) == uid), 0)
         if ev.get("Response", "").lower() == "success":
             t.mark("answered", self.clock())
+            self._answered(t, uid)
             return []
         if uid in self._channels:
             # The leg had a channel: its Hangup follows with the precise cause (a 486 is
@@ -551,6 +556,11 @@ class TransferService:
             return []
         reason = ORIGINATE_REASONS.get(ev.get("Reason", ""), f"failed (reason {ev.get('Reason')})")
         return m.dial_failed(t, attempt, reason, self.clock())
+
+    def _answered(self, t: Transfer, uid: str) -> None:
+        """The leg answered: it joins once any announcement is over; watch for that."""
+        if t.state in m.DIALLING_STATES and uid == t.dispatcher_uniqueid:
+            self._arm(t, t.attempt, ANSWERED_GRACE)
 
     def _on_confbridge_join(self, t: Transfer, ev: dict[str, str]) -> list[m.Command]:
         role = t.role_of(ev["Uniqueid"])
