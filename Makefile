@@ -55,6 +55,7 @@ integration: setup
 bench: setup
 	@$(BIN)/python -m bench
 	@$(BIN)/python -m bench.speech_bench
+	@$(BIN)/python -m bench.transfer_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache
