@@ -71,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
     print(f"warm transfer to 110, {args.transfers} transfers (ms):")
     for k, vs in figures.items():
-        print(f"  {k:<20} p50 {percentile(vs, 50):7.1f}  p95 {percentile(vs, 95):7.1f}"
-              f"  max {max(vs):7.1f}")
+        print(
+            f"  {k:<20} p50 {percentile(vs, 50):7.1f}  p95 {percentile(vs, 95):7.1f}"
+            f"  max {max(vs):7.1f}"
+        )
     return 0
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dialplan.model import Config
+
 from .machine import RouteSpec
 
 Kind = Literal["emergency", "department", "centre"]

@@ -46,7 +46,8 @@ def routes(
             return error(
                 400,
                 "bad-request",
-                'give where to transfer to, e.g. {"line": "119"} or {"to": "market", "kind": "consult"}',
+                'give where to transfer to, e.g. {"line": "119"} or '
+                '{"to": "market", "kind": "consult"}',
             )
         try:
             record = await service.request(who, request.match_info["seat"], line, kind)  # type: ignore[arg-type]

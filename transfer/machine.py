@@ -381,8 +381,11 @@ def give_back(t: Transfer, now: float) -> list[Command]:
     ringing = t.state in DIALLING_STATES
     transition(t, State.CALLER_AND_AGENT, "the agent took the caller back", now)
     t.outcome = "returned-to-agent"
-    return [HangUp(Role.DISPATCHER), JoinCaller()] if ringing or Role.DISPATCHER in t.present \
+    return (
+        [HangUp(Role.DISPATCHER), JoinCaller()]
+        if ringing or Role.DISPATCHER in t.present
         else [JoinCaller()]
+    )
 
 
 # ------------------------------------------------------------------ departures
@@ -424,7 +427,9 @@ def _agent_left_consulting(t: Transfer, cause: str, now: float) -> list[Command]
 
 def _dispatcher_left_consulting(t: Transfer, cause: str, now: float) -> list[Command]:
     t.mark("dispatcher_left", now)
-    transition(t, State.CALLER_AND_AGENT, f"the other side left the consultation (cause {cause})", now)
+    transition(
+        t, State.CALLER_AND_AGENT, f"the other side left the consultation (cause {cause})", now
+    )
     t.outcome = "returned-to-agent"
     return [JoinCaller()]
 

@@ -64,7 +64,9 @@ class OriginRecorder:
         uid = ev.get("Uniqueid", "")
         rec = origin_record(self.config(), ev, time.time())
         if rec is None or not uid:
-            log.warning("[%s] HotlineOrigin for %r ignored: not a legacy number", uid, ev.get("Number"))
+            log.warning(
+                "[%s] HotlineOrigin for %r ignored: not a legacy number", uid, ev.get("Number")
+            )
             return
         log.info("[%s] call came in (%s): %s", uid, rec["mode"], rec)
         await self.record(uid, rec, field="origin")

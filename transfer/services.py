@@ -46,12 +46,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialplan.model import Config
+from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
 from hotline.auth import Principal, may_act_on_seat
 from queues.agents import centres_under
 
 from . import machine as m
-from hotline import channel_vars as cv
+from .destinations import Destination, destinations
 from .exceptions import (
     AsteriskUnavailable,
     BadRequest,
@@ -63,7 +64,6 @@ from .exceptions import (
     UnknownLine,
     UnknownSeat,
 )
-from .destinations import Destination, destinations
 from .machine import Role, State, Transfer
 from .store import TransferStore
 
@@ -347,9 +347,7 @@ class TransferService:
             if supersede is None:
                 self._track(t)
             try:
-                await ami.action(
-                    "Setvar", Channel=caller.channel, Variable=cv.XFER, Value=t.id
-                )
+                await ami.action("Setvar", Channel=caller.channel, Variable=cv.XFER, Value=t.id)
                 redirect = {
                     "Channel": caller.channel,
                     "Context": cv.CTX_XFER_CALLER,
@@ -359,9 +357,7 @@ class TransferService:
                 if t.kind == "consult":  # the caller waits on hold, away from the bridge
                     redirect |= {"Context": cv.CTX_XFER_HOLD, "Exten": "s"}
                 if agent is not None:
-                    await ami.action(
-                        "Setvar", Channel=agent.channel, Variable=cv.XFER, Value=t.id
-                    )
+                    await ami.action("Setvar", Channel=agent.channel, Variable=cv.XFER, Value=t.id)
                     redirect |= {
                         "ExtraChannel": agent.channel,
                         "ExtraContext": cv.CTX_XFER_AGENT,

@@ -91,7 +91,8 @@ def announcements(h: Hotline, tid: str, timeout: float) -> list[str]:
     while time.monotonic() < deadline:
         for f in re.findall(
             r"^Local/\w+@hotline-handoff-dial-\w+;1!hotline-xfer-dispatcher!.*!Playback!.*/([\w-]+)!",
-            chans(h), re.M,
+            chans(h),
+            re.M,
         ):
             if not seen or seen[-1] != f:
                 seen.append(f)
@@ -115,7 +116,9 @@ def finish(h: Hotline, tid: str, action: str) -> dict[str, Any]:
 def test_blind_hand_off_to_the_city_centre(clean: Hotline, workdir: Path) -> None:
     h = clean
     a = agent(h, workdir)
-    d = dispatcher(h, workdir, "answer", trunk="ganzhou-centre", expect_headers=("X-Hotline-Origin",))
+    d = dispatcher(
+        h, workdir, "answer", trunk="ganzhou-centre", expect_headers=("X-Hotline-Origin",)
+    )
     c = citizen(h, workdir, hold_ms=14000)
     try:
         agent_in_call(h)
@@ -130,7 +133,11 @@ def test_blind_hand_off_to_the_city_centre(clean: Hotline, workdir: Path) -> Non
         done(d)
         rec = wait_state(h, tid, "done")
         assert [x["to"] for x in rec["transitions"]] == [
-            "caller_held", "dialling", "three_way", "caller_and_dispatcher", "done",
+            "caller_held",
+            "dialling",
+            "three_way",
+            "caller_and_dispatcher",
+            "done",
         ]
         assert rec["outcome"] == "connected"
         keep(rec, "blind-hand-off")
@@ -145,7 +152,10 @@ def test_consult_then_connect_with_the_case_reference_announced(
     h = clean
     a = agent(h, workdir)
     d = dispatcher(
-        h, workdir, "answer", trunk="market-centre",
+        h,
+        workdir,
+        "answer",
+        trunk="market-centre",
         expect_headers=("X-Hotline-Origin", "X-Hotline-Case"),
     )
     c = citizen(h, workdir, hold_ms=26000)
@@ -159,7 +169,9 @@ def test_consult_then_connect_with_the_case_reference_announced(
         said = announcements(h, tid, 15)
         assert said[0] == "transfer-case", said
         digits = [x.removeprefix("num-") for x in said[1:]]
-        assert is_subsequence(digits, [d for d in CASE if d.isdigit()]) and len(set(digits)) >= 3, said
+        assert is_subsequence(digits, [d for d in CASE if d.isdigit()]) and len(set(digits)) >= 3, (
+            said
+        )
         assert f"X-Hotline-Case: {CASE}" in d.sipp.messages_so_far()
         # agent and department talk; the caller hears neither (music on hold)
         hears(a, (DISPATCHER_HZ,), (CITIZEN_HZ, AGENT_HZ))
@@ -174,7 +186,9 @@ def test_consult_then_connect_with_the_case_reference_announced(
         done(d)
         rec = wait_state(h, tid, "done")
         assert [x["to"] for x in rec["transitions"]][-3:] == [
-            "consulting", "caller_and_dispatcher", "done",
+            "consulting",
+            "caller_and_dispatcher",
+            "done",
         ]
         keep(rec, "consult-connect")
     finally:
@@ -234,7 +248,11 @@ def test_warm_legacy_number_holds_the_caller_while_the_centre_rings(
 ) -> None:
     h = clean
     d = dispatcher(
-        h, workdir, "answer", trunk="market-centre", answer_after_ms=1500,
+        h,
+        workdir,
+        "answer",
+        trunk="market-centre",
+        answer_after_ms=1500,
         expect_headers=("X-Hotline-Origin",),
     )
     c = citizen(h, workdir, hold_ms=10000, service="12316")

@@ -103,7 +103,9 @@ def test_forward_rings_the_department_queue_with_the_origin(clean: Hotline, work
     h = clean
     before = origins(h)
     a = agent(h, workdir, seat="1003", queue="social")
-    c = citizen(h, workdir, hold_ms=9000 + int(h.prompt_seconds("legacy-12333") * 1000), service="12333")
+    c = citizen(
+        h, workdir, hold_ms=9000 + int(h.prompt_seconds("legacy-12333") * 1000), service="12333"
+    )
     try:
         # no menu: the department's greeting, then the social queue
         agent_in_call(h, "1003", h.prompt_seconds("legacy-12333") + 10)
@@ -132,7 +134,9 @@ def test_forward_rings_the_department_queue_with_the_origin(clean: Hotline, work
 def test_centre_number_is_handed_to_the_centre_trunk(clean: Hotline, workdir: Path) -> None:
     h = clean
     before = origins(h)
-    d = dispatcher(h, workdir, "answer", trunk="market-centre", expect_headers=("X-Hotline-Origin",))
+    d = dispatcher(
+        h, workdir, "answer", trunk="market-centre", expect_headers=("X-Hotline-Origin",)
+    )
     c = citizen(h, workdir, hold_ms=6000, service="12315")
     try:
         h.wait_for(lambda: "INVITE sip:12315@" in d.sipp.messages_so_far(), 8, "the centre rung")

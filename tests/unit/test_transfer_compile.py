@@ -9,8 +9,8 @@ import pytest
 from dialplan.compile import compile_config
 from dialplan.model import Config
 from dialplan.validate import load_config_text, referenced_prompts
-from tests.unit.test_compile import TARGET, VERSION, Priority, apps_of, dialplan, sections
 from hotline import channel_vars as cv
+from tests.unit.test_compile import TARGET, VERSION, Priority, apps_of, dialplan, sections
 
 SAMPLE = Path(__file__).resolve().parents[2] / "config" / "hotline.yaml"
 

@@ -11,10 +11,10 @@ import pytest
 
 from dialplan.model import Config
 from dialplan.validate import load_config_text
+from hotline import channel_vars as cv
 from hotline.ami import AmiActionError
 from hotline.amiproto import AmiMessage
 from hotline.auth import Principal
-from hotline import channel_vars as cv
 from transfer import services as services_mod
 from transfer.exceptions import CallMoved, NoCall, NotAllowed, TransferInProgress, UnknownLine
 from transfer.machine import State
