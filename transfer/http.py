@@ -9,6 +9,8 @@
   agent talks with the other side).
 * ``POST /transfers/{id}/connect`` and ``/return``: end a consultation by connecting the
   caller with the other side, or by taking the caller back.
+* ``GET /calls/{seat}``: the seat's call in progress and its origin (legacy number,
+  department, relay case, transfer in from 110...), as shown to the agent.
 * ``GET /transfers/{id}``: one transfer with its transitions, outcome and timings.
 * ``GET /transfers?limit=N&seat=S``: the latest transfers (agents: their seat only).
 
@@ -55,6 +57,12 @@ def routes(
             return failed(e)
         return web.json_response(record, status=202)
 
+    async def seat_call(request: web.Request, who: Principal) -> web.Response:
+        try:
+            return web.json_response(await service.seat_call(who, request.match_info["seat"]))
+        except TransferError as e:
+            return failed(e)
+
     def consultation(action: str) -> Handler:
         async def finish(request: web.Request, who: Principal) -> web.Response:
             try:
@@ -90,6 +98,7 @@ def routes(
 
     return [
         ("POST", "/calls/{seat}/transfer", start),
+        ("GET", "/calls/{seat}", seat_call),
         ("POST", "/transfers/{id}/connect", consultation("connect")),
         ("POST", "/transfers/{id}/return", consultation("return")),
         ("GET", "/transfers/{id}", one),

@@ -11,6 +11,7 @@ number of this config is logged and dropped.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -70,3 +71,18 @@ class OriginRecorder:
             return
         log.info("[%s] call came in (%s): %s", uid, rec["mode"], rec)
         await self.record(uid, rec, field="origin")
+
+
+async def read_origin(redis: Any, uniqueid: str) -> dict[str, Any] | None:
+    """The stored origin of a call, or None (no Redis, nothing stored, Redis trouble)."""
+    if redis is None:
+        return None
+    try:
+        raw = await redis.hget(f"hotline:call:{uniqueid}", "origin")
+    except Exception as e:  # noqa: BLE001 - storage trouble only hides the origin
+        log.warning("[%s] could not read the call's origin: %s", uniqueid, e)
+        return None
+    if not raw:
+        return None
+    rec: dict[str, Any] = json.loads(raw)
+    return rec

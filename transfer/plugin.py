@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .origin import OriginRecorder
+from .origin import OriginRecorder, read_origin
 from .services import EVENTS, TransferService
 from .store import TransferStore
 
@@ -20,6 +20,11 @@ class TransferPlugin:
         self.service = TransferService(config=lambda: app.config, ami=lambda: app.ami, store=store)
         self.service.load()
         self.origins = OriginRecorder(lambda: app.config, app.record_call_path)
+
+        async def origin_of(uniqueid: str) -> dict[str, Any] | None:
+            return await read_origin(app.redis, uniqueid)
+
+        self.service.origin_of = origin_of
 
     def attach(self, client: Any) -> None:
         """Follow the transfer events; reconcile open transfers on every boot/reconnect."""

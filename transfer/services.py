@@ -113,6 +113,8 @@ class TransferService:
     ami: Callable[[], Any]  # the hotline.ami.AmiClient, or None
     store: TransferStore
     clock: Callable[[], float] = time.time
+    # the origin record of a call (Redis hotline:call:<uniqueid> field origin), if any
+    origin_of: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
     open: dict[str, Transfer] = field(default_factory=dict)
     index: dict[str, str] = field(default_factory=dict)  # uniqueid -> transfer id
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -230,6 +232,41 @@ class TransferService:
                 )
             await self._apply(t, cmds)
         return t.as_dict()
+
+    async def seat_call(self, who: Principal, seat: str) -> dict[str, Any]:
+        """HTTP: the seat's call in progress and where it came from (shown to the agent)."""
+        cfg = self.config()
+        if seat not in cfg.seats:
+            raise UnknownSeat(f"no seat {seat!r}")
+        if not may_act_on_seat(who, seat, cfg.seats[seat].centre, centres_under(cfg)):
+            raise NotAllowed(f"{who.name} may not see the calls of seat {seat}")
+        ami = self._ami()
+        rows = [fields(c) for c in await ami.action_list("CoreShowChannels")]
+        mine = [r for r in rows if r.get("Channel", "").startswith(f"PJSIP/{seat}-")]
+        bridged = [r for r in mine if r.get("BridgeId")]
+        if not bridged:
+            raise NoCall(f"seat {seat} has no call in progress")
+        a = bridged[0]
+        peer = next(
+            (r for r in rows if r.get("BridgeId") == a["BridgeId"] and r is not a), None
+        )
+        out: dict[str, Any] = {"seat": seat, "channel": a["Channel"]}
+        for key, name in (
+            ("origin", cv.ORIGIN),
+            ("number", cv.NUMBER),
+            ("department", cv.DEPARTMENT),
+            ("partner_case", cv.PARTNER_CASE),
+        ):
+            out[key] = await ami.getvar(name, a["Channel"])
+        out["caller"] = {
+            "number": a.get("ConnectedLineNum", ""),
+            "name": a.get("ConnectedLineName", ""),
+        }
+        transfer = self.index.get(peer["Uniqueid"]) if peer else None
+        out["transfer"] = transfer
+        if peer is not None and self.origin_of is not None:
+            out["origin_record"] = await self.origin_of(peer["Uniqueid"])
+        return out
 
     def _line(self, line: str) -> Destination:
         known = destinations(self.config())

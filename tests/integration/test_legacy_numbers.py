@@ -121,6 +121,13 @@ def test_forward_rings_the_department_queue_with_the_origin(clean: Hotline, work
         seen = h.cli(f"core show channel {seat_chan[1]}")
         assert "HOTLINE_ORIGIN=legacy" in seen and "HOTLINE_NUMBER=12333" in seen, seen
         assert "HOTLINE_DEPARTMENT=social" in seen, seen
+        # and in the seat's call served by the HTTP API to its agent
+        status, call = h.api("GET", "/calls/1003", "wangfang")
+        assert status == 200, call
+        assert (call["origin"], call["number"], call["department"]) == ("legacy", "12333", "social")
+        assert call["caller"]["name"] == "12333 人力资源和社会保障厅", call
+        assert call["origin_record"]["department_name"] == "人力资源和社会保障厅", call
+        assert h.api("GET", "/calls/1003", "zhangwei")[0] == 403  # another seat's agent
         hears(a, (600,), (AGENT_HZ,))
         done(c)
     finally:

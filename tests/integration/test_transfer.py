@@ -506,6 +506,10 @@ def test_a_call_from_110_skips_the_ivr_for_the_priority_queue(
         finally:
             client.close()
         assert any(b'"mode": "emergency", "from": "110"' in (x or b"") for x in found), found
+        status, call = h.api("GET", "/calls/1001", "zhangwei")
+        assert status == 200 and call["origin"] == "emergency", call
+        assert call["caller"]["name"] == "110 转办", call
+        assert call["origin_record"]["from"] == "110", call
         done(c)
     finally:
         for p in (a, c):
