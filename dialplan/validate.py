@@ -19,6 +19,10 @@ from .say import ANNOUNCEMENT_PROMPTS, NUMBER_PROMPTS
 
 Ref = tuple[str | int, ...]
 
+# Extensions of hotline-xfer-caller besides the destinations (a department with a trunk
+# is one): a department may not take their names.
+RESERVED_EXTENS = frozenset({"join", "i", "h", "s", "t", "failed"})
+
 
 def load_config(path: Path, prompt_dirs: Iterable[Path] = ()) -> Config:
     data, source = load_yaml(path)
@@ -143,6 +147,8 @@ def cross_check(cfg: Config, src: SourceMap, prompt_dirs: list[Path]) -> list[Co
             out.append(src.issue((*where, "mode"), f"mode 'centre' transfers to the department's centre, but department {n.department!r} has no trunk"))
 
     for did, d in cfg.departments.items():
+        if did in RESERVED_EXTENS and d.trunk:
+            out.append(src.issue(("departments", did), f"{did!r} is a name the transfer dialplan uses itself; choose another"))
         if d.queue:
             _ref(out, src, ("departments", did, "queue"), "queues", d.queue, cfg.queues)
         if d.trunk:

@@ -527,3 +527,12 @@ def test_reserved_queue_and_trunk_names_are_refused() -> None:
     msgs = [str(i) for i in e.value.issues]
     assert any("queues.i: 'i' is reserved by the generated dialplan" in m for m in msgs), msgs
     assert any("trunks.global: 'global' is reserved in pjsip.conf" in m for m in msgs), msgs
+
+
+def test_a_department_may_not_take_a_transfer_dialplan_name(sample: str) -> None:
+    text = patch(sample, "  market: {name: 市场监督管理局", "  join: {name: 市场监督管理局")
+    text = patch(text, "department: market\n", "department: join\n")
+    assert one_issue(text) == (
+        f"hotline.yaml:{line(text, '  join: {name: 市场监督管理局')}: departments.join: "
+        "'join' is a name the transfer dialplan uses itself; choose another"
+    )

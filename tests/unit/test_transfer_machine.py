@@ -384,3 +384,12 @@ def test_a_record_without_the_new_fields_still_loads() -> None:
         del r["via"]
     t = Transfer.from_dict(d)
     assert t.kind == "warm" and t.headers == {} and t.routes[0].via == ""
+
+
+def test_restart_during_a_consultation_with_the_department_gone_returns_the_caller() -> None:
+    t = transfer(state=State.CONSULTING)
+    t.kind, t.attempt = "consult", 1
+    t.present.add(Role.DISPATCHER)
+    seen = Seen(frozenset({Role.CALLER, Role.AGENT}), frozenset({Role.CALLER, Role.AGENT}), False)
+    assert m.reconcile(t, seen, NOW) == [JoinCaller()]
+    assert t.state is State.CALLER_AND_AGENT
