@@ -270,3 +270,24 @@ def test_warm_legacy_number_holds_the_caller_while_the_centre_rings(
     finally:
         for p in (d, c):
             p.close()
+
+
+def test_warm_legacy_number_with_the_controller_down_is_dialled_by_the_dialplan(
+    clean: Hotline, workdir: Path
+) -> None:
+    h = clean
+    h.kill_controller()  # nobody takes the caller into a bridge: the dialplan dials blind
+    d = dispatcher(
+        h, workdir, "answer", trunk="market-centre", expect_headers=("X-Hotline-Origin",)
+    )
+    c = citizen(h, workdir, hold_ms=8000, service="12316")
+    try:
+        h.wait_for(lambda: "INVITE sip:12315@" in d.sipp.messages_so_far(), 8, "the centre")
+        assert "X-Hotline-Origin: 12316" in d.sipp.messages_so_far()
+        hears(c, (DISPATCHER_HZ,), (CITIZEN_HZ, AGENT_HZ))
+        done(c)
+        done(d)
+    finally:
+        for p in (d, c):
+            p.close()
+        h.start_controller()
