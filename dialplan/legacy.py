@@ -65,6 +65,11 @@ def entry(c: Compiler, n: Number, *, inbound: bool, partner: bool = False) -> st
             f" same => n,UserEvent({cv.EVENT_ORIGIN},Number: {n.number},Mode: {n.mode},"
             f"Department: {n.department})",
         ]
+        if n.mode == "forward":  # shown to the agent: headers of the queue's call to the seat
+            lines += [
+                f" same => n,Set({_inherit(cv.SIP_ORIGIN)}={n.number})",
+                f" same => n,Set({_inherit(cv.SIP_DEPARTMENT)}={n.department})",
+            ]
     else:
         lines.append(f" same => n,Set(__{cv.DEPARTMENT}={n.department})")
     lines.append(" same => n,Answer()")
@@ -82,6 +87,13 @@ def entry(c: Compiler, n: Number, *, inbound: bool, partner: bool = False) -> st
         queue = n.queue or (dept.queue if dept else None) or c.cfg.hotline.default_queue
         lines.append(f" same => n,Goto({cv.CTX_QUEUE},{queue},1)")
     return "\n".join(lines) + "\n"
+
+
+def _inherit(header: str) -> str:
+    """A header the caller's channel hands to the legs it dials (the agent's seat):
+    PJSIP_INHERITABLE_HEADER, Asterisk 22.9 and later. Values are config ids, digits or
+    checked copies only."""
+    return f"PJSIP_INHERITABLE_HEADER(add,{header})"
 
 
 def _dial(channel: str, timeout: int, what: str) -> list[str]:
@@ -116,6 +128,10 @@ def _relay_up(c: Compiler, n: Number) -> str:
         f" same => n(loc_ok),Set(__{cv.HDR_LOCALITY}=${{HOTLINE_RAW}})",
         " same => n(known),Set(HOTLINE_RAW=)",
         f" same => n,Set(CALLERID(name)=转办 {case})",
+        f" same => n,Set({_inherit(cv.SIP_ORIGIN)}={n.number})",
+        f" same => n,GotoIf($[\"{case}\" = \"\"]?no_case)",
+        f" same => n,Set({_inherit(cv.SIP_CASE)}={case})",
+        f" same => n(no_case),NoOp(relay case {case})",
         f" same => n,UserEvent({cv.EVENT_ORIGIN},Number: {n.number},Mode: relay,"
         f"Trunk: {n.trunk},Case: {case},Locality: {loc})",
         " same => n,Answer()",
@@ -226,5 +242,6 @@ def emergency_origin() -> str:
         " same => n,Set(HOTLINE_RAW=${FILTER(0-9,${CALLERID(num)})})",
         " same => n,Set(HOTLINE_RAW=${HOTLINE_RAW:0:20})",
         " same => n,Set(CALLERID(name)=${HOTLINE_RAW} 转办)",
+        f" same => n,Set({_inherit(cv.SIP_ORIGIN)}=${{HOTLINE_RAW}})",
         f" same => n,UserEvent({cv.EVENT_ORIGIN},Mode: emergency,From: ${{HOTLINE_RAW}})",
     ]) + "\n"

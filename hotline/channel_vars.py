@@ -58,6 +58,7 @@ HDR_ORIGIN: Final = "HOTLINE_HDR_ORIGIN"
 SIP_CASE: Final = "X-Hotline-Case"  # case reference
 SIP_LOCALITY: Final = "X-Hotline-Locality"  # the caller's city[/county] (config ids)
 SIP_ORIGIN: Final = "X-Hotline-Origin"  # the number the caller dialled (12345, a legacy one)
+SIP_DEPARTMENT: Final = "X-Hotline-Department"  # a legacy number's department (to the agent)
 CASE_RE: Final = "^[A-Za-z0-9][A-Za-z0-9-]{0,39}$"  # what a case reference may be
 LOCALITY_RE: Final = "^[a-z][a-z0-9_-]{0,38}(/[a-z][a-z0-9_-]{0,38})?$"
 ORIGIN_RE: Final = "^[0-9]{1,20}$"

@@ -115,6 +115,8 @@ def test_forward_rings_the_department_queue_with_the_origin(clean: Hotline, work
         assert "ivr" not in json.dumps(h.call_paths().get(uid, {}))  # the menu was skipped
         # shown to the agent: the caller-ID name of the call offered to the seat
         assert re.search(r'^From: "12333 人力资源和社会保障厅"', invite(a), re.M), invite(a)
+        assert re.search(r"^X-Hotline-Origin: 12333\s*$", invite(a), re.M), invite(a)
+        assert re.search(r"^X-Hotline-Department: social\s*$", invite(a), re.M), invite(a)
         listing = chans(h)
         seat_chan = re.search(r"^(PJSIP/1003-\w+)!", listing, re.M)
         assert seat_chan, listing
@@ -249,6 +251,7 @@ def test_relay_up_from_the_city_centre_records_case_and_locality(
         assert origin["partner_case"] == "GZ-2026-0042", origin
         assert (origin["city"], origin["county"]) == ("ganzhou", "yudu"), origin
         assert re.search(r'^From: "转办 GZ-2026-0042"', invite(a), re.M), invite(a)
+        assert re.search(r"^X-Hotline-Case: GZ-2026-0042\s*$", invite(a), re.M), invite(a)
         done(c)
     finally:
         for p in (a, c):

@@ -497,6 +497,7 @@ def test_a_call_from_110_skips_the_ivr_for_the_priority_queue(
         assert "HOTLINE_ORIGIN=emergency" in h.cli(f"core show channel {agent_chan[1]}")
         # the origin shown to the agent (caller-ID name) and recorded with the call
         assert re.search(r'^From: "110 转办"', a.sipp.messages_so_far(), re.M)
+        assert re.search(r"^X-Hotline-Origin: 110\s*$", a.sipp.messages_so_far(), re.M)
         import redis
 
         r = h.cfg["network"]["redis"]

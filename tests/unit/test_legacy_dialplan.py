@@ -35,6 +35,7 @@ def test_forward_greets_records_the_origin_and_queues(plan: dict[str, list[Prior
     a = apps(plan, "from-carrier", "12333")
     assert "Set(__HOTLINE_ORIGIN=legacy)" in a and "Set(__HOTLINE_DEPARTMENT=social)" in a
     assert "Set(CALLERID(name)=12333 人力资源和社会保障厅)" in a
+    assert "Set(PJSIP_INHERITABLE_HEADER(add,X-Hotline-Department)=social)" in a
     assert "UserEvent(HotlineOrigin,Number: 12333,Mode: forward,Department: social)" in a
     assert a[-2:] == ["Playback(/srv/hotline/test/current/sounds/legacy-12333)",
                       "Goto(hotline-queue,social,1)"]
@@ -68,8 +69,10 @@ def test_relay_up_only_from_its_trunk_and_down_over_it(plan: dict[str, list[Prio
     up = apps(plan, "from-partner", "12345797")
     assert up[1] == '''GotoIf($["${CHANNEL(endpoint)}" = "ganzhou-centre"]?from_centre)'''
     assert up[2] == "Hangup(21)"
-    assert any(re.fullmatch(r"GotoIf\(\$\[\$\{REGEX\(\".*\" \$\{HOTLINE_RAW\}\)\}\]\?case_ok:locality\)", x)
-               for x in up), up
+    check = r"GotoIf\(\$\[\$\{REGEX\(\".*\" \$\{HOTLINE_RAW\}\)\}\]\?case_ok:locality\)"
+    assert any(re.fullmatch(check, x) for x in up), up
+    # the agent's seat gets the checked case reference as an inherited header
+    assert "Set(PJSIP_INHERITABLE_HEADER(add,X-Hotline-Case)=${HOTLINE_PARTNER_CASE})" in up
     assert up[-1] == "Goto(hotline-queue,province,1)"
     down = apps(plan, "hotline-legacy", "12345797")
     assert f"Dial(PJSIP/12345@ganzhou-centre,20,b({cv.CTX_HANDOFF_HEADERS}^s^1))" in down
