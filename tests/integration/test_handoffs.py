@@ -291,3 +291,35 @@ def test_warm_legacy_number_with_the_controller_down_is_dialled_by_the_dialplan(
         for p in (d, c):
             p.close()
         h.start_controller()
+
+
+def test_controller_restart_during_a_consultation_returns_the_caller(
+    clean: Hotline, workdir: Path
+) -> None:
+    """The department hangs up while the controller is down: after the restart the
+    transfer is reconciled and the caller, on hold meanwhile, is back with the agent."""
+    h = clean
+    a = agent(h, workdir)
+    d = dispatcher(h, workdir, "answer", trunk="market-centre", hangup_after_ms=3000)
+    c = citizen(h, workdir, hold_ms=20000)
+    try:
+        agent_in_call(h)
+        tid = hand_off(h, "market", "consult")
+        wait_state(h, tid, "consulting", 6)
+        h.kill_controller()
+        done(d, 10)  # the department hung up; nobody watched
+        h.wait_for(lambda: "Local/market@" not in chans(h), 5, "the department's leg gone")
+        assert re.search(r"^PJSIP/carrier-\w+!hotline-xfer-hold!", chans(h), re.M), chans(h)
+        h.start_controller()
+        rec = wait_state(h, tid, "caller_and_agent", 8)
+        assert "reconciling transfer" in h.controller_log()
+        both_in_bridge(h, tid, 5)
+        hears(c, (AGENT_HZ,), (DISPATCHER_HZ, CITIZEN_HZ))
+        hears(a, (CITIZEN_HZ,), (DISPATCHER_HZ, AGENT_HZ))
+        done(c)
+        rec = wait_state(h, tid, "done")
+        assert rec["outcome"] == "returned-to-agent", rec
+        keep(rec, "consult-restart")
+    finally:
+        for p in (a, d, c):
+            p.close()
