@@ -24,7 +24,6 @@ from pathlib import PurePosixPath
 
 from hotline import channel_vars as cv
 from queues import names as qn
-
 from transfer.destinations import destinations
 
 from . import legacy
