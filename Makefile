@@ -59,6 +59,7 @@ bench: setup
 	@$(BIN)/python -m bench.queue_bench
 	@$(BIN)/python -m bench.speech_bench
 	@$(BIN)/python -m bench.orders_bench
+	@$(BIN)/python -m bench.transfer_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

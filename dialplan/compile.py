@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from hotline import channel_vars as cv
-from transfer import names as xn
+from transfer.destinations import destinations
 from workorders import survey_names as sn
 
+from . import legacy
 from .model import Config, Number, Queue
 from .say import QUEUE_SOUNDS, QUEUE_SOUNDS_OFF, say_conf
 
@@ -68,7 +69,6 @@ MODULES = (
 
 # The CDR userfield of an inbound caller's records: this prefix + the number dialled.
 # The call tracker finds the calls that ended while the controller was down by it.
-CDR_INBOUND = "in:"
 
 HEADER = """\
 ; GENERATED FILE - DO NOT EDIT.
@@ -453,14 +453,16 @@ HOTLINE_AGI = agi://{fa.bind}:{fa.port}
         for n in c.numbers:
             if n.kind == "hotline":
                 out.append(self.number_entry(n))
+            elif n.mode == "relay":  # a city centre hands a matter up (from its trunk only)
+                out.append(legacy.entry(self, n, inbound=True, partner=True))
         out.append(f"""
 [from-emergency]
 ; 110/119/120/122 hand non-emergency matters to 12345: no IVR, priority queue
 exten => _X.,1,NoOp(transfer in from an emergency centre)
  same => n,Set(__{cv.NUMBER}=${{EXTEN:0:20}})
  same => n,Set(__HOTLINE_ORIGIN=emergency)
- same => n,Set(CDR(userfield)={CDR_INBOUND}${{EXTEN:0:20}})
- same => n,Set(QUEUE_PRIO=10)
+ same => n,Set(CDR(userfield)={cv.CDR_INBOUND}${{EXTEN:0:20}})
+{legacy.emergency_origin()} same => n,Set(QUEUE_PRIO=10)
  same => n,Answer()
  same => n,{self.record("call")}
  same => n,Goto({cv.CTX_QUEUE},{default_q},1)
@@ -534,8 +536,8 @@ exten => s,1,Hangup(16)
             out.append(f" same => n,Set(__HOTLINE_EMERGENCY={line})\n")
             # The controller's transfer service takes the caller into a transfer bridge
             # (AMI Redirect); if it does not within the wait, dial the line from here.
-            out.append(f" same => n,UserEvent({xn.EVENT_EMERGENCY},Line: {line})\n")
-            out.append(f" same => n,Wait({xn.IVR_HANDOFF_WAIT})\n")
+            out.append(f" same => n,UserEvent({cv.EVENT_EMERGENCY},Line: {line})\n")
+            out.append(f" same => n,Wait({cv.XFER_IVR_HANDOFF_WAIT})\n")
             if e.prompt:
                 out.append(f" same => n,Playback({self.prompt(e.prompt)})\n")
             for r in (e.route, e.alternate):
@@ -547,6 +549,8 @@ exten => s,1,Hangup(16)
         out.append(f"exten => i,1,Goto({cv.CTX_FAILURE},s,1)\n")
         out.append(self.transfer_contexts())
         out.append(self.record_context())
+        out.append(legacy.handoff_contexts())
+        out.append(legacy.handoff_dial_contexts(self, destinations(c).values()))
         return "".join(out)
 
     # ------------------------------------------------------------- recordings (issue 6)
@@ -586,11 +590,12 @@ exten => s,1,GotoIf($["{rec}" != ""]?done)
     # https://docs.asterisk.org/Asterisk_22_Documentation/API_Documentation/Dialplan_Applications/ConfBridge/
     def transfer_contexts(self) -> str:
         c = self.cfg
-        if not c.emergency_lines:
+        others = [d for d in destinations(c).values() if d.kind != "emergency"]
+        if not c.emergency_lines and not others:
             return ""
-        xfer = f"${{{xn.VAR_XFER}}}"
+        xfer = f"${{{cv.XFER}}}"
         out = [f"""
-[{xn.CTX_CALLER}]
+[{cv.CTX_XFER_CALLER}]
 ; the caller of a warm transfer: the line's message, then the transfer's bridge
 ; (music on hold while alone); leaving it alive means something failed: a person
 """]
@@ -598,24 +603,26 @@ exten => s,1,GotoIf($["{rec}" != ""]?done)
             first = (f"Playback({self.prompt(e.prompt)})" if e.prompt
                      else f"NoOp(transfer to {line})")
             out.append(f"exten => {line},1,{first}\n same => n,Goto(join,1)\n")
+        for d in others:  # departments and city centres (hand-offs)
+            out.append(f"exten => {d.name},1,NoOp(hand-off to {d.name})\n same => n,Goto(join,1)\n")
         out.append(f"""exten => join,1,GotoIf($["{xfer}" = ""]?{cv.CTX_FAILURE},s,1)
- same => n,ConfBridge({xfer},{xn.BRIDGE_PROFILE},{xn.USER_CALLER})
+ same => n,ConfBridge({xfer},{cv.XFER_BRIDGE_PROFILE},{cv.XFER_USER_CALLER})
  same => n,Set({cv.ABORT_REASON}=transfer-{xfer}-${{CONFBRIDGE_RESULT}})
  same => n,Goto({cv.CTX_FAILURE},s,1)
 exten => i,1,Goto({cv.CTX_FAILURE},s,1)
 
-[{xn.CTX_AGENT}]
+[{cv.CTX_XFER_AGENT}]
 ; the agent: straight into the bridge; "failed" tells them no route answered first
-exten => {xn.EXTEN_JOIN},1,GotoIf($["{xfer}" = ""]?hotline-done,s,1)
- same => n,ConfBridge({xfer},{xn.BRIDGE_PROFILE},{xn.USER_AGENT})
+exten => {cv.XFER_EXTEN_JOIN},1,GotoIf($["{xfer}" = ""]?hotline-done,s,1)
+ same => n,ConfBridge({xfer},{cv.XFER_BRIDGE_PROFILE},{cv.XFER_USER_AGENT})
  same => n,Hangup()
-exten => {xn.EXTEN_AGENT_FAILED},1,Playback({self.prompt(c.transfers.failed_prompt)})
- same => n,Goto({xn.EXTEN_JOIN},1)
+exten => {cv.XFER_EXTEN_AGENT_FAILED},1,Playback({self.prompt(c.transfers.failed_prompt)})
+ same => n,Goto({cv.XFER_EXTEN_JOIN},1)
 
-[{xn.CTX_DISPATCHER}]
+[{cv.CTX_XFER_DISPATCHER}]
 ; the emergency centre's dispatcher, once answered (AMI Originate)
-exten => {xn.EXTEN_JOIN},1,GotoIf($["{xfer}" = ""]?hotline-done,s,1)
- same => n,ConfBridge({xfer},{xn.BRIDGE_PROFILE},{xn.USER_DISPATCHER})
+exten => {cv.XFER_EXTEN_JOIN},1,GotoIf($["{xfer}" = ""]?hotline-done,s,1)
+{legacy.announce_case(self)} same => n(join),ConfBridge({xfer},{cv.XFER_BRIDGE_PROFILE},{cv.XFER_USER_DISPATCHER})
  same => n,Hangup()
 """)
         return "".join(out)
@@ -624,7 +631,7 @@ exten => {xn.EXTEN_JOIN},1,GotoIf($["{xfer}" = ""]?hotline-done,s,1)
         """confbridge.conf profiles of the transfer bridge: nobody's leaving ends it for the
         others (no marked users), nobody hears join/leave sounds, a caller or agent alone
         hears music on hold, a dispatcher alone hears silence."""
-        if not self.cfg.emergency_lines:
+        if not self.cfg.emergency_lines and not destinations(self.cfg):
             return ""
         user = """type = user
 quiet = yes
@@ -633,18 +640,18 @@ dtmf_passthrough = no
 dsp_drop_silence = no
 """
         return f"""
-[{xn.BRIDGE_PROFILE}]
+[{cv.XFER_BRIDGE_PROFILE}]
 type = bridge
 
-[{xn.USER_CALLER}]
+[{cv.XFER_USER_CALLER}]
 {user}music_on_hold_when_empty = yes
 music_on_hold_class = default
 
-[{xn.USER_AGENT}]
+[{cv.XFER_USER_AGENT}]
 {user}music_on_hold_when_empty = yes
 music_on_hold_class = default
 
-[{xn.USER_DISPATCHER}]
+[{cv.XFER_USER_DISPATCHER}]
 {user}music_on_hold_when_empty = no
 """
 
@@ -656,15 +663,15 @@ music_on_hold_class = default
             return ""
         out = ["\n[applicationmap]\n"]
         for line in lines:
-            out.append(f"{xn.feature_name(line)} => **{line},self,"
-                       f"UserEvent({xn.EVENT_REQUEST},Line: {line})\n")
+            out.append(f"{cv.XFER_FEATURE_PREFIX}{line} => **{line},self,"
+                       f"UserEvent({cv.EVENT_XFER_REQUEST},Line: {line})\n")
         return "".join(out)
 
     def seat_transfer_features(self) -> str:
         if not self.cfg.emergency_lines:
             return ""
-        names = "#".join(xn.feature_name(line) for line in self.cfg.emergency_lines)
-        return f"set_var = {xn.DYNAMIC_FEATURES}={names}\n"
+        names = "#".join(f"{cv.XFER_FEATURE_PREFIX}{line}" for line in self.cfg.emergency_lines)
+        return f"set_var = {cv.DYNAMIC_FEATURES}={names}\n"
 
     def seat_feature_contexts(self) -> str:
         c = self.cfg
@@ -702,41 +709,15 @@ music_on_hold_class = default
         if n.kind == "hotline":
             return (
                 f"exten => {n.number},1,Set(__{cv.NUMBER}={n.number})\n"
-                f" same => n,Set(CDR(userfield)={CDR_INBOUND}{n.number})\n"
+                f" same => n,Set(CDR(userfield)={cv.CDR_INBOUND}{n.number})\n"
                 f" same => n,Set(__{cv.CENTRE}={n.centre})\n"
                 f" same => n,Set({cv.MENU}={n.menu})\n"
                 f" same => n,Goto(hotline-ivr,s,1)\n"
             )
-        return self.legacy_entry(n, greeting=True)
+        return legacy.entry(self, n, inbound=True)
 
     def legacy_entry(self, n: Number, greeting: bool) -> str:
-        c = self.cfg
-        dept = c.departments[n.department] if n.department else None
-        lines = [
-            f"exten => {n.number},1,NoOp(legacy number {n.number} mode {n.mode})",
-            f" same => n,Set(__HOTLINE_DEPARTMENT={n.department})",
-        ]
-        if greeting:
-            lines += [f" same => n,Set(__{cv.NUMBER}={n.number})", f" same => n,Set(__{cv.CENTRE}={n.centre})"]
-            lines.append(f" same => n,Set(CDR(userfield)={CDR_INBOUND}{n.number})")
-        lines.append(" same => n,Answer()")
-        lines.append(f" same => n,{self.record('call')}")
-        if greeting and n.greeting:
-            lines.append(f" same => n,Playback({self.prompt(n.greeting)})")
-        if n.mode == "centre" and dept is not None and dept.trunk:
-            number = dept.number or n.number
-            lines += [
-                f" same => n,Dial(PJSIP/{number}@{dept.trunk},20)",
-                ' same => n,GotoIf($["${DIALSTATUS}" = "ANSWER"]?hotline-done,s,1)',
-                f" same => n,Set({cv.ABORT_REASON}=department-${{DIALSTATUS}})",
-                f" same => n,Goto({cv.CTX_FAILURE},s,1)",
-            ]
-        elif n.mode == "relay" and n.menu:
-            lines += [f" same => n,Set({cv.MENU}={n.menu})", " same => n,Goto(hotline-ivr,s,1)"]
-        else:
-            queue = n.queue or (dept.queue if dept else None) or c.hotline.default_queue
-            lines.append(f" same => n,Goto({cv.CTX_QUEUE},{queue},1)")
-        return "\n".join(lines) + "\n"
+        return legacy.entry(self, n, inbound=greeting)
 
     def queue_entry(self, qid: str, q: Queue) -> str:
         wait = q.overflow.after if q.overflow else q.max_wait

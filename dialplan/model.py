@@ -232,16 +232,26 @@ class Number(Strict):
     mode: Literal["forward", "centre", "relay"] | None = None
     greeting: PromptName | None = None
     queue: Ident | None = None
+    # mode centre: the call is handed to the department's centre blind (dialled straight
+    # through) or warm (the caller held in a bridge while the centre rings; the transfer
+    # service, see transfer/). Either way a centre that does not answer gives a person.
+    handoff: Literal["blind", "warm"] = "blind"
+    # mode relay: the city centre's trunk (matters handed up arrive from it, local matters
+    # go back down over it) and the number dialled there to hand a matter down.
+    trunk: Ident | None = None
+    down_number: Digits = "12345"
 
     @model_validator(mode="after")
     def _shape(self) -> Number:
         if self.kind == "hotline" and not self.menu:
             raise ValueError("a hotline number needs a menu")
         if self.kind == "legacy":
-            if not self.department:
-                raise ValueError("a legacy number needs its department")
             if not self.mode:
                 raise ValueError("a legacy number needs a mode: forward, centre or relay")
+            if self.mode == "relay" and not self.trunk:
+                raise ValueError("a relay number needs the city centre's trunk")
+            if self.mode != "relay" and not self.department:
+                raise ValueError("a legacy number needs its department")
         return self
 
 
@@ -250,6 +260,8 @@ class Department(Strict):
     queue: Ident | None = None
     trunk: Ident | None = None
     number: Digits | None = None
+    # How long the department's centre rings before the caller is given back to a person.
+    answer_timeout: Annotated[int, Field(ge=3, le=120)] = 20
 
 
 class Choice(Strict):
@@ -478,6 +490,10 @@ class Transfers(Strict):
 
     # What the agent hears when no route of the line answered (the caller is back with them).
     failed_prompt: PromptName = "transfer-failed"
+    # Say the call's 12345 case reference (its digits, one by one, in Mandarin: num-0..9)
+    # to the emergency dispatcher or department when they answer, before they join.
+    announce_case: bool = False
+    case_prompt: PromptName = "transfer-case"
 
 
 class User(Strict):

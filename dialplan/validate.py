@@ -19,6 +19,10 @@ from .say import ANNOUNCEMENT_PROMPTS, NUMBER_PROMPTS
 
 Ref = tuple[str | int, ...]
 
+# Extensions of hotline-xfer-caller besides the destinations (a department with a trunk
+# is one): a department may not take their names.
+RESERVED_EXTENS = frozenset({"join", "i", "h", "s", "t", "failed"})
+
 
 def load_config(path: Path, prompt_dirs: Iterable[Path] = ()) -> Config:
     data, source = load_yaml(path)
@@ -135,13 +139,16 @@ def cross_check(cfg: Config, src: SourceMap, prompt_dirs: list[Path]) -> list[Co
             _ref(out, src, (*where, "queue"), "queues", n.queue, cfg.queues)
         if n.kind == "legacy" and n.mode == "forward" and not (n.queue or (n.department and cfg.departments.get(n.department) and cfg.departments[n.department].queue)):
             out.append(src.issue(where, "a forwarded legacy number needs a queue (here or on its department)"))
-        if n.kind == "legacy" and n.mode == "relay" and not n.menu:
-            msg = "mode 'relay' takes the caller through a menu, but this number has no menu"
-            out.append(src.issue((*where, "mode"), msg))
+        if n.trunk:
+            _ref(out, src, (*where, "trunk"), "trunks", n.trunk, cfg.trunks)
+        if n.kind == "legacy" and n.mode == "relay" and n.trunk in cfg.trunks and cfg.trunks[n.trunk].kind != "centre":
+            out.append(src.issue((*where, "trunk"), f"mode 'relay' needs a city centre's trunk (kind centre), not {cfg.trunks[n.trunk].kind!r}"))
         if n.kind == "legacy" and n.mode == "centre" and n.department in cfg.departments and not cfg.departments[n.department].trunk:
             out.append(src.issue((*where, "mode"), f"mode 'centre' transfers to the department's centre, but department {n.department!r} has no trunk"))
 
     for did, d in cfg.departments.items():
+        if did in RESERVED_EXTENS and d.trunk:
+            out.append(src.issue(("departments", did), f"{did!r} is a name the transfer dialplan uses itself; choose another"))
         if d.queue:
             _ref(out, src, ("departments", did, "queue"), "queues", d.queue, cfg.queues)
         if d.trunk:
@@ -369,6 +376,10 @@ def referenced_prompts(cfg: Config) -> dict[str, Ref]:
                 refs.setdefault(name, ("queues", qid, "callback_after"))
     for key in ("question_prompt", "thanks_prompt", "invalid_prompt"):  # the survey call
         refs.setdefault(getattr(cfg.survey, key), ("survey", key))
+    if cfg.transfers.announce_case:  # the case reference, digit by digit (transfer/)
+        refs.setdefault(cfg.transfers.case_prompt, ("transfers", "case_prompt"))
+        for name in NUMBER_PROMPTS[:10]:
+            refs.setdefault(name, ("transfers", "announce_case"))
     for mid, m in cfg.menus.items():
         refs.setdefault(m.prompt, ("menus", mid, "prompt"))
         refs.setdefault(m.retry_prompt, ("menus", mid, "retry_prompt"))

@@ -72,18 +72,19 @@ class App:
             self._lengths[name] = cached
         return cached + margin
 
-    async def record_call_path(self, uniqueid: str, record: dict[str, Any]) -> None:
+    async def record_call_path(self, uniqueid: str, record: dict[str, Any], field: str = "ivr") -> None:
         """Keep the path a caller took where work orders and reports can read it.
 
-        Redis hash ``hotline:call:<uniqueid>`` field ``ivr``. Failing to store it
-        is logged and never affects the caller.
+        Redis hash ``hotline:call:<uniqueid>`` field ``ivr`` (``origin``: how the call
+        came in, for legacy and relay numbers). Failing to store it is logged and
+        never affects the caller.
         """
         if self.redis is None:
             log.info("[%s] call path (no redis): %s", uniqueid, record)
             return
         try:
             key = f"hotline:call:{uniqueid}"
-            await self.redis.hset(key, "ivr", json.dumps(record, ensure_ascii=False))
+            await self.redis.hset(key, field, json.dumps(record, ensure_ascii=False))
             await self.redis.expire(key, PATH_TTL)
         except Exception as e:  # noqa: BLE001 - storage trouble must not reach the caller
             log.warning("[%s] could not store the call path: %s", uniqueid, e)

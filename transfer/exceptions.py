@@ -42,3 +42,11 @@ class CallMoved(TransferError):
 
 class AsteriskUnavailable(TransferError):
     status, error_id = 503, "asterisk-unavailable"
+
+
+class BadRequest(TransferError):
+    status, error_id = 400, "bad-request"
+
+
+class NotFound(TransferError):
+    status, error_id = 404, "not-found"

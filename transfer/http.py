@@ -3,6 +3,14 @@
 * ``POST /calls/{seat}/transfer`` ``{"line": "119"}``: the agent of the seat (or a
   supervisor of its centre, or an admin) transfers the seat's call; 202 with the
   transfer record (its ``state`` is ``dialling`` when the line rings).
+  ``{"to": "market", "kind": "blind"}``: a hand-off to a department or a city centre
+  (``to`` as ``line``), ``kind`` ``warm`` (three-way, the default), ``blind`` (the agent's
+  leg ends when the other side answers) or ``consult`` (the caller on hold while the
+  agent talks with the other side).
+* ``POST /transfers/{id}/connect`` and ``/return``: end a consultation by connecting the
+  caller with the other side, or by taking the caller back.
+* ``GET /calls/{seat}``: the seat's call in progress and its origin (legacy number,
+  department, relay case, transfer in from 110...), as shown to the agent.
 * ``GET /transfers/{id}``: one transfer with its transitions, outcome and timings.
 * ``GET /transfers?limit=N&seat=S``: the latest transfers (agents: their seat only).
 
@@ -34,16 +42,36 @@ def routes(
 
     async def start(request: web.Request, who: Principal) -> web.Response:
         body = await read_json(request)
-        line = body.get("line")
-        if not isinstance(line, str):
+        line = body.get("line", body.get("to"))
+        kind = body.get("kind", "warm")
+        if not isinstance(line, str) or not isinstance(kind, str):
             return error(
-                400, "bad-request", 'give the emergency line to transfer to, e.g. {"line": "119"}'
+                400,
+                "bad-request",
+                'give where to transfer to, e.g. {"line": "119"} or '
+                '{"to": "market", "kind": "consult"}',
             )
         try:
-            record = await service.request(who, request.match_info["seat"], line)
+            record = await service.request(who, request.match_info["seat"], line, kind)  # type: ignore[arg-type]
         except TransferError as e:
             return failed(e)
         return web.json_response(record, status=202)
+
+    async def seat_call(request: web.Request, who: Principal) -> web.Response:
+        try:
+            return web.json_response(await service.seat_call(who, request.match_info["seat"]))
+        except TransferError as e:
+            return failed(e)
+
+    def consultation(action: str) -> Handler:
+        async def finish(request: web.Request, who: Principal) -> web.Response:
+            try:
+                record = await service.finish_consultation(who, request.match_info["id"], action)
+            except TransferError as e:
+                return failed(e)
+            return web.json_response(record)
+
+        return finish
 
     def visible(who: Principal, record: dict[str, Any]) -> bool:
         return who.role in ("admin", "supervisor") or (
@@ -70,6 +98,9 @@ def routes(
 
     return [
         ("POST", "/calls/{seat}/transfer", start),
+        ("GET", "/calls/{seat}", seat_call),
+        ("POST", "/transfers/{id}/connect", consultation("connect")),
+        ("POST", "/transfers/{id}/return", consultation("return")),
         ("GET", "/transfers/{id}", one),
         ("GET", "/transfers", many),
     ]

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+from hotline import channel_vars as cv
+
 log = logging.getLogger(__name__)
 
 
@@ -46,6 +48,7 @@ class State(StrEnum):
     DIALLING = "dialling"  # the line's first route is ringing
     ALTERNATE_DIALLING = "alternate_dialling"  # the first route failed; the alternate rings
     THREE_WAY = "three_way"  # caller, agent and dispatcher talk together
+    CONSULTING = "consulting"  # the agent talks with the department; the caller on hold
     CALLER_AND_DISPATCHER = "caller_and_dispatcher"  # the agent left (or there was none)
     FAILED_BACK_TO_AGENT = "failed_back_to_agent"  # no route answered: caller with the agent
     CALLER_AND_AGENT = "caller_and_agent"  # the dispatcher left the three-way call
@@ -63,6 +66,8 @@ ALLOWED: dict[State, frozenset[State]] = {
         {
             State.ALTERNATE_DIALLING,
             State.THREE_WAY,
+            State.CONSULTING,
+            State.CALLER_AND_AGENT,  # a consultation given up before the answer
             State.CALLER_AND_DISPATCHER,
             State.FAILED_BACK_TO_AGENT,
             State.CALLER_REQUEUED,
@@ -72,6 +77,8 @@ ALLOWED: dict[State, frozenset[State]] = {
     State.ALTERNATE_DIALLING: frozenset(
         {
             State.THREE_WAY,
+            State.CONSULTING,
+            State.CALLER_AND_AGENT,
             State.CALLER_AND_DISPATCHER,
             State.FAILED_BACK_TO_AGENT,
             State.CALLER_REQUEUED,
@@ -79,6 +86,7 @@ ALLOWED: dict[State, frozenset[State]] = {
         }
     ),
     State.THREE_WAY: frozenset({State.CALLER_AND_DISPATCHER, State.CALLER_AND_AGENT, State.DONE}),
+    State.CONSULTING: frozenset({State.CALLER_AND_DISPATCHER, State.CALLER_AND_AGENT, State.DONE}),
     State.CALLER_AND_DISPATCHER: frozenset({State.CALLER_REQUEUED, State.DONE}),
     State.FAILED_BACK_TO_AGENT: frozenset({State.CALLER_REQUEUED, State.DONE}),
     State.CALLER_AND_AGENT: frozenset({State.CALLER_REQUEUED, State.DONE}),
@@ -96,6 +104,10 @@ class Role(StrEnum):
 
 
 Origin = Literal["agent", "ivr"]
+#: warm: the three talk together (the agent may leave); blind: the agent's leg is hung up
+#: when the other side answers; consult: the caller waits on hold while the agent talks
+#: with the other side, then is connected to them or returned to the agent.
+Kind = Literal["warm", "blind", "consult"]
 NORMAL_CLEARING = "16"  # Q.850 cause of a normal hang-up (AMI Hangup event, Cause)
 
 
@@ -144,7 +156,12 @@ class Requeue:
     """Send the caller to the apology and the default queue (hotline-failure)."""
 
 
-Command = Dial | Watch | HangUp | TellAgent | Requeue
+@dataclass(frozen=True)
+class JoinCaller:
+    """Take the caller off hold into the transfer's bridge (consultation)."""
+
+
+Command = Dial | Watch | HangUp | TellAgent | Requeue | JoinCaller
 
 
 # ------------------------------------------------------------------ the record
@@ -154,9 +171,12 @@ Command = Dial | Watch | HangUp | TellAgent | Requeue
 class RouteSpec:
     trunk: str
     number: str
+    via: str = ""  # a department or centre: dialled through Local/<via>@hotline-handoff-dial
 
     @property
     def channel(self) -> str:
+        if self.via:
+            return f"Local/{self.via}@{cv.CTX_HANDOFF_DIAL}/n"  # /n: the leg stays one channel
         return f"PJSIP/{self.number}@{self.trunk}"
 
 
@@ -179,6 +199,8 @@ class Transfer:
     agent_uniqueid: str | None = None
     agent_channel: str | None = None
     requested_by: str = ""
+    kind: str = "warm"  # Kind
+    headers: dict[str, str] = field(default_factory=dict)  # checked values for the leg
     state: State = State.REQUESTED
     outcome: str = ""
     attempt: int = 0  # the route being (or last) dialled, 1-based; 0 = none yet
@@ -305,7 +327,7 @@ def dial_next(t: Transfer, reason: str, now: float) -> list[Command]:
     if Role.AGENT in t.present:
         transition(t, State.FAILED_BACK_TO_AGENT, f"no route answered ({reason})", now)
         t.outcome = f"failed-back-to-agent: {reason}"
-        return [TellAgent()]
+        return [TellAgent(), JoinCaller()] if t.kind == "consult" else [TellAgent()]
     transition(t, State.CALLER_REQUEUED, f"no route answered ({reason})", now)
     t.outcome = f"caller-requeued: {reason}"
     return [Requeue()]
@@ -333,12 +355,37 @@ def dispatcher_joined(t: Transfer, attempt: int, now: float) -> list[Command]:
     t.mark(
         "dispatcher_joined", now
     )  # talking with the agent (the caller may still hear the message)
-    if Role.AGENT in t.present:
+    t.outcome = "connected"
+    if Role.AGENT in t.present and t.kind == "consult":
+        transition(t, State.CONSULTING, f"route {attempt} answered: the agent consults", now)
+        t.outcome = "consulting"
+    elif Role.AGENT in t.present:
         transition(t, State.THREE_WAY, f"dispatcher of route {attempt} joined", now)
+        if t.kind == "blind":
+            return [HangUp(Role.AGENT)]  # blind: the agent is out once the other side answers
     else:
         transition(t, State.CALLER_AND_DISPATCHER, f"dispatcher of route {attempt} joined", now)
-    t.outcome = "connected"
     return []
+
+
+def connect(t: Transfer, now: float) -> list[Command]:
+    """Consultation over: the caller talks with the other side; the agent's leg ends."""
+    transition(t, State.CALLER_AND_DISPATCHER, "the agent connected the caller", now)
+    t.outcome = "connected"
+    t.mark("agent_left", now)
+    return [JoinCaller(), HangUp(Role.AGENT)]
+
+
+def give_back(t: Transfer, now: float) -> list[Command]:
+    """Consultation over (or given up while ringing): the caller is back with the agent."""
+    ringing = t.state in DIALLING_STATES
+    transition(t, State.CALLER_AND_AGENT, "the agent took the caller back", now)
+    t.outcome = "returned-to-agent"
+    return (
+        [HangUp(Role.DISPATCHER), JoinCaller()]
+        if ringing or Role.DISPATCHER in t.present
+        else [JoinCaller()]
+    )
 
 
 # ------------------------------------------------------------------ departures
@@ -368,7 +415,23 @@ def _agent_left_keep_caller(t: Transfer, cause: str, now: float) -> list[Command
         cause,
     )
     t.mark("agent_left", now)
-    return []
+    return [JoinCaller()] if t.kind == "consult" else []  # off hold, to wait in the bridge
+
+
+def _agent_left_consulting(t: Transfer, cause: str, now: float) -> list[Command]:
+    t.mark("agent_left", now)
+    transition(t, State.CALLER_AND_DISPATCHER, f"agent left the consultation (cause {cause})", now)
+    t.outcome = "connected"
+    return [JoinCaller()]
+
+
+def _dispatcher_left_consulting(t: Transfer, cause: str, now: float) -> list[Command]:
+    t.mark("dispatcher_left", now)
+    transition(
+        t, State.CALLER_AND_AGENT, f"the other side left the consultation (cause {cause})", now
+    )
+    t.outcome = "returned-to-agent"
+    return [JoinCaller()]
 
 
 def _agent_left_three_way(t: Transfer, cause: str, now: float) -> list[Command]:
@@ -435,6 +498,8 @@ DEPARTURES: dict[tuple[State, Role], Rule] = {
     (State.DIALLING, Role.DISPATCHER): _dispatcher_gone_while_dialling,
     (State.ALTERNATE_DIALLING, Role.DISPATCHER): _dispatcher_gone_while_dialling,
     (State.THREE_WAY, Role.DISPATCHER): _dispatcher_left_three_way,
+    (State.CONSULTING, Role.AGENT): _agent_left_consulting,
+    (State.CONSULTING, Role.DISPATCHER): _dispatcher_left_consulting,
     (State.CALLER_AND_DISPATCHER, Role.DISPATCHER): _dispatcher_left_caller_alone,
 }
 

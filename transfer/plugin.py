@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .origin import OriginRecorder, read_origin
 from .services import EVENTS, TransferService
 from .store import TransferStore
 
@@ -18,11 +19,18 @@ class TransferPlugin:
         store = TransferStore.in_state_dir(app.instance.state)
         self.service = TransferService(config=lambda: app.config, ami=lambda: app.ami, store=store)
         self.service.load()
+        self.origins = OriginRecorder(lambda: app.config, app.record_call_path)
+
+        async def origin_of(uniqueid: str) -> dict[str, Any] | None:
+            return await read_origin(app.redis, uniqueid)
+
+        self.service.origin_of = origin_of
 
     def attach(self, client: Any) -> None:
         """Follow the transfer events; reconcile open transfers on every boot/reconnect."""
         for name in EVENTS:
             client.on(name, self.service.on_event)
+        client.on("UserEvent", self.origins.on_event)
         client.on_booted(self.service.reconcile_all)
 
     async def close(self) -> None:

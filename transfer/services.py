@@ -46,17 +46,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialplan.model import Config
+from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
 from hotline.auth import Principal, may_act_on_seat
 from queues.agents import centres_under
 
 from . import machine as m
-from . import names
+from .destinations import Destination, destinations
 from .exceptions import (
     AsteriskUnavailable,
+    BadRequest,
     CallMoved,
     NoCall,
     NotAllowed,
+    NotFound,
     TransferInProgress,
     UnknownLine,
     UnknownSeat,
@@ -79,6 +82,9 @@ ORIGINATE_REASONS = {
 #: Seconds past answer_timeout after which the service gives up on a leg itself
 #: (Asterisk's Originate Timeout normally ends it first).
 WATCHDOG_GRACE = 3.0
+#: Seconds an answered leg may take to join the bridge (the case reference is said to
+#: it first with transfers.announce_case) before the service gives up on it.
+ANSWERED_GRACE = 60.0
 #: States in which the agent may start a new transfer of the same call.
 RETRY_STATES = frozenset({State.FAILED_BACK_TO_AGENT, State.CALLER_AND_AGENT})
 _SEAT_CHANNEL = re.compile(r"^PJSIP/(?P<seat>[A-Za-z0-9_-]+)-[0-9a-f]+$")
@@ -107,6 +113,8 @@ class TransferService:
     ami: Callable[[], Any]  # the hotline.ami.AmiClient, or None
     store: TransferStore
     clock: Callable[[], float] = time.time
+    # the origin record of a call (Redis hotline:call:<uniqueid> field origin), if any
+    origin_of: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
     open: dict[str, Transfer] = field(default_factory=dict)
     index: dict[str, str] = field(default_factory=dict)  # uniqueid -> transfer id
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -181,25 +189,90 @@ class TransferService:
             self._track(t)
 
     # ------------------------------------------------------------ requests
-    async def request(self, who: Principal, seat: str, line: str) -> dict[str, Any]:
-        """HTTP: the agent of ``seat`` (or their supervisor) transfers the seat's call."""
+    async def request(
+        self, who: Principal, seat: str, line: str, kind: m.Kind = "warm"
+    ) -> dict[str, Any]:
+        """HTTP: the agent of ``seat`` (or their supervisor) transfers the seat's call to
+        ``line`` (an emergency line, a department or a city centre), ``kind`` warm,
+        blind or consult."""
         cfg = self.config()
         if seat not in cfg.seats:
             raise UnknownSeat(f"no seat {seat!r}")
         if not may_act_on_seat(who, seat, cfg.seats[seat].centre, centres_under(cfg)):
             raise NotAllowed(f"{who.name} may not transfer the calls of seat {seat}")
         self._line(line)
+        if kind not in ("warm", "blind", "consult"):
+            raise BadRequest(f"kind must be warm, blind or consult, not {kind!r}")
         if cfg.seats[seat].kind != "softphone":
             raise NoCall(f"seat {seat} is a remote seat: its calls are bridged at the county site")
         agent, caller, old = await self._seat_call(seat)
-        t = await self._start("agent", line, caller, agent, seat, f"{who.name} (HTTP)", old)
+        t = await self._start("agent", line, caller, agent, seat, f"{who.name} (HTTP)", old, kind)
         return t.as_dict()
 
-    def _line(self, line: str) -> Any:
-        lines = self.config().emergency_lines
-        if line not in lines:
-            raise UnknownLine(f"no emergency line {line!r}", known=sorted(lines))
-        return lines[line]
+    async def finish_consultation(self, who: Principal, tid: str, action: str) -> dict[str, Any]:
+        """HTTP: ``connect`` the caller with the consulted side, or ``return`` them."""
+        t = self.open.get(tid)
+        cfg = self.config()
+        if t is None or t.seat is None or t.seat not in cfg.seats:
+            raise NotFound(f"no open transfer {tid!r} of a seat")
+        if not may_act_on_seat(who, t.seat, cfg.seats[t.seat].centre, centres_under(cfg)):
+            raise NotAllowed(f"{who.name} may not act on the calls of seat {t.seat}")
+        async with self._lock(tid):
+            if t.kind != "consult":
+                raise BadRequest(f"transfer {tid} is not a consultation")
+            if action == "connect" and t.state is State.CONSULTING:
+                cmds = m.connect(t, self.clock())
+            elif action == "return" and (
+                t.state is State.CONSULTING or t.state in m.DIALLING_STATES
+            ):
+                cmds = m.give_back(t, self.clock())
+            else:
+                raise TransferInProgress(
+                    f"transfer {tid} cannot {action} in state {t.state.value}", state=t.state.value
+                )
+            await self._apply(t, cmds)
+        return t.as_dict()
+
+    async def seat_call(self, who: Principal, seat: str) -> dict[str, Any]:
+        """HTTP: the seat's call in progress and where it came from (shown to the agent)."""
+        cfg = self.config()
+        if seat not in cfg.seats:
+            raise UnknownSeat(f"no seat {seat!r}")
+        if not may_act_on_seat(who, seat, cfg.seats[seat].centre, centres_under(cfg)):
+            raise NotAllowed(f"{who.name} may not see the calls of seat {seat}")
+        ami = self._ami()
+        rows = [fields(c) for c in await ami.action_list("CoreShowChannels")]
+        mine = [r for r in rows if r.get("Channel", "").startswith(f"PJSIP/{seat}-")]
+        bridged = [r for r in mine if r.get("BridgeId")]
+        if not bridged:
+            raise NoCall(f"seat {seat} has no call in progress")
+        a = bridged[0]
+        peer = next(
+            (r for r in rows if r.get("BridgeId") == a["BridgeId"] and r is not a), None
+        )
+        out: dict[str, Any] = {"seat": seat, "channel": a["Channel"]}
+        for key, name in (
+            ("origin", cv.ORIGIN),
+            ("number", cv.NUMBER),
+            ("department", cv.DEPARTMENT),
+            ("partner_case", cv.PARTNER_CASE),
+        ):
+            out[key] = await ami.getvar(name, a["Channel"])
+        out["caller"] = {
+            "number": a.get("ConnectedLineNum", ""),
+            "name": a.get("ConnectedLineName", ""),
+        }
+        transfer = self.index.get(peer["Uniqueid"]) if peer else None
+        out["transfer"] = transfer
+        if peer is not None and self.origin_of is not None:
+            out["origin_record"] = await self.origin_of(peer["Uniqueid"])
+        return out
+
+    def _line(self, line: str) -> Destination:
+        known = destinations(self.config())
+        if line not in known:
+            raise UnknownLine(f"no transfer destination {line!r}", known=sorted(known))
+        return known[line]
 
     async def _seat_call(
         self, seat: str, agent_uid: str | None = None
@@ -246,6 +319,7 @@ class TransferService:
         seat: str | None,
         requested_by: str,
         supersede: Transfer | None = None,
+        kind: m.Kind = "warm",
     ) -> Transfer:
         # Checked and claimed without an await in between: two requests for one call
         # (HTTP and the feature code, say) cannot both start a transfer.
@@ -256,7 +330,9 @@ class TransferService:
             raise TransferInProgress("the caller is already being transferred", transfer=current)
         self._starting.add(caller.uniqueid)
         try:
-            return await self._begin(origin, line, caller, agent, seat, requested_by, supersede)
+            return await self._begin(
+                origin, line, caller, agent, seat, requested_by, supersede, kind
+            )
         finally:
             self._starting.discard(caller.uniqueid)
 
@@ -269,12 +345,13 @@ class TransferService:
         seat: str | None,
         requested_by: str,
         supersede: Transfer | None,
+        kind: m.Kind = "warm",
     ) -> Transfer:
         el = self._line(line)
         ami = self._ami()
-        routes = [m.RouteSpec(el.route.trunk, el.route.number)]
-        if el.alternate is not None:
-            routes.append(m.RouteSpec(el.alternate.trunk, el.alternate.number))
+        routes = list(el.routes)
+        announce = self.config().transfers.announce_case
+        headers = await self._header_values(caller) if el.kind != "emergency" or announce else {}
         now = self.clock()
         t = Transfer(
             id=m.new_transfer_id(),
@@ -285,6 +362,8 @@ class TransferService:
             caller_number=caller.number,
             routes=routes,
             answer_timeout=el.answer_timeout,
+            kind=kind if agent is not None else "warm",
+            headers=headers,
             seat=seat,
             requested_by=requested_by,
             agent_uniqueid=agent.uniqueid if agent else None,
@@ -305,23 +384,21 @@ class TransferService:
             if supersede is None:
                 self._track(t)
             try:
-                await ami.action(
-                    "Setvar", Channel=caller.channel, Variable=names.VAR_XFER, Value=t.id
-                )
+                await ami.action("Setvar", Channel=caller.channel, Variable=cv.XFER, Value=t.id)
                 redirect = {
                     "Channel": caller.channel,
-                    "Context": names.CTX_CALLER,
+                    "Context": cv.CTX_XFER_CALLER,
                     "Exten": line,
                     "Priority": "1",
                 }
+                if t.kind == "consult":  # the caller waits on hold, away from the bridge
+                    redirect |= {"Context": cv.CTX_XFER_HOLD, "Exten": "s"}
                 if agent is not None:
-                    await ami.action(
-                        "Setvar", Channel=agent.channel, Variable=names.VAR_XFER, Value=t.id
-                    )
+                    await ami.action("Setvar", Channel=agent.channel, Variable=cv.XFER, Value=t.id)
                     redirect |= {
                         "ExtraChannel": agent.channel,
-                        "ExtraContext": names.CTX_AGENT,
-                        "ExtraExten": names.EXTEN_JOIN,
+                        "ExtraContext": cv.CTX_XFER_AGENT,
+                        "ExtraExten": cv.XFER_EXTEN_JOIN,
                         "ExtraPriority": "1",
                     }
                 await ami.action("Redirect", **redirect)
@@ -388,10 +465,44 @@ class TransferService:
                 "[%s] transfer to %s by feature code from seat %s refused: %s", uid, line, seat, e
             )
 
+    async def _header_values(self, caller: Party) -> dict[str, str]:
+        """The case reference, locality and origin of the caller's call, checked, for the
+        SIP headers of a hand-off leg (the dialplan's HOTLINE_HDR_* variables)."""
+        ami = self._ami()
+        got = {}
+        for name in (cv.CASE_REF, cv.HDR_LOCALITY, cv.CITY, cv.COUNTY, cv.NUMBER):
+            try:
+                got[name] = await ami.getvar(name, caller.channel) or ""
+            except (AmiError, ConnectionError) as e:
+                log.warning("[%s] could not read %s: %s", caller.uniqueid, name, e)
+                got[name] = ""
+        locality = got[cv.HDR_LOCALITY] or "/".join(x for x in (got[cv.CITY], got[cv.COUNTY]) if x)
+        out = {}
+        for var, value, pattern in (
+            (cv.HDR_CASE, got[cv.CASE_REF], cv.CASE_RE),
+            (cv.HDR_LOCALITY, locality, cv.LOCALITY_RE),
+            (cv.HDR_ORIGIN, got[cv.NUMBER], cv.ORIGIN_RE),
+        ):
+            if value and re.fullmatch(pattern, value):
+                out[var] = value
+        return out
+
+    async def _handoff_offer(self, ev: dict[str, str]) -> None:
+        """UserEvent HotlineHandoff: a legacy number in centre mode, handoff warm."""
+        uid, target = ev.get("Uniqueid", ""), ev.get("Target", "")
+        if ev.get("Context") not in ("from-carrier", "hotline-legacy") or uid in self.index:
+            log.warning("[%s] HotlineHandoff from context %s ignored", uid, ev.get("Context"))
+            return
+        caller = Party(uid, ev.get("Channel", ""), ev.get("CallerIDNum", ""))
+        try:
+            await self._start("ivr", target, caller, None, None, "legacy number (warm hand-off)")
+        except Exception as e:  # noqa: BLE001 - the dialplan dials the centre itself after its wait
+            log.warning("[%s] warm hand-off to %s not started: %s", uid, target, e)
+
     async def _ivr_offer(self, ev: dict[str, str]) -> None:
         """UserEvent HotlineEmergency: the IVR sends a caller to an emergency line."""
         uid, line = ev.get("Uniqueid", ""), ev.get("Line", "")
-        if ev.get("Context") != names.CTX_EMERGENCY or uid in self.index:
+        if ev.get("Context") != cv.CTX_EMERGENCY or uid in self.index:
             log.warning("[%s] HotlineEmergency from context %s ignored", uid, ev.get("Context"))
             return
         caller = Party(uid, ev.get("Channel", ""), ev.get("CallerIDNum", ""))
@@ -406,10 +517,12 @@ class TransferService:
         name = event.get("Event") or ""
         if name == "UserEvent":
             kind = event.get("UserEvent") or ""
-            if kind == names.EVENT_REQUEST:
+            if kind == cv.EVENT_XFER_REQUEST:
                 return self._feature_code(fields(event))
-            if kind == names.EVENT_EMERGENCY:
+            if kind == cv.EVENT_EMERGENCY:
                 return self._ivr_offer(fields(event))
+            if kind == cv.EVENT_HANDOFF:
+                return self._handoff_offer(fields(event))
             return None
         tid = self.index.get(event.get("Uniqueid") or "")
         if tid is None:
@@ -458,6 +571,7 @@ class TransferService:
                 t.mark("ringing", self.clock())
             elif state == "6":  # AST_STATE_UP: answered (200)
                 t.mark("answered", self.clock())
+                self._answered(t, uid)
             self.store.save(t, self.clock())
         return []
 
@@ -466,6 +580,7 @@ class TransferService:
         attempt = next((a for a in range(1, t.attempt + 1) if t.dispatcher_id(a) == uid), 0)
         if ev.get("Response", "").lower() == "success":
             t.mark("answered", self.clock())
+            self._answered(t, uid)
             return []
         if uid in self._channels:
             # The leg had a channel: its Hangup follows with the precise cause (a 486 is
@@ -474,6 +589,11 @@ class TransferService:
             return []
         reason = ORIGINATE_REASONS.get(ev.get("Reason", ""), f"failed (reason {ev.get('Reason')})")
         return m.dial_failed(t, attempt, reason, self.clock())
+
+    def _answered(self, t: Transfer, uid: str) -> None:
+        """The leg answered: it joins once any announcement is over; watch for that."""
+        if t.state in m.DIALLING_STATES and uid == t.dispatcher_uniqueid:
+            self._arm(t, t.attempt, ANSWERED_GRACE)
 
     def _on_confbridge_join(self, t: Transfer, ev: dict[str, str]) -> list[m.Command]:
         role = t.role_of(ev["Uniqueid"])
@@ -547,9 +667,10 @@ class TransferService:
                 "ApplicationData", ""
             ).startswith(t.id)
             if in_bridge or row.get("Context") in (
-                names.CTX_CALLER,
-                names.CTX_AGENT,
-                names.CTX_DISPATCHER,
+                cv.CTX_XFER_HOLD,
+                cv.CTX_XFER_CALLER,
+                cv.CTX_XFER_AGENT,
+                cv.CTX_XFER_DISPATCHER,
             ):
                 inside.add(role)
         d = rows.get(t.dispatcher_uniqueid or "")
@@ -594,22 +715,30 @@ class TransferService:
                         await self._ami().action(
                             "Redirect",
                             Channel=t.agent_channel,
-                            Context=names.CTX_AGENT,
-                            Exten=names.EXTEN_AGENT_FAILED,
+                            Context=cv.CTX_XFER_AGENT,
+                            Exten=cv.XFER_EXTEN_AGENT_FAILED,
                             Priority="1",
                         )
+                case m.JoinCaller():
+                    await self._ami().action(
+                        "Redirect",
+                        Channel=t.caller_channel,
+                        Context=cv.CTX_XFER_CALLER,
+                        Exten="join",
+                        Priority="1",
+                    )
                 case m.Requeue():
                     ami = self._ami()
                     await ami.action(
                         "Setvar",
                         Channel=t.caller_channel,
-                        Variable=names.ABORT_REASON,
+                        Variable=cv.ABORT_REASON,
                         Value=f"transfer-{t.id}",
                     )
                     await ami.action(
                         "Redirect",
                         Channel=t.caller_channel,
-                        Context=names.CTX_FAILURE,
+                        Context=cv.CTX_FAILURE,
                         Exten="s",
                         Priority="1",
                     )
@@ -632,11 +761,11 @@ class TransferService:
             await self._ami().originate(
                 oid,
                 route.channel,
-                context=names.CTX_DISPATCHER,
-                exten=names.EXTEN_JOIN,
+                context=cv.CTX_XFER_DISPATCHER,
+                exten=cv.XFER_EXTEN_JOIN,
                 priority=1,
                 caller_id=f"12345 <{number}>" if number else "12345 <12345>",
-                variables={names.VAR_XFER: t.id},
+                variables=self._leg_variables(t),
                 timeout_ms=t.answer_timeout * 1000,
             )
         except AmiActionError as e:
@@ -659,6 +788,18 @@ class TransferService:
         )
         self._arm(t, attempt, t.answer_timeout + WATCHDOG_GRACE)
         return []
+
+    def _leg_variables(self, t: Transfer) -> dict[str, str]:
+        """The answering side's leg: the transfer id; for a hand-off the checked header
+        values (inherited by the Local channel's dialled leg); with announce_case the
+        case reference's digits, said to them before they join."""
+        out = {cv.XFER: t.id}
+        if any(r.via for r in t.routes):
+            out |= {f"__{k}": v for k, v in t.headers.items()}
+        digits = "".join(ch for ch in t.headers.get(cv.HDR_CASE, "") if ch.isdigit())
+        if digits and self.config().transfers.announce_case:
+            out[cv.XFER_ANNOUNCE] = digits[:40]
+        return out
 
     def _arm(self, t: Transfer, attempt: int, delay: float) -> None:
         old = self._watchdogs.pop(t.id, None)

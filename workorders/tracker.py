@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dialplan.compile import CDR_INBOUND
+from hotline.channel_vars import CDR_INBOUND
 from dialplan.model import Config
 from ivr.locality import locate
 from queues.stats import QueueEvent

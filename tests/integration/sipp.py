@@ -578,9 +578,12 @@ def _talk(sdp: str, who: str, hold_ms: int, bye: str | None) -> str:
 
 
 def citizen_call_scenario(service: str, caller: str, media_ip: str, media_port: int,
-                          hold_ms: int, hangs_up: bool = True) -> str:
+                          hold_ms: int, hangs_up: bool = True,
+                          extra_headers: tuple[str, ...] = ()) -> str:
     """A citizen calls ``service``; after ``hold_ms`` hangs up (``hangs_up``), or else
-    waits up to ``hold_ms`` for the hotline to hang up."""
+    waits up to ``hold_ms`` for the hotline to hang up. ``extra_headers`` (``Name: value``)
+    go into the INVITE (a city centre handing a matter up sends its case reference)."""
+    extra = "".join(f"      {h}\n" for h in extra_headers)
     sdp = Template(_SDP).substitute(who="citizen", media_ip=media_ip, media_port=media_port)
     tag = "[pid]SIPpTag00[call_number]"
     dialog = f"""From: "citizen" <sip:{caller}@[local_ip]:[local_port]>;tag={tag}
@@ -604,7 +607,7 @@ def citizen_call_scenario(service: str, caller: str, media_ip: str, media_port: 
       CSeq: 1 INVITE
       Contact: <sip:{caller}@[local_ip]:[local_port]>
       Max-Forwards: 70
-      Content-Type: application/sdp
+{extra}      Content-Type: application/sdp
       Content-Length: [len]
 
 {sdp}
@@ -635,20 +638,30 @@ _OK_TO_REQUEST = _response(200, "OK", to_tag=None)
 
 def answering_party_scenario(mode: str, media_ip: str = "", media_port: int = 0, *,
                              answer_after_ms: int = 200, hangup_after_ms: int = 0,
-                             wait_ms: int = 60000, who: str = "dispatcher") -> str:
+                             wait_ms: int = 60000, who: str = "dispatcher",
+                             expect_headers: tuple[str, ...] = ()) -> str:
     """A called party (an emergency dispatcher, or an agent as SIPp's out-of-call scenario).
+
+    ``expect_headers``: header names the INVITE must carry (SIPp fails the call when one
+    is missing: ``ereg`` with ``check_it``).
 
     ``mode``: ``answer`` (180, then 200 after ``answer_after_ms``; hangs up itself after
     ``hangup_after_ms`` if non-zero, else waits for the BYE), ``busy`` (486),
     ``silent`` (180, never answers: waits for the CANCEL). SIP OPTIONS are answered.
     """
     ringing = _response(180, "Ringing", contact=who)
-    capture = """    <action>
-      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="inv_from"/>
+    # (SIPp refuses a scenario whose variable is assigned and never used: hence the log)
+    checks = "".join(
+        f'      <ereg regexp=".+" search_in="hdr" header="{h}:" check_it="true" assign_to="xh{i}"/>\n'
+        f'      <log message="{h}: [$xh{i}]"/>\n'
+        for i, h in enumerate(expect_headers))
+    dialog = """      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="inv_from"/>
       <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="inv_to"/>
       <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" check_it="true"
             assign_to="inv_contact"/>
-    </action>"""
+"""
+    capture = f"""    <action>
+{checks}{dialog if hangup_after_ms else ""}    </action>"""
     if mode == "busy":
         body = ('  <recv request="INVITE"/>\n' + _response(486, "Busy Here", contact=who)
                 + '  <recv request="ACK"/>\n')
@@ -670,8 +683,8 @@ def answering_party_scenario(mode: str, media_ip: str = "", media_port: int = 0,
       Max-Forwards: 70
       Content-Length: 0"""
         end = _talk(sdp, who, hangup_after_ms or wait_ms, bye if hangup_after_ms else None)
-        invite = f'  <recv request="INVITE">\n{capture}\n  </recv>\n' if hangup_after_ms \
-            else '  <recv request="INVITE"/>\n'
+        invite = f'  <recv request="INVITE">\n{capture}\n  </recv>\n' \
+            if hangup_after_ms or expect_headers else '  <recv request="INVITE"/>\n'
         body = f"""{invite}{ringing}  <pause milliseconds="{answer_after_ms}"/>
 {_response(200, "OK", contact=who, sdp=sdp, retrans=True)}  <recv request="ACK"/>
 {end}"""

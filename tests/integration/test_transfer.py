@@ -73,8 +73,10 @@ class Party:
         self.media.close()
 
 
-def agent(h: Hotline, wd: Path, *, hangup_after_ms: int = 0) -> Party:
-    """Seat 1001 registered, logged in and free; answers (and maybe hangs up) one call."""
+def agent(
+    h: Hotline, wd: Path, *, hangup_after_ms: int = 0, seat: str = "1001", queue: str = "province"
+) -> Party:
+    """A seat registered, logged in and free; answers (and maybe hangs up) one call."""
     media = TonePeer("127.0.0.1", AGENT_HZ)
     ooc = answering_party_scenario(
         "answer",
@@ -84,12 +86,12 @@ def agent(h: Hotline, wd: Path, *, hangup_after_ms: int = 0) -> Party:
         hangup_after_ms=hangup_after_ms,
         who="agent",
     )
-    sipp = h.register_seat(wd, "1001", ooc_scenario=ooc, hold_ms=60000, name="agent-1001")
-    h.login_seat("1001")
+    sipp = h.register_seat(wd, seat, ooc_scenario=ooc, hold_ms=60000, name=f"agent-{seat}")
+    h.login_seat(seat)
     h.wait_for(
-        lambda: re.search(r"\(PJSIP/1001\).*Not in use", h.cli("queue show province")),
+        lambda: re.search(rf"\(PJSIP/{seat}\).*Not in use", h.cli(f"queue show {queue}")),
         10,
-        "seat 1001 available",
+        f"seat {seat} available",
     )
     return Party(sipp, media)
 
@@ -102,11 +104,17 @@ def dispatcher(
     trunk: str = "emergency",
     answer_after_ms: int = 300,
     hangup_after_ms: int = 0,
+    expect_headers: tuple[str, ...] = (),
 ) -> Party:
     ip, port = h.trunk(trunk)
     media = TonePeer(ip, DISPATCHER_HZ)
     scen = answering_party_scenario(
-        mode, ip, media.port, answer_after_ms=answer_after_ms, hangup_after_ms=hangup_after_ms
+        mode,
+        ip,
+        media.port,
+        answer_after_ms=answer_after_ms,
+        hangup_after_ms=hangup_after_ms,
+        expect_headers=expect_headers,
     )
     return Party(
         Sipp(
@@ -123,19 +131,27 @@ def dispatcher(
 
 
 def citizen(
-    h: Hotline, wd: Path, hold_ms: int, *, service: str = "12399", hangs_up: bool = True
+    h: Hotline,
+    wd: Path,
+    hold_ms: int,
+    *,
+    service: str = "12399",
+    hangs_up: bool = True,
+    caller: str = "13907910001",
+    trunk: str = "carrier",
+    headers: tuple[str, ...] = (),
 ) -> Party:
-    ip, _ = h.trunk("carrier")
+    ip, _ = h.trunk(trunk)
     media = TonePeer(ip, CITIZEN_HZ)
-    scen = citizen_call_scenario(service, "13907910001", ip, media.port, hold_ms, hangs_up)
+    scen = citizen_call_scenario(service, caller, ip, media.port, hold_ms, hangs_up, headers)
     return Party(Sipp(wd, "citizen", scen, local_ip=ip, target=h.sip_target, timeout_s=60), media)
 
 
-def agent_in_call(h: Hotline) -> None:
+def agent_in_call(h: Hotline, seat: str = "1001", timeout: float = 15) -> None:
     h.wait_for(
-        lambda: re.search(r"^PJSIP/1001-\w+!.*!Up!", h.cli("core show channels concise"), re.M),
-        15,
-        "seat 1001 talking with the citizen",
+        lambda: re.search(rf"^PJSIP/{seat}-\w+!.*!Up!", h.cli("core show channels concise"), re.M),
+        timeout,
+        f"seat {seat} talking with the citizen",
     )
     time.sleep(0.5)
 
@@ -175,6 +191,16 @@ def transfer(h: Hotline, line: str) -> tuple[str, float]:
     status, body = h.api("POST", "/calls/1001/transfer", "zhangwei", {"line": line})
     assert status == 202, body
     return body["id"], t0
+
+
+def started_transfer(h: Hotline, line: str, timeout: float, what: str) -> str:
+    """The id of the open transfer to ``line`` that something other than the test started."""
+
+    def latest() -> str | None:
+        rows = h.api("GET", "/transfers?limit=1", "admin")[1]
+        return next((r["id"] for r in rows if r["line"] == line and not r["terminal"]), None)
+
+    return str(h.wait_for(latest, timeout, what))
 
 
 def hears(
@@ -262,18 +288,7 @@ def test_busy_returns_the_caller_to_the_agent_by_feature_code(
     try:
         agent_in_call(h)
         a.media.dtmf("**110")  # the softphone's feature code, RFC 4733
-        tid = h.wait_for(
-            lambda: next(
-                (
-                    r["id"]
-                    for r in h.api("GET", "/transfers?limit=1", "admin")[1]
-                    if r["line"] == "110" and not r["terminal"]
-                ),
-                None,
-            ),
-            5,
-            "the feature code to start a transfer",
-        )
+        tid = started_transfer(h, "110", 5, "the feature code to start a transfer")
         rec = wait_state(h, tid, "failed_back_to_agent", 3)
         assert rec["requested_by"] == "seat 1001 (feature code)"
         assert rec["failures"][0]["reason"] == "busy (cause 17)", rec["failures"]
@@ -440,18 +455,7 @@ def test_ivr_emergency_offer_uses_the_same_transfer(clean: Hotline, workdir: Pat
         h.wait_for(lambda: c.media.remote is not None, 5, "the welcome prompt")
         time.sleep(1.5)
         c.media.dtmf("7")  # main menu: 7 = emergency:120
-        tid = h.wait_for(
-            lambda: next(
-                (
-                    r["id"]
-                    for r in h.api("GET", "/transfers?limit=1", "admin")[1]
-                    if r["line"] == "120" and not r["terminal"]
-                ),
-                None,
-            ),
-            8,
-            "the IVR to hand the caller to the transfer service",
-        )
+        tid = started_transfer(h, "120", 8, "the IVR to hand the caller to the transfer service")
         rec = wait_state(h, tid, "caller_and_dispatcher", 12)
         assert rec["origin"] == "ivr" and rec["seat"] is None and rec["answered_attempt"] == 2
         h.wait_for(
@@ -491,6 +495,22 @@ def test_a_call_from_110_skips_the_ivr_for_the_priority_queue(
         assert agent_chan and centre_chan, listing
         assert "QUEUE_PRIO=10" in h.cli(f"core show channel {centre_chan[1]}")
         assert "HOTLINE_ORIGIN=emergency" in h.cli(f"core show channel {agent_chan[1]}")
+        # the origin shown to the agent (caller-ID name) and recorded with the call
+        assert re.search(r'^From: "110 转办"', a.sipp.messages_so_far(), re.M)
+        assert re.search(r"^X-Hotline-Origin: 110\s*$", a.sipp.messages_so_far(), re.M)
+        import redis
+
+        r = h.cfg["network"]["redis"]
+        client = redis.Redis(host=r["bind"], port=r["port"], socket_timeout=2)
+        try:
+            found = [client.hget(k, "origin") for k in client.scan_iter("hotline:call:*")]
+        finally:
+            client.close()
+        assert any(b'"mode": "emergency", "from": "110"' in (x or b"") for x in found), found
+        status, call = h.api("GET", "/calls/1001", "zhangwei")
+        assert status == 200 and call["origin"] == "emergency", call
+        assert call["caller"]["name"] == "110 转办", call
+        assert call["origin_record"]["from"] == "110", call
         done(c)
     finally:
         for p in (a, c):

@@ -316,7 +316,10 @@ def test_inbound_contexts_dial_only_numbers_from_the_yaml(
             if "Dial(" not in p.app:
                 continue
             dials += 1
-            m = re.fullmatch(r"Dial\(PJSIP/(\d+)@([a-z][a-z0-9_-]*),\d+\)", p.app)
+            m = re.fullmatch(
+                r"Dial\(PJSIP/(\d+)@([a-z][a-z0-9_-]*),\d+(,b\(hotline-handoff-headers\^s\^1\))?\)",
+                p.app,
+            )
             assert m, f"{ctx}: {p.app}"
             assert m[1] in allowed and m[2] in cfg.trunks, f"{ctx}: {p.app}"
     assert dials == 1  # the sample's 12315 goes to its department's centre
@@ -325,9 +328,11 @@ def test_inbound_contexts_dial_only_numbers_from_the_yaml(
 def test_from_carrier_answers_exactly_the_configured_numbers(
     cfg: Config, plan: dict[str, list[Priority]]
 ) -> None:
-    assert extens(plan["from-carrier"]) == [n.number for n in cfg.numbers]
+    # relay numbers are for the city centre's trunk only (from-partner, checked there)
+    assert extens(plan["from-carrier"]) == [n.number for n in cfg.numbers if n.mode != "relay"]
     hotline = [n.number for n in cfg.numbers if n.kind == "hotline"]
-    assert extens(plan["from-partner"]) == hotline
+    relay = [n.number for n in cfg.numbers if n.mode == "relay"]
+    assert extens(plan["from-partner"]) == hotline + relay
     # Seats also get the agent feature codes (*21 log in, *22 log out, *23 pause, *24 resume).
     assert extens(plan["from-seat"]) == ["*21", "*22", "*23", "*24", *hotline]
 

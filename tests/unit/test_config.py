@@ -383,11 +383,11 @@ def test_trunk_address_duplicated_on_another_port(sample: str) -> None:
     )
 
 
-def test_relay_number_needs_a_menu(sample: str) -> None:
-    text = patch(sample, "mode: forward", "mode: relay")
+def test_relay_number_needs_a_city_centre_trunk(sample: str) -> None:
+    text = patch(sample, "trunk: ganzhou-centre\n", "trunk: market-centre  # relay\n")
     assert one_issue(text) == (
-        f"hotline.yaml:{line(text, 'mode: relay')}: numbers[1].mode: "
-        "mode 'relay' takes the caller through a menu, but this number has no menu"
+        f"hotline.yaml:{line(text, 'trunk: market-centre  # relay')}: numbers[3].trunk: "
+        "mode 'relay' needs a city centre's trunk (kind centre), not 'department'"
     )
 
 
@@ -527,3 +527,12 @@ def test_reserved_queue_and_trunk_names_are_refused() -> None:
     msgs = [str(i) for i in e.value.issues]
     assert any("queues.i: 'i' is reserved by the generated dialplan" in m for m in msgs), msgs
     assert any("trunks.global: 'global' is reserved in pjsip.conf" in m for m in msgs), msgs
+
+
+def test_a_department_may_not_take_a_transfer_dialplan_name(sample: str) -> None:
+    text = patch(sample, "  market: {name: 市场监督管理局", "  join: {name: 市场监督管理局")
+    text = patch(text, "department: market\n", "department: join\n")
+    assert one_issue(text) == (
+        f"hotline.yaml:{line(text, '  join: {name: 市场监督管理局')}: departments.join: "
+        "'join' is a name the transfer dialplan uses itself; choose another"
+    )

@@ -9,8 +9,8 @@ import pytest
 from dialplan.compile import compile_config
 from dialplan.model import Config
 from dialplan.validate import load_config_text, referenced_prompts
+from hotline import channel_vars as cv
 from tests.unit.test_compile import TARGET, VERSION, Priority, apps_of, dialplan, sections
-from transfer import names
 
 SAMPLE = Path(__file__).resolve().parents[2] / "config" / "hotline.yaml"
 
@@ -37,7 +37,7 @@ def prompt(name: str) -> str:
 def test_caller_context_plays_the_line_message_then_joins_the_bridge(
     cfg: Config, plan: dict[str, list[Priority]]
 ) -> None:
-    ctx = plan[names.CTX_CALLER]
+    ctx = plan[cv.CTX_XFER_CALLER]
     for line, e in cfg.emergency_lines.items():
         assert e.prompt is not None
         assert apps_of(ctx, line) == [f"Playback({prompt(e.prompt)})", "Goto(join,1)"]
@@ -53,7 +53,7 @@ def test_caller_context_plays_the_line_message_then_joins_the_bridge(
 def test_agent_and_dispatcher_contexts_join_the_same_bridge(
     cfg: Config, plan: dict[str, list[Priority]]
 ) -> None:
-    agent = plan[names.CTX_AGENT]
+    agent = plan[cv.CTX_XFER_AGENT]
     assert apps_of(agent, "s")[1:] == [
         "ConfBridge(${HOTLINE_XFER},hotline-xfer,hotline-xfer-agent)",
         "Hangup()",
@@ -62,7 +62,17 @@ def test_agent_and_dispatcher_contexts_join_the_same_bridge(
         f"Playback({prompt(cfg.transfers.failed_prompt)})",
         "Goto(s,1)",
     ]
-    assert apps_of(plan[names.CTX_DISPATCHER], "s")[1:] == [
+    # transfers.announce_case (on in the sample): the digits first, checked again here
+    assert apps_of(plan[cv.CTX_XFER_DISPATCHER], "s")[1:8] == [
+        'GotoIf($[${REGEX("^[0-9]{1,40}$" ${HOTLINE_XFER_ANNOUNCE})}]?:join)',
+        f"Playback({prompt('transfer-case')})",
+        "Set(HOTLINE_I=0)",
+        "GotoIf($[${HOTLINE_I} >= ${LEN(${HOTLINE_XFER_ANNOUNCE})}]?join)",
+        f"Playback({prompt('num-')}${{HOTLINE_XFER_ANNOUNCE:${{HOTLINE_I}}:1}})",
+        "Set(HOTLINE_I=$[${HOTLINE_I} + 1])",
+        "Goto(digit)",
+    ]
+    assert apps_of(plan[cv.CTX_XFER_DISPATCHER], "s")[8:] == [
         "ConfBridge(${HOTLINE_XFER},hotline-xfer,hotline-xfer-dispatcher)",
         "Hangup()",
     ]
@@ -74,7 +84,7 @@ def test_ivr_emergency_offer_asks_the_controller_first_then_dials_itself(
     for line, e in cfg.emergency_lines.items():
         apps = apps_of(plan["hotline-emergency"], line)
         event = f"UserEvent(HotlineEmergency,Line: {line})"
-        wait = f"Wait({names.IVR_HANDOFF_WAIT})"
+        wait = f"Wait({cv.XFER_IVR_HANDOFF_WAIT})"
         dial = f"Dial(PJSIP/{e.route.number}@{e.route.trunk},{e.answer_timeout})"
         assert apps.index(event) < apps.index(wait) < apps.index(dial)
         assert apps[-1] == "Goto(hotline-failure,s,1)"
@@ -82,16 +92,16 @@ def test_ivr_emergency_offer_asks_the_controller_first_then_dials_itself(
 
 def test_confbridge_profiles_end_for_nobody_and_hold_a_lone_caller(files: dict[str, str]) -> None:
     secs = {s.name: s for s in sections(files["confbridge.conf"])}
-    assert secs[names.BRIDGE_PROFILE].get("type") == "bridge"
-    for name in (names.USER_CALLER, names.USER_AGENT, names.USER_DISPATCHER):
+    assert secs[cv.XFER_BRIDGE_PROFILE].get("type") == "bridge"
+    for name in (cv.XFER_USER_CALLER, cv.XFER_USER_AGENT, cv.XFER_USER_DISPATCHER):
         s = secs[name]
         assert s.get("type") == "user" and s.get("quiet") == "yes"
         # no marked users: nobody's leaving kicks the others
         assert s.get("marked") is None and s.get("end_marked") is None
         assert s.get("wait_marked") is None
-    assert secs[names.USER_CALLER].get("music_on_hold_when_empty") == "yes"
-    assert secs[names.USER_AGENT].get("music_on_hold_when_empty") == "yes"
-    assert secs[names.USER_DISPATCHER].get("music_on_hold_when_empty") == "no"
+    assert secs[cv.XFER_USER_CALLER].get("music_on_hold_when_empty") == "yes"
+    assert secs[cv.XFER_USER_AGENT].get("music_on_hold_when_empty") == "yes"
+    assert secs[cv.XFER_USER_DISPATCHER].get("music_on_hold_when_empty") == "no"
 
 
 def test_feature_codes_raise_the_request_event_on_seats_only(
@@ -134,8 +144,9 @@ def test_nothing_is_generated_without_emergency_lines() -> None:
     cfg = load_config_text(text, "hotline.yaml")
     assert not cfg.emergency_lines
     files = compile_config(cfg, TARGET, VERSION)
-    assert names.CTX_CALLER not in files["extensions.conf"]
+    # the hand-off bridge stays for the departments and centres (transfer/destinations.py)
+    caller = dialplan(files["extensions.conf"])[cv.CTX_XFER_CALLER]
+    assert sorted({p.exten for p in caller}) == ["ganzhou-centre", "i", "join", "market"]
     assert "applicationmap" not in files["features.conf"]
-    assert "hotline-xfer" not in files["confbridge.conf"]
     assert "set_var" not in files["pjsip.conf"]
     assert "transfer-failed" not in referenced_prompts(cfg)

@@ -14,6 +14,7 @@ from transfer.machine import (
     TERMINAL,
     Dial,
     HangUp,
+    JoinCaller,
     Requeue,
     Role,
     RouteSpec,
@@ -169,6 +170,10 @@ DEPARTURE_CASES = [
     (State.CALLER_AND_AGENT, Role.AGENT, True, State.CALLER_REQUEUED, [Requeue()]),
     (State.THREE_WAY, Role.DISPATCHER, True, State.CALLER_AND_AGENT, []),
     (State.CALLER_AND_DISPATCHER, Role.DISPATCHER, False, State.DONE, [HangUp(Role.CALLER)]),
+    # consultation: the caller on hold, agent and department talking
+    (State.CONSULTING, Role.CALLER, True, State.DONE, [HangUp(Role.AGENT), HangUp(Role.DISPATCHER)]),
+    (State.CONSULTING, Role.AGENT, True, State.CALLER_AND_DISPATCHER, [JoinCaller()]),
+    (State.CONSULTING, Role.DISPATCHER, True, State.CALLER_AND_AGENT, [JoinCaller()]),
 ]
 
 
@@ -178,8 +183,10 @@ def test_departures(
 ) -> None:
     t = transfer(agent=agent, state=state)
     t.attempt = 1
-    if state in (State.THREE_WAY, State.CALLER_AND_DISPATCHER):
+    if state in (State.THREE_WAY, State.CALLER_AND_DISPATCHER, State.CONSULTING):
         t.present.add(Role.DISPATCHER)
+    if state is State.CONSULTING:
+        t.kind = "consult"
     assert m.left(t, role, "16", NOW) == cmds
     assert t.state is expected
     assert role not in t.present
@@ -322,3 +329,67 @@ def test_transfer_ids_are_valid_channel_ids() -> None:
     ids = {m.new_transfer_id() for _ in range(100)}
     assert len(ids) == 100
     assert all(re.fullmatch(r"x[0-9a-f]{12}", i) for i in ids)
+
+
+# ------------------------------------------------------------------ hand-offs
+
+
+def test_blind_hand_off_hangs_up_the_agent_when_the_other_side_answers() -> None:
+    t = transfer()
+    t.kind = "blind"
+    m.start(t, NOW)
+    assert m.dispatcher_joined(t, 1, NOW) == [HangUp(Role.AGENT)]
+    assert t.state is State.THREE_WAY
+    assert m.left(t, Role.AGENT, "16", NOW) == []
+    assert t.state is State.CALLER_AND_DISPATCHER
+
+
+def test_consultation_connect_and_return() -> None:
+    for action, state, cmds in (
+        (m.connect, State.CALLER_AND_DISPATCHER, [JoinCaller(), HangUp(Role.AGENT)]),
+        (m.give_back, State.CALLER_AND_AGENT, [HangUp(Role.DISPATCHER), JoinCaller()]),
+    ):
+        t = transfer()
+        t.kind = "consult"
+        m.start(t, NOW)
+        assert m.dispatcher_joined(t, 1, NOW) == []
+        assert t.state is State.CONSULTING
+        assert action(t, NOW) == cmds
+        assert t.state is state
+
+
+def test_consultation_refused_takes_the_caller_off_hold_back_to_the_agent() -> None:
+    t = transfer()
+    t.kind = "consult"
+    m.start(t, NOW)
+    assert m.left(t, Role.DISPATCHER, "17", NOW) == [TellAgent(), JoinCaller()]
+    assert t.state is State.FAILED_BACK_TO_AGENT
+
+
+def test_agent_leaving_a_consultation_while_it_rings_keeps_the_caller() -> None:
+    t = transfer()
+    t.kind = "consult"
+    m.start(t, NOW)
+    assert m.left(t, Role.AGENT, "16", NOW) == [JoinCaller()]
+    assert t.state is State.DIALLING
+    assert m.dispatcher_joined(t, 1, NOW) == []
+    assert t.state is State.CALLER_AND_DISPATCHER
+
+
+def test_a_record_without_the_new_fields_still_loads() -> None:
+    d = transfer().as_dict()
+    for k in ("kind", "headers"):
+        del d[k]
+    for r in d["routes"]:
+        del r["via"]
+    t = Transfer.from_dict(d)
+    assert t.kind == "warm" and t.headers == {} and t.routes[0].via == ""
+
+
+def test_restart_during_a_consultation_with_the_department_gone_returns_the_caller() -> None:
+    t = transfer(state=State.CONSULTING)
+    t.kind, t.attempt = "consult", 1
+    t.present.add(Role.DISPATCHER)
+    seen = Seen(frozenset({Role.CALLER, Role.AGENT}), frozenset({Role.CALLER, Role.AGENT}), False)
+    assert m.reconcile(t, seen, NOW) == [JoinCaller()]
+    assert t.state is State.CALLER_AND_AGENT

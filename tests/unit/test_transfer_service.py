@@ -11,10 +11,10 @@ import pytest
 
 from dialplan.model import Config
 from dialplan.validate import load_config_text
+from hotline import channel_vars as cv
 from hotline.ami import AmiActionError
 from hotline.amiproto import AmiMessage
 from hotline.auth import Principal
-from transfer import names
 from transfer import services as services_mod
 from transfer.exceptions import CallMoved, NoCall, NotAllowed, TransferInProgress, UnknownLine
 from transfer.machine import State
@@ -68,6 +68,12 @@ class FakeAmi:
         assert name == "CoreShowChannels", f"unexpected AMI list action {name}"
         await asyncio.sleep(0)
         return [dict(c) for c in self.channels]
+
+    variables: dict[tuple[str, str], str] = {}  # (channel, name) -> value, read by getvar
+
+    async def getvar(self, name: str, channel: str | None = None) -> str | None:
+        await asyncio.sleep(0)
+        return self.variables.get((channel or "", name))
 
     async def originate(self, originate_id: str, channel: str, **kw: Any) -> None:
         self.sent.append(("Originate", {"id": originate_id, "channel": channel, **kw}))
@@ -178,7 +184,7 @@ async def test_request_rights_and_errors(svc: TransferService, ami: FakeAmi) -> 
         await svc.request(Principal("liuyang", "agent", seat="1002"), "1001", "119")
     with pytest.raises(UnknownLine) as e:
         await svc.request(ZHANGWEI, "1001", "999")
-    assert e.value.details == {"known": ["110", "119", "120", "122"]}
+    assert e.value.details == {"known": ["110", "119", "120", "122", "ganzhou-centre", "market"]}
     ami.channels = [dict(CALLER)]
     with pytest.raises(NoCall, match="seat 1001 has no call in progress"):
         await svc.request(ZHANGWEI, "1001", "119")
@@ -390,7 +396,7 @@ async def test_feature_code_starts_a_transfer(svc: TransferService, ami: FakeAmi
     await event(
         svc,
         Event="UserEvent",
-        UserEvent=names.EVENT_REQUEST,
+        UserEvent=cv.EVENT_XFER_REQUEST,
         Channel=AGENT["Channel"],
         Uniqueid=AGENT["Uniqueid"],
         Line="122",
@@ -405,7 +411,7 @@ async def test_feature_code_from_a_non_seat_is_ignored(svc: TransferService, ami
     await event(
         svc,
         Event="UserEvent",
-        UserEvent=names.EVENT_REQUEST,
+        UserEvent=cv.EVENT_XFER_REQUEST,
         Channel=CALLER["Channel"],
         Uniqueid=CALLER["Uniqueid"],
         Line="119",
@@ -417,7 +423,7 @@ async def test_ivr_offer_transfers_the_caller_alone(svc: TransferService, ami: F
     await event(
         svc,
         Event="UserEvent",
-        UserEvent=names.EVENT_EMERGENCY,
+        UserEvent=cv.EVENT_EMERGENCY,
         Channel=CALLER["Channel"],
         Uniqueid=CALLER["Uniqueid"],
         CallerIDNum="13907910001",
@@ -438,7 +444,7 @@ async def test_ivr_offer_transfers_the_caller_alone(svc: TransferService, ami: F
     await event(
         svc,
         Event="UserEvent",
-        UserEvent=names.EVENT_EMERGENCY,
+        UserEvent=cv.EVENT_EMERGENCY,
         Channel="PJSIP/x-1",
         Uniqueid="9.9",
         Context="from-carrier",
@@ -498,3 +504,41 @@ async def test_restart_with_everyone_gone_closes_the_transfer(
     ami.sent.clear()
     await second.reconcile_all()
     assert second.get(tid)["state"] == "done" and second.open == {}  # type: ignore[index]
+
+
+async def test_the_case_reference_goes_to_the_leg_checked_and_as_digits(
+    svc: TransferService, ami: FakeAmi
+) -> None:
+    """announce_case (on in the sample): the digits for the announcement; a hand-off
+    also passes the checked header values; a bad value is dropped."""
+    ami.variables = {
+        (CALLER["Channel"], "HOTLINE_CASE_REF"): "JX-2026-0042",
+        (CALLER["Channel"], "HOTLINE_CITY"): "nanchang",
+        (CALLER["Channel"], "HOTLINE_COUNTY"): "bad county!",
+        (CALLER["Channel"], "HOTLINE_NUMBER"): "12345",
+    }
+    await svc.request(ZHANGWEI, "1001", "119")
+    leg = next(f for n, f in ami.sent if n == "Originate")
+    assert leg["variables"]["HOTLINE_XFER_ANNOUNCE"] == "20260042"
+    assert not any(k.startswith("__") for k in leg["variables"])  # an emergency line: no headers
+    await svc.close()
+
+
+async def test_a_hand_off_leg_carries_the_checked_header_values(
+    svc: TransferService, ami: FakeAmi
+) -> None:
+    ami.variables = {
+        (CALLER["Channel"], "HOTLINE_CASE_REF"): "JX-1,Hangup()",
+        (CALLER["Channel"], "HOTLINE_CITY"): "nanchang",
+        (CALLER["Channel"], "HOTLINE_NUMBER"): "12345",
+    }
+    t = await svc.request(ZHANGWEI, "1001", "market", "blind")
+    assert t["kind"] == "blind"
+    leg = next(f for n, f in ami.sent if n == "Originate")
+    assert leg["channel"] == "Local/market@hotline-handoff-dial/n"
+    assert leg["variables"] == {
+        "HOTLINE_XFER": t["id"],
+        "__HOTLINE_HDR_LOCALITY": "nanchang",
+        "__HOTLINE_HDR_ORIGIN": "12345",
+    }
+    await svc.close()
