@@ -26,6 +26,7 @@ from ivr.agi import AgiCommandError, AgiError, ChannelHungUp
 from ivr.listen import ALL_KEYS, Heard, ask
 from ivr.locality import locate
 from ivr.menu import Answer, MenuEngine, Step
+from workorders.intake import open_case
 
 MAX_STEPS = 40  # a caller who keeps choosing menus still ends with a person
 
@@ -65,6 +66,7 @@ async def ivr(ch: Any, app: App) -> None:
     if loc.county:
         await ch.set_variable(f"__{cv.COUNTY}", loc.county)
     engine = MenuEngine(cfg, menu_id, loc)
+    await open_case(ch, app)  # the work order exists from now on: HOTLINE_CASE_REF
 
     heard: list[Heard] = []
     try:

@@ -22,12 +22,16 @@ from hotline.ami import AmiError
 from hotline.app import App
 from queues.estimate import expected_minutes, queue_now
 from queues.position import Arrivals, fields, parse_epoch, position_for
+from workorders.intake import open_case
 
 LOOKUP_BUDGET = 1.5  # seconds for QueueStatus + Getvars; the dialplan allows 3
+CASE_BUDGET = 0.5  # seconds for the work order's reference (workorders.intake)
 
 
 @ROUTES.register(cv.SCRIPT_QUEUE_ENTRY)
 async def queue_entry(ch: Any, app: App) -> None:
+    # Calls that skipped the IVR (legacy numbers, transfers in) get their case here.
+    await open_case(ch, app, budget=CASE_BUDGET)
     queue = await ch.get_variable(cv.QUEUE)
     first = parse_epoch(await ch.get_variable(cv.FIRST_QUEUED))
     if not queue or queue not in app.config.queues or first is None:

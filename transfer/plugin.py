@@ -16,7 +16,7 @@ class TransferPlugin:
     """Created with the controller's :class:`hotline.app.App`; ``attach`` to the AMI client."""
 
     def __init__(self, app: Any) -> None:
-        store = TransferStore.in_state_dir(app.instance.state)
+        store = TransferStore.open(app.config.storage.url, app.instance.state)
         self.service = TransferService(config=lambda: app.config, ami=lambda: app.ami, store=store)
         self.service.load()
         self.origins = OriginRecorder(lambda: app.config, app.record_call_path)

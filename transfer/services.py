@@ -69,6 +69,8 @@ from .store import TransferStore
 
 log = logging.getLogger(__name__)
 
+ANNOUNCE_DIGITS = 6  # digits of the case reference said to the answering side
+
 #: AMI events the service follows (all read class ``call`` but UserEvent: ``user``).
 EVENTS = ("Newchannel", "Hangup", "Newstate", "OriginateResponse", "ConfbridgeJoin", "UserEvent")
 #: OriginateResponse ``Reason`` (the last AST_CONTROL_* frame seen, main/manager.c).
@@ -792,13 +794,15 @@ class TransferService:
     def _leg_variables(self, t: Transfer) -> dict[str, str]:
         """The answering side's leg: the transfer id; for a hand-off the checked header
         values (inherited by the Local channel's dialled leg); with announce_case the
-        case reference's digits, said to them before they join."""
+        case reference's last :data:`ANNOUNCE_DIGITS` digits (a work order's daily
+        sequence number; the whole reference travels in X-Hotline-Case), said to them
+        before they join: a few seconds, not the seven that all fourteen would take."""
         out = {cv.XFER: t.id}
         if any(r.via for r in t.routes):
             out |= {f"__{k}": v for k, v in t.headers.items()}
         digits = "".join(ch for ch in t.headers.get(cv.HDR_CASE, "") if ch.isdigit())
         if digits and self.config().transfers.announce_case:
-            out[cv.XFER_ANNOUNCE] = digits[:40]
+            out[cv.XFER_ANNOUNCE] = digits[-ANNOUNCE_DIGITS:]
         return out
 
     def _arm(self, t: Transfer, attempt: int, delay: float) -> None:

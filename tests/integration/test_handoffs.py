@@ -82,6 +82,9 @@ def both_in_bridge(h: Hotline, tid: str, timeout: float) -> None:
 
 
 CASE = "JX-2026-000123"
+# announce_case is on here: a leg that answers hears the case reference (JX + 14 digits,
+# about half a second each) before it joins
+ANNOUNCED = 20
 
 
 def announcements(h: Hotline, tid: str, timeout: float) -> list[str]:
@@ -123,7 +126,7 @@ def test_blind_hand_off_to_the_city_centre(clean: Hotline, workdir: Path) -> Non
     try:
         agent_in_call(h)
         tid = hand_off(h, "ganzhou-centre", "blind")
-        rec = wait_state(h, tid, "caller_and_dispatcher", 8)
+        rec = wait_state(h, tid, "caller_and_dispatcher", ANNOUNCED)
         messages = d.sipp.messages_so_far()
         assert "INVITE sip:12345@" in messages and "X-Hotline-Origin: 12399" in messages
         agent_gone(h)  # the agent's leg was ended by the hotline
@@ -204,7 +207,7 @@ def test_consult_then_return_to_the_caller(clean: Hotline, workdir: Path) -> Non
     try:
         agent_in_call(h)
         tid = hand_off(h, "market", "consult")
-        wait_state(h, tid, "consulting", 6)
+        wait_state(h, tid, "consulting", ANNOUNCED)
         hears(a, (DISPATCHER_HZ,), (CITIZEN_HZ,))
         rec = finish(h, tid, "return")
         assert rec["state"] == "caller_and_agent", rec
@@ -258,7 +261,7 @@ def test_warm_legacy_number_holds_the_caller_while_the_centre_rings(
     c = citizen(h, workdir, hold_ms=10000, service="12316")
     try:
         tid = started_transfer(h, "market", 6, "the warm hand-off to start")
-        rec = wait_state(h, tid, "caller_and_dispatcher", 8)
+        rec = wait_state(h, tid, "caller_and_dispatcher", ANNOUNCED)
         assert rec["origin"] == "ivr" and rec["kind"] == "warm", rec
         assert "X-Hotline-Origin: 12316" in d.sipp.messages_so_far()
         h.wait_for(lambda: "bridged" in record(h, tid)["times"], 5, "caller and centre bridged")
@@ -300,12 +303,13 @@ def test_controller_restart_during_a_consultation_returns_the_caller(
     transfer is reconciled and the caller, on hold meanwhile, is back with the agent."""
     h = clean
     a = agent(h, workdir)
-    d = dispatcher(h, workdir, "answer", trunk="market-centre", hangup_after_ms=3000)
-    c = citizen(h, workdir, hold_ms=20000)
+    # it hangs up 12 s after answering: past the case announcement (about 7 s here)
+    d = dispatcher(h, workdir, "answer", trunk="market-centre", hangup_after_ms=12000)
+    c = citizen(h, workdir, hold_ms=32000)
     try:
         agent_in_call(h)
         tid = hand_off(h, "market", "consult")
-        wait_state(h, tid, "consulting", 6)
+        wait_state(h, tid, "consulting", ANNOUNCED)
         h.kill_controller()
         done(d, 10)  # the department hung up; nobody watched
         h.wait_for(lambda: "Local/market@" not in chans(h), 5, "the department's leg gone")

@@ -173,10 +173,14 @@ def test_centre_from_the_menu_passes_case_and_locality(clean: Hotline, workdir: 
     )
     c = citizen(h, workdir, hold_ms=16000, service="12345", caller="079188880000")
     try:
-        in_ivr_then(h, c, "5", case=CASE)
+        in_ivr_then(h, c, "5")  # the IVR opened the call's work order: its reference
         h.wait_for(lambda: "INVITE sip:12315@" in d.sipp.messages_so_far(), 8, "the centre rung")
         inv = invite(d)
-        assert re.search(rf"^X-Hotline-Case: {CASE}\s*$", inv, re.M), inv
+        m = re.search(r"^X-Hotline-Case: (JX[0-9]{14})\s*$", inv, re.M)
+        assert m, inv
+        status, order = h.api("GET", f"/orders/{m[1]}", "admin")
+        assert status == 200 and order["caller"] == "079188880000", order
+        assert order["status"] == "intake", order  # the call is still going on
         assert re.search(r"^X-Hotline-Locality: nanchang\s*$", inv, re.M), inv
         assert re.search(r"^X-Hotline-Origin: 12345\s*$", inv, re.M), inv
         hears(c, (DISPATCHER_HZ,), (AGENT_HZ,))

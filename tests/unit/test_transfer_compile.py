@@ -53,6 +53,13 @@ def test_caller_context_plays_the_line_message_then_joins_the_bridge(
 def test_agent_and_dispatcher_contexts_join_the_same_bridge(
     cfg: Config, plan: dict[str, list[Priority]]
 ) -> None:
+    assert apps_of(plan[cv.CTX_XFER_DISPATCHER], "s")[1:] == [  # announce_case off (sample)
+        "ConfBridge(${HOTLINE_XFER},hotline-xfer,hotline-xfer-dispatcher)",
+        "Hangup()",
+    ]
+    announced = dialplan(compile_config(
+        cfg.model_copy(update={"transfers": cfg.transfers.model_copy(update={"announce_case": True})}),
+        TARGET, VERSION)["extensions.conf"])
     agent = plan[cv.CTX_XFER_AGENT]
     assert apps_of(agent, "s")[1:] == [
         "ConfBridge(${HOTLINE_XFER},hotline-xfer,hotline-xfer-agent)",
@@ -62,8 +69,8 @@ def test_agent_and_dispatcher_contexts_join_the_same_bridge(
         f"Playback({prompt(cfg.transfers.failed_prompt)})",
         "Goto(s,1)",
     ]
-    # transfers.announce_case (on in the sample): the digits first, checked again here
-    assert apps_of(plan[cv.CTX_XFER_DISPATCHER], "s")[1:8] == [
+    # transfers.announce_case: the digits first, checked again here
+    assert apps_of(announced[cv.CTX_XFER_DISPATCHER], "s")[1:8] == [
         'GotoIf($[${REGEX("^[0-9]{1,40}$" ${HOTLINE_XFER_ANNOUNCE})}]?:join)',
         f"Playback({prompt('transfer-case')})",
         "Set(HOTLINE_I=0)",
@@ -72,7 +79,7 @@ def test_agent_and_dispatcher_contexts_join_the_same_bridge(
         "Set(HOTLINE_I=$[${HOTLINE_I} + 1])",
         "Goto(digit)",
     ]
-    assert apps_of(plan[cv.CTX_XFER_DISPATCHER], "s")[8:] == [
+    assert apps_of(announced[cv.CTX_XFER_DISPATCHER], "s")[8:] == [
         "ConfBridge(${HOTLINE_XFER},hotline-xfer,hotline-xfer-dispatcher)",
         "Hangup()",
     ]

@@ -507,10 +507,12 @@ async def test_restart_with_everyone_gone_closes_the_transfer(
 
 
 async def test_the_case_reference_goes_to_the_leg_checked_and_as_digits(
-    svc: TransferService, ami: FakeAmi
+    cfg: Config, ami: FakeAmi, tmp_path: Path, clock: Clock
 ) -> None:
-    """announce_case (on in the sample): the digits for the announcement; a hand-off
-    also passes the checked header values; a bad value is dropped."""
+    """announce_case: the last six digits for the announcement; a hand-off also passes
+    the checked header values; a bad value is dropped."""
+    on = cfg.model_copy(update={"transfers": cfg.transfers.model_copy(update={"announce_case": True})})
+    svc = service(on, ami, tmp_path, clock)
     ami.variables = {
         (CALLER["Channel"], "HOTLINE_CASE_REF"): "JX-2026-0042",
         (CALLER["Channel"], "HOTLINE_CITY"): "nanchang",
@@ -519,7 +521,7 @@ async def test_the_case_reference_goes_to_the_leg_checked_and_as_digits(
     }
     await svc.request(ZHANGWEI, "1001", "119")
     leg = next(f for n, f in ami.sent if n == "Originate")
-    assert leg["variables"]["HOTLINE_XFER_ANNOUNCE"] == "20260042"
+    assert leg["variables"]["HOTLINE_XFER_ANNOUNCE"] == "260042"  # the last six digits
     assert not any(k.startswith("__") for k in leg["variables"])  # an emergency line: no headers
     await svc.close()
 
