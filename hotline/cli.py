@@ -90,8 +90,9 @@ def cmd_prompts(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from dialplan.compile import Target, compile_asterisk_conf, compile_config, config_version
     from pathlib import PurePosixPath
+
+    from dialplan.compile import Target, compile_asterisk_conf, compile_config, config_version
 
     try:
         cfg = load_config(args.file, prompt_dirs_for(args.file))

@@ -25,9 +25,9 @@ from queues.callback_plugin import CallbackPlugin
 from queues.state import HANDLED_EVENTS
 from recordings.plugin import RecordingsPlugin
 from transfer.plugin import TransferPlugin
+from workorders.call_service import CallTrackerPlugin
 from workorders.plugin import WorkOrderPlugin
 from workorders.survey_plugin import SurveyPlugin, connect
-from workorders.call_service import CallTrackerPlugin
 
 from . import http
 

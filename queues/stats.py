@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 SERVICE_LEVEL_S = 15
 
@@ -102,7 +102,7 @@ class Report:
 
 
 def hour_of(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:00Z")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:00Z")
 
 
 def compute(

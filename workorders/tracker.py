@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from hotline.channel_vars import CDR_INBOUND
 from dialplan.model import Config
+from hotline.channel_vars import CDR_INBOUND
 from ivr.locality import locate
 from queues.stats import QueueEvent
 

@@ -16,8 +16,8 @@ from dialplan.apply import ApplyError, apply_release, build_release, live_releas
 from hotline.ami import AmiActionError, AmiClient
 
 from .harness import REPO, Hotline
-from .test_first_call import call, register_agent, stop_agent
 from .sipp import dtmf, pause
+from .test_first_call import call, register_agent, stop_agent
 
 
 def hotline_cmd(h: Hotline, *args: str) -> subprocess.CompletedProcess[str]:

@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-from datetime import UTC, datetime, timedelta
 
 from workorders.facts import CallFacts, Outcome
 from workorders.store import WorkOrderStore

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -52,4 +52,4 @@ def test_utc_times_are_read_in_china_time() -> None:
     from datetime import timezone
 
     # 02:00 UTC is 10:00 in Nanchang.
-    assert centre_open(CFG, "nanchang", datetime(2026, 11, 25, 2, 0, tzinfo=timezone.utc))
+    assert centre_open(CFG, "nanchang", datetime(2026, 11, 25, 2, 0, tzinfo=UTC))

@@ -17,8 +17,8 @@ import pytest
 
 from agi_scripts.queue_entry import queue_entry
 from dialplan.say import ANNOUNCEMENT_PROMPTS, NUMBER_PROMPTS, number_rules, say_conf
-from hotline.ami import AmiDisconnected
 from hotline import channel_vars as cv
+from hotline.ami import AmiDisconnected
 from queues.position import Arrivals, Waiting, parse_epoch, position_for, waiting_from_status
 
 SOUNDS = "/srv/hotline/t/current/sounds"
