@@ -7,6 +7,10 @@ VENV ?= .venv
 CONFIG ?= config/hotline.yaml
 APT_PACKAGES := mmdebstrap sip-tester espeak-ng sox redis-server postgresql
 BIN := $(VENV)/bin
+# Test modules run on this many workers, one module per worker at a time (each
+# integration module has its own Asterisk on free loopback ports).
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 STAMP := $(VENV)/.installed
 KPI_ROWS ?= 1000000  # orders in the KPI bench; make bench KPI_ROWS=20000 for a quick run
 
@@ -45,13 +49,13 @@ run: setup
 	@$(BIN)/hotline up $(CONFIG)
 
 test: setup
-	@$(BIN)/pytest -q tests
+	@$(PYTEST) tests
 
 unit: venv
-	@$(BIN)/pytest -q tests/unit
+	@$(PYTEST) tests/unit
 
 integration: setup
-	@$(BIN)/pytest -q tests/integration
+	@$(PYTEST) tests/integration
 
 bench: setup
 	@$(BIN)/python -m bench.kpi_bench --rows $(KPI_ROWS)

@@ -11,7 +11,7 @@ set -eu
 CACHE="${HOTLINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hotline}"
 SUITE=sid
 PACKAGES="asterisk,asterisk-core-sounds-en-wav,asterisk-moh-opsound-wav"
-RECIPE="v1 $SUITE $PACKAGES"
+RECIPE="v2 $SUITE $PACKAGES"
 KEY=$(printf '%s' "$RECIPE" | sha256sum | cut -c1-12)
 ROOT="$CACHE/asterisk-root-$KEY"
 
@@ -34,6 +34,21 @@ case "$VERSION" in
     "Asterisk 22."*) ;;
     *) echo "expected Asterisk 22 in the root, got: $VERSION" >&2; exit 1 ;;
 esac
+# Asterisk runs as the root's own unprivileged `asterisk` user. Debian gives it a
+# system uid (about 101) that on the host may belong to another account (postgres,
+# for one): a process may signal any process of its uid, chroot or not. Move the
+# user and its group to an id that neither the host nor the root uses.
+OLD_UID=$(chroot "$TMP" id -u asterisk)
+OLD_GID=$(chroot "$TMP" id -g asterisk)
+ID=64100
+while getent passwd "$ID" >/dev/null || getent group "$ID" >/dev/null \
+    || chroot "$TMP" getent passwd "$ID" >/dev/null || chroot "$TMP" getent group "$ID" >/dev/null; do
+    ID=$((ID + 1))
+done
+chroot "$TMP" groupmod -g "$ID" asterisk
+chroot "$TMP" usermod -u "$ID" -g "$ID" asterisk
+find "$TMP" -xdev -uid "$OLD_UID" -exec chown -h "$ID" {} +
+find "$TMP" -xdev -gid "$OLD_GID" -exec chgrp -h "$ID" {} +
 printf '%s\n%s\n' "$RECIPE" "$VERSION" > "$TMP/.hotline-recipe"
 rm -rf "$ROOT"
 mv "$TMP" "$ROOT"

@@ -52,9 +52,12 @@ def test_a_call_goes_round_the_loop(clean: Hotline, workdir: Path) -> None:
         caller.close()
         seat.close()
 
-    # 1. The work order of the call, with the call's facts, opened for the agent.
-    orders = h.wait_for(lambda: api(h, "GET", f"/orders?caller={CALLER}"), 20, "the work order")
-    assert len(orders) == 1, orders
+    # 1. The work order of the call: opened (status intake, with its case reference) when
+    #    the call arrived, completed from the call's facts when it ended.
+    orders = h.wait_for(
+        lambda: [o for o in api(h, "GET", f"/orders?caller={CALLER}") if o["status"] != "intake"],
+        20, "the work order completed from the call")
+    assert len(orders) == 1 and len(api(h, "GET", f"/orders?caller={CALLER}")) == 1, orders
     order = api(h, "GET", f"/orders/{orders[0]['ref']}")
     ref = order["ref"]
     assert order["status"] == "open" and order["agent"] == "zhangwei", order
