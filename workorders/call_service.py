@@ -269,41 +269,53 @@ class CallTrackerService:
         await self._deliver(st, "ami")
 
     # ------------------------------------------------------------ delivery
-    async def _extras(self, uniqueid: str) -> Extras:
-        ivr = None
+    async def _ivr_path(self, uniqueid: str) -> Any:
         r = self.redis()
-        if r is not None:
-            try:
-                raw = await r.hget(f"hotline:call:{uniqueid}", "ivr")
-                ivr = json.loads(raw) if raw else None
-            except Exception as e:  # noqa: BLE001 - the facts go out without the path
-                log.warning("[%s] IVR path not readable: %s", uniqueid, e)
-        return Extras(
-            ivr=ivr,
-            transfers=tuple(self.transfers(uniqueid)),
-            callback=self.callback(uniqueid),
-            recording=self.recording(uniqueid),
-        )
+        if r is None:
+            return None
+        try:
+            raw = await r.hget(f"hotline:call:{uniqueid}", "ivr")
+            return json.loads(raw) if raw else None
+        except Exception as e:  # noqa: BLE001 - the facts go out without the path
+            log.warning("[%s] IVR path not readable: %s", uniqueid, e)
+            return None
 
     async def _deliver(self, st: CallState, via: str) -> bool | None:
-        """True: delivered now; None: delivered before; False: the sink failed."""
+        """True: delivered now; None: delivered before; False: the sink failed.
+
+        The database work (the lookups, the work order, the mark) runs in a worker
+        thread: a few milliseconds per call that the event loop, which also serves
+        the FastAGI sessions of callers, does not wait for."""
         async with self._lock:
-            if self.store.emitted(st.call_id):
+            if await asyncio.to_thread(self.store.emitted, st.call_id):
                 return None
-            facts = facts_of(st, self.config(), await self._extras(st.uniqueid))
+            ivr = await self._ivr_path(st.uniqueid)
             sink = self.sink()
+            cfg = self.config()
+
+            def build_and_sink() -> tuple[CallFacts, Any]:
+                extras = Extras(
+                    ivr=ivr,
+                    transfers=tuple(self.transfers(st.uniqueid)),
+                    callback=self.callback(st.uniqueid),
+                    recording=self.recording(st.uniqueid),
+                )
+                facts = facts_of(st, cfg, extras)
+                return facts, (sink(facts) if sink is not None else None)
+
             try:
-                if sink is not None:
-                    result = sink(facts)
-                    if inspect.isawaitable(result):
-                        await result
+                facts, result = await asyncio.to_thread(build_and_sink)
+                if inspect.isawaitable(result):
+                    await result
                 log_sink(facts)
             except Exception:
                 log.exception(
                     "[%s] the call-facts sink failed; retried at the next scan", st.uniqueid
                 )
                 return False
-            self.store.mark_emitted(st.call_id, st.ended_at or self.clock(), via, self.clock())
+            await asyncio.to_thread(
+                self.store.mark_emitted, st.call_id, st.ended_at or self.clock(), via, self.clock()
+            )
             self.recent.append(facts_to_json(facts))
             log.info(
                 "[%s] call %s delivered (%s, via %s)",
@@ -405,10 +417,15 @@ def _fields(event: Any) -> dict[str, str]:
 # ------------------------------------------------------------------ wiring
 
 
-def _transfer_lookup(state_dir: Path) -> Callable[[str], list[dict[str, Any]]]:
+def _store_engine(url: str | None, state_dir: Path, filename: str) -> Any:
+    """The database a feature's store uses: ``storage.url``, else its SQLite file."""
+    return open_engine(url or f"sqlite:///{state_dir / filename}")
+
+
+def _transfer_lookup(url: str | None, state_dir: Path) -> Callable[[str], list[dict[str, Any]]]:
     from transfer.store import FILENAME, TransferRow
 
-    engine = open_engine(f"sqlite:///{state_dir / FILENAME}")
+    engine = _store_engine(url, state_dir, FILENAME)
 
     def lookup(uniqueid: str) -> list[dict[str, Any]]:
         try:
@@ -426,10 +443,10 @@ def _transfer_lookup(state_dir: Path) -> Callable[[str], list[dict[str, Any]]]:
     return lookup
 
 
-def _callback_lookup(state_dir: Path) -> Callable[[str], dict[str, Any] | None]:
+def _callback_lookup(url: str | None, state_dir: Path) -> Callable[[str], dict[str, Any] | None]:
     from queues.callback_store import FILENAME, CallbackRow
 
-    engine = open_engine(f"sqlite:///{state_dir / FILENAME}")
+    engine = _store_engine(url, state_dir, FILENAME)
 
     def lookup(uniqueid: str) -> dict[str, Any] | None:
         try:
@@ -476,8 +493,8 @@ class CallTrackerPlugin:
             store=EmittedStore(state / EmittedStore.FILENAME),
             cdr_path=app.instance.host("log", "cdr-csv", "Master.csv"),
             queue_log=app.instance.host("log", "queue_log"),
-            transfers=_transfer_lookup(state),
-            callback=_callback_lookup(state),
+            transfers=_transfer_lookup(app.config.storage.url, state),
+            callback=_callback_lookup(app.config.storage.url, state),
             ami=lambda: app.ami,
             recording=_recording_lookup(app),
         )
