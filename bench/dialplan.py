@@ -58,7 +58,7 @@ exten => {AGI_NUMBER},1,Answer()
 def bench_config() -> dict[str, Any]:
     """The sample config on free loopback ports, with an RTP range for hundreds of calls."""
     cfg = test_config()
-    rtp = cfg["network"]["rtp"]  # the harness picks a start within 20000..40000
+    rtp = cfg["network"]["rtp"]  # the harness picks a start within 40000..59000
     rtp["end"] = rtp["start"] + RTP_PORTS
     return cfg
 

@@ -4,6 +4,7 @@ Every channel variable, context and AGI script name that both sides use is a
 constant here, so that a rename cannot leave the dialplan and the code apart.
 """
 
+import re
 from typing import Final
 
 # Contexts written by dialplan.compile
@@ -112,3 +113,9 @@ CTX_XFER_HOLD: Final = "hotline-xfer-hold"  # s: the caller on hold while the ag
 # CDR(userfield) of the caller's channel on every inbound entry: "in:<number dialled>"
 # (workorders.tracker finds the calls that ended while the controller was down by it)
 CDR_INBOUND: Final = "in:"
+
+
+def is_seat_channel(channel: str, seat: str) -> bool:
+    """``channel`` is a channel of ``seat``'s endpoint: ``PJSIP/<seat>-<8 hex digits>``
+    exactly (seat ids may contain ``-``: seat ``yudu`` is not ``PJSIP/yudu-01-...``)."""
+    return re.fullmatch(rf"PJSIP/{re.escape(seat)}-[0-9a-f]{{8}}", channel) is not None

@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 EVENTS = ("UserEvent", "Hangup", "AgentConnect")
 SETTLE_S = 0.2  # MixMonitor closes the file in its own thread just after the hang-up
 SETTLE_MAX_S = 5.0
-_SEAT_CHANNEL = "PJSIP/{}-"
 
 
 class NotFound(LookupError):
@@ -217,7 +216,7 @@ class RecordingService:
     async def seat_call(self, seat: str) -> str:
         """The call id (linkedid) of the seat's current call."""
         for c in await self._channels():
-            if c.get("Channel", "").startswith(_SEAT_CHANNEL.format(seat)) and c.get("Linkedid"):
+            if cv.is_seat_channel(c.get("Channel", ""), seat) and c.get("Linkedid"):
                 return c["Linkedid"]
         raise NoLiveCall(f"seat {seat} has no call in progress")
 
@@ -230,7 +229,7 @@ class RecordingService:
         chans = await self._channels()
         if not self.may_list_all(who):
             mine = who.seat is not None and any(
-                c.get("Channel", "").startswith(_SEAT_CHANNEL.format(who.seat))
+                cv.is_seat_channel(c.get("Channel", ""), who.seat)
                 and c.get("Linkedid") == call_id for c in chans)
             if not mine:
                 raise Forbidden(f"{who.name} is not on call {call_id}")

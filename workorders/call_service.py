@@ -177,6 +177,8 @@ class CallTrackerService:
         self.clock = clock
         self.tracker = CallTracker(self._hotline_numbers())
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        # on_answer(call_id, agent): an agent answered (the work orders' assign_agent)
+        self.on_answer: Callable[[str, str], Any] | None = None
         self._lock = asyncio.Lock()  # one delivery at a time: no call delivered twice
         self._scan_lock = asyncio.Lock()
         self._tasks: set[asyncio.Future[object]] = set()
@@ -254,6 +256,20 @@ class CallTrackerService:
         done = self.tracker.apply(ev, self.clock())
         if done is not None:
             self._spawn(self._deliver_live(done))
+        elif ev.get("Event") == "AgentConnect" and self.on_answer is not None:
+            st = self.tracker.calls.get(ev.get("Linkedid", ""))
+            if st is not None and st.seat:
+                seat = self.config().seats.get(st.seat)
+                agent = (seat.agent if seat is not None else None) or st.seat
+                self._spawn(self._answered(st.call_id, agent))
+
+    async def _answered(self, call_id: str, agent: str) -> None:
+        """The order opened at arrival becomes the answering agent's during the call."""
+        assert self.on_answer is not None
+        try:
+            await asyncio.to_thread(self.on_answer, call_id, agent)
+        except Exception as e:  # noqa: BLE001 - the call's facts still name the agent later
+            log.warning("[%s] the order could not be given to %s yet: %s", call_id, agent, e)
 
     def _schedule_scan(self) -> None:
         if self._scan_soon is None:

@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from hotline.auth import Principal
+from queues.hours import DEFAULT_TZ
 
 from . import lifecycle as lc
 from .store import OrderNotFound, WorkOrderStore
@@ -52,13 +53,14 @@ def jsonable(v: Any) -> Any:
 
 
 def parse_time(text: str) -> datetime:
+    """ISO 8601 (a time without an offset is China time, as in GET /kpis) or Unix seconds."""
     try:
         if text.replace(".", "", 1).isdigit():
             return datetime.fromtimestamp(float(text), UTC)
         dt = datetime.fromisoformat(text)
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         raise ValueError(f"{text!r} is neither an ISO time nor Unix seconds") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    return dt if dt.tzinfo else dt.replace(tzinfo=DEFAULT_TZ)
 
 
 def routes(

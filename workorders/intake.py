@@ -33,11 +33,12 @@ async def open_case(ch: Any, app: Any, budget: float = BUDGET) -> str | None:
         return None
     env = ch.env
     number = env.dnid if env.dnid.isdigit() else ""
+    centre = next((n.centre for n in app.config.numbers if n.number == number), None)
     try:
         ref = await asyncio.wait_for(
             asyncio.to_thread(
                 orders.reserve, env.uniqueid, env.callerid or "", number, datetime.now(UTC),
-                origin=number or "12345",
+                origin=number or "12345", centre=centre,
             ),
             budget,
         )

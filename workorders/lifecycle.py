@@ -324,7 +324,9 @@ def may_see(
     if role == "supervisor" and centre is not None:
         under = centres_under.get(centre, {centre})
         unit_centre = (unit_centres or {}).get(order.get("unit") or "")
-        return order.get("centre") is None or order.get("centre") in under or unit_centre in under
+        if order.get("centre") is None:  # not placed yet: the supervisors over every centre
+            return under >= set(centres_under)
+        return order.get("centre") in under or unit_centre in under
     if role == "unit" and unit is not None:
         return order.get("unit") == unit
     return False

@@ -56,6 +56,11 @@ ATTEMPTS = 8
 
 ClosedListener = Callable[[dict[str, Any]], None]
 
+# Caller IDs and dialled numbers come from the carrier: whatever their length, the
+# call is ticketed (PostgreSQL would refuse a value longer than the column).
+CALLER_MAX = 64  # work_orders.caller, order_calls.caller
+CALLED_MAX = 32  # work_orders.origin, order_calls.called
+
 
 class OrderNotFound(Exception):
     status = 404
@@ -185,6 +190,7 @@ class WorkOrderStore:
         centre: str | None = None,
     ) -> str:
         """Create the order of a call in progress and return its case reference."""
+        caller, called, origin = caller[:CALLER_MAX], called[:CALLED_MAX], origin[:CALLED_MAX]
 
         def run(c: Connection) -> str:
             ref = self._ref_of_call(c, call_id)
@@ -227,8 +233,8 @@ class WorkOrderStore:
         status = lc.INITIAL_STATUS[facts.outcome]
         note = lc.INITIAL_NOTE.get(facts.outcome, "")
         order_fields = {
-            "caller": facts.caller,
-            "origin": facts.origin,
+            "caller": facts.caller[:CALLER_MAX],
+            "origin": facts.origin[:CALLED_MAX],
             "department": facts.department,
             "centre": facts.centre,
             "city": facts.city,
@@ -238,8 +244,8 @@ class WorkOrderStore:
         }
         call_fields = {
             "uniqueid": facts.uniqueid,
-            "caller": facts.caller,
-            "called": facts.called,
+            "caller": facts.caller[:CALLER_MAX],
+            "called": facts.called[:CALLED_MAX],
             "outcome": facts.outcome.value,
             "centre": facts.centre,
             "queue": facts.queue,

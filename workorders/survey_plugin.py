@@ -6,12 +6,16 @@ and the survey's answer is stored with the order (which may reopen it).
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from .store import OrderNotFound
 from .survey_service import EVENTS, SurveyService, log_result
 from .survey_store import SurveyStore
+
+log = logging.getLogger(__name__)
 
 
 class SurveyPlugin:
@@ -46,7 +50,10 @@ def connect(orders: Any, service: SurveyService) -> None:
         service.schedule(order["ref"], order["caller"], at.timestamp() if at else time.time())
 
     def result(ref: str, outcome: str, at: float) -> None:
-        orders.record_survey(ref, outcome, datetime.fromtimestamp(at or time.time(), UTC))
+        try:
+            orders.record_survey(ref, outcome, datetime.fromtimestamp(at or time.time(), UTC))
+        except OrderNotFound:  # a survey an admin scheduled by hand for no order: done
+            log.warning("survey result %s for order %s: no such work order", outcome, ref)
 
     orders.on_closed(closed)
     service.on_result = result

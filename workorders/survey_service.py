@@ -112,7 +112,7 @@ class SurveyService:
         """Open jobs from the store; the next look reconciles them with Asterisk."""
         jobs = self.store.open_jobs()
         self.open = {j.id: j for j in jobs if not (j.terminal and self.on_result is None)}
-        log.info("surveys: %d open job(s) loaded from %s", len(self.open), self.store.url)
+        log.info("surveys: %d open job(s) loaded from %s", len(self.open), self.store.engine.url)
 
     async def start(self) -> None:
         self.load()

@@ -37,7 +37,8 @@ SAMPLE = REPO / "config" / "hotline.yaml"
 def test_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The sample config with every listening port moved to a free one."""
     cfg = yaml.safe_load(SAMPLE.read_text(encoding="utf-8"))
-    rtp = 20000 + (os.getpid() * 37 + int(time.time())) % 20000 // 2 * 2
+    # Asterisk's RTP above the test ports (tests/integration/sipp.py LISTEN_PORTS, MEDIA_PORTS)
+    rtp = 40000 + (os.getpid() * 37 + int(time.time())) % 19000 // 2 * 2
     cfg["network"] = {
         "sip": {"bind": "127.0.0.1", "port": free_port()},
         "rtp": {"start": rtp, "end": rtp + 400},

@@ -294,20 +294,57 @@ def agent_answer_scenario(answer_after_ms: int = 300) -> str:
 """
 
 
+_HANDED_OUT: set[tuple[str, int]] = set()
+
+
+def _worker_slice(lo: int, hi: int) -> range:
+    """This pytest-xdist worker's share of ``lo``..``hi`` (all of it without xdist)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    n = int(worker[2:]) if worker[2:].isdigit() else 0
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+    span = (hi - lo) // workers
+    start = lo + (n % workers) * span
+    return range(start, start + span)
+
+
+# Test ports, by kind, each range split between the xdist workers so that two
+# workers never pick the same port; all below the kernel's ephemeral range
+# (32768-60999), so no outgoing connection (AMI, FastAGI, HTTP clients) takes a
+# port while its owner restarts. Asterisk's RTP ranges (harness.test_config) lie
+# above 40000, where a busy port is simply skipped.
+LISTEN_PORTS = (12000, 30000)  # SIP, FastAGI, AMI, HTTP, Redis, trunks' SIPp
+MEDIA_PORTS = (30000, 32760)  # SIPp media (RTP, RTCP, video RTP/RTCP)
+
+
+def _listen_range() -> range:
+    return _worker_slice(*LISTEN_PORTS)
+
+
 def free_port(host: str = "127.0.0.1", udp_and_tcp: bool = True) -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((host, 0))
-            port = u.getsockname()[1]
-            if not udp_and_tcp:
-                return port
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
+    """A port free on ``host`` (UDP, and TCP unless told), never handed out before by
+    this process."""
+    import random
+
+    span = _listen_range()
+    for _ in range(500):
+        port = random.choice(span)
+        if (host, port) in _HANDED_OUT:
+            continue
+        socks = []
+        try:
+            kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM) if udp_and_tcp else (socket.SOCK_DGRAM,)
+            for kind in kinds:
+                sk = socket.socket(socket.AF_INET, kind)
+                socks.append(sk)
+                sk.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            for sk in socks:
+                sk.close()
+        _HANDED_OUT.add((host, port))
+        return port
+    raise RuntimeError(f"no free port on {host} in {span.start}-{span.stop - 1}")
 
 
 def free_media_port(host: str) -> int:
@@ -315,8 +352,9 @@ def free_media_port(host: str) -> int:
     +1 and video RTP/RTCP at +2/+3, and exits when any of them is taken."""
     import random
 
+    span = _worker_slice(*MEDIA_PORTS)
     for _ in range(200):
-        base = random.randrange(20000, 60000, 2)
+        base = random.randrange(span.start, span.stop - 4, 2)
         socks = []
         try:
             for p in range(base, base + 4):

@@ -46,6 +46,9 @@ def test_a_call_goes_round_the_loop(clean: Hotline, workdir: Path) -> None:
     caller = citizen(h, workdir, hold_ms=5000)
     try:
         agent_in_call(h)
+        # during the call the agent finds its work order (and its case reference)
+        during = h.wait_for(lambda: api(h, "GET", f"/orders?caller={CALLER}", "zhangwei"), 5,
+                            "the call's order given to the answering agent")
         res = caller.sipp.wait(30)
         assert res.returncode == 0, res.explain()
     finally:
@@ -60,6 +63,7 @@ def test_a_call_goes_round_the_loop(clean: Hotline, workdir: Path) -> None:
     assert len(orders) == 1 and len(api(h, "GET", f"/orders?caller={CALLER}")) == 1, orders
     order = api(h, "GET", f"/orders/{orders[0]['ref']}")
     ref = order["ref"]
+    assert [o["ref"] for o in during] == [ref], during  # the same order, opened at arrival
     assert order["status"] == "open" and order["agent"] == "zhangwei", order
     assert order["origin"] == "12399" and order["department"] == "housing", order
     (call,) = order["calls"]

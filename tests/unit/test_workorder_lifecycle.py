@@ -265,6 +265,9 @@ def test_every_outcome_has_an_initial_status() -> None:
         (("agent", "zhang", "1001", "province", None), {"agent": None}, False),
         (("supervisor", "li", None, "province", None), {"centre": "nanchang"}, True),
         (("supervisor", "li", None, "nanchang", None), {"centre": "province"}, False),
+        # an order not placed in a centre yet: only the supervisors over every centre
+        (("supervisor", "li", None, "province", None), {"centre": None}, True),
+        (("supervisor", "li", None, "nanchang", None), {"centre": None}, False),
         (("unit", "w", None, None, "water"), {"unit": "water"}, True),
         (("unit", "w", None, None, "water"), {"unit": "housing"}, False),
         (("unit", "w", None, None, None), {"unit": None}, False),

@@ -432,3 +432,15 @@ def test_a_database_down_at_start_does_not_stop_the_store(tmp_path) -> None:  # 
     with pytest.raises(OperationalError):
         s.record_call(facts("c1"))
     s.close()
+
+
+def test_a_carrier_caller_id_longer_than_the_column_is_still_ticketed(
+    store: WorkOrderStore,
+) -> None:
+    """Caller IDs come from outside: PostgreSQL would refuse one longer than the column
+    and the call would never get its order."""
+    long = "1" * 200
+    ref = store.reserve("long-1", long, "9" * 50, T0)
+    assert store.record_call(facts("long-1", caller=long, called="9" * 50)) == ref
+    order = store.get(ref)
+    assert order["caller"] == long[:64] and order["calls"][0]["called"] == "9" * 32
