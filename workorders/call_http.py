@@ -1,7 +1,9 @@
 """HTTP resources of the call tracker (thin).
 
 * ``GET /calls/recent?limit=N`` (supervisors and admins): the facts of the last
-  calls delivered since the controller started, newest first (at most 200 kept).
+  calls delivered since the controller started, newest first (at most 200 kept);
+  a supervisor sees the calls of their centre and the centres below it (a call not
+  placed in any centre: only the supervisors over every centre).
 """
 
 from __future__ import annotations
@@ -12,8 +14,21 @@ from typing import Any
 from aiohttp import web
 
 from hotline.auth import Forbidden, Principal
+from queues.agents import centres_under
 
 Handler = Callable[[web.Request, Principal], Awaitable[web.Response]]
+
+
+def visible(calls: list[dict[str, Any]], who: Principal, under: dict[str, set[str]]) -> list[
+        dict[str, Any]]:
+    """The calls ``who`` may see (admins all; supervisors their centres; nobody else)."""
+    if who.role == "admin":
+        return calls
+    if who.role != "supervisor" or who.centre is None:
+        return []
+    mine = under.get(who.centre, {who.centre})
+    everything = mine >= set(under)
+    return [c for c in calls if (c.get("centre") in mine if c.get("centre") else everything)]
 
 
 def routes(service: Any, error: Callable[..., web.Response]) -> list[tuple[str, str, Handler]]:
@@ -26,7 +41,8 @@ def routes(service: Any, error: Callable[..., web.Response]) -> list[tuple[str, 
             return error(
                 400, "bad-request", "limit must be a number", limit=request.query.get("limit")
             )
-        calls = list(reversed(service.recent))[:limit]
+        calls = visible(list(reversed(service.recent)), who, centres_under(service.config()))
+        calls = calls[:limit]
         return web.json_response({"calls": calls})
 
     return [("GET", "/calls/recent", recent)]
