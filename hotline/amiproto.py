@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 CRLF: Final = b"\r\n"
 BANNER_PREFIX: Final = "Asterisk Call Manager/"
@@ -152,6 +152,17 @@ class AmiMessage:
         shown = ", ".join(f"{k}={v!r}" for k, v in self._headers[:6])
         more = "" if len(self._headers) <= 6 else f", ... {len(self._headers) - 6} more"
         return f"<AmiMessage {shown}{more}>"
+
+
+def fields(message: Any) -> dict[str, str]:
+    """An :class:`AmiMessage` (or a mapping) as a plain dict, first value of each header:
+    what every event handler reads."""
+    if isinstance(message, Mapping):
+        return dict(message)
+    out: dict[str, str] = {}
+    for k, v in getattr(message, "headers", ()):
+        out.setdefault(k, v)
+    return out
 
 
 def _check_key(key: str) -> None:

@@ -8,6 +8,7 @@ URL (PostgreSQL) is used as given.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event
@@ -27,3 +28,10 @@ def open_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def store_url(url: str | None, state_dir: Path, filename: str) -> str:
+    """The database a feature's store uses: ``storage.url`` when the config sets one
+    (every feature's tables side by side, e.g. in PostgreSQL), else the feature's own
+    SQLite file in the instance's host-only ``state/`` folder."""
+    return url or f"sqlite:///{state_dir / filename}"

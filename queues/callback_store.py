@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from hotline.storage import open_engine
+from hotline.storage import open_engine, store_url
 
 from .callback import CallbackRequest
 
@@ -86,7 +86,7 @@ class CallbackStore:
     def open(cls, url: str | None, state_dir: Path) -> CallbackStore:
         """The store at the configured database ``url`` (any SQLAlchemy URL, e.g.
         ``postgresql+psycopg://...``), or by default a SQLite file in ``state_dir``."""
-        return cls(url) if url else cls.in_state_dir(state_dir)
+        return cls(store_url(url, state_dir, FILENAME))
 
     def save(self, r: CallbackRequest) -> None:
         """Write ``r`` and its transitions not written yet, in one transaction."""

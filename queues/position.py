@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hotline.amiproto import fields
 from hotline.channel_vars import FIRST_QUEUED
 
 log = logging.getLogger(__name__)
@@ -90,16 +91,6 @@ def waiting_from_status(
             wait = 0.0
         first = first_of.get(uid, now - wait)
         out.append(Waiting(uid, it.get("Channel", ""), pos, first))
-    return out
-
-
-def fields(message: Any) -> dict[str, str]:
-    """An AmiMessage (or a mapping) as a plain dict, first value of each header."""
-    if isinstance(message, Mapping):
-        return dict(message)
-    out: dict[str, str] = {}
-    for k, v in getattr(message, "headers", ()):
-        out.setdefault(k, v)
     return out
 
 

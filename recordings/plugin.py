@@ -8,20 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from hotline.runtime import SetupError
+from hotline.storage import store_url
 
 from .retention import PurgeJob, purge
 from .service import EVENTS, RecordingService
-from .store import RecordingStore
+from .store import FILENAME, RecordingStore
 
 log = logging.getLogger(__name__)
 
 
 def open_store(cfg: Any, state: Path) -> RecordingStore:
     """The database of ``storage.url`` (the one the work orders use), else SQLite in the
-    instance ``state`` folder. (``storage:`` arrives with the work orders' config; read
-    defensively so this module works with or without it.)"""
-    url = getattr(getattr(cfg, "storage", None), "url", None)
-    return RecordingStore(url) if url else RecordingStore.in_state_dir(state)
+    instance ``state`` folder."""
+    return RecordingStore(store_url(cfg.storage.url, state, FILENAME))
 
 
 class RecordingsPlugin:

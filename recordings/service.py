@@ -28,12 +28,13 @@ import asyncio
 import logging
 import time
 import wave
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hotline import channel_vars as cv
+from hotline.amiproto import fields
 from hotline.auth import Forbidden, Principal
 
 from .paths import PathRefused, parse_rel, resolve_inside, scan
@@ -52,15 +53,6 @@ class NotFound(LookupError):
 
 class NoLiveCall(Exception):
     """The call is over (or not recorded on a live channel): nothing to pause."""
-
-
-def fields(event: Any) -> dict[str, str]:
-    if isinstance(event, Mapping):
-        return dict(event)
-    out: dict[str, str] = {}
-    for k, v in getattr(event, "headers", ()):
-        out.setdefault(k, v)
-    return out
 
 
 def wav_seconds(path: Path) -> float | None:

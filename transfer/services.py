@@ -41,13 +41,14 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from dialplan.model import Config
 from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
+from hotline.amiproto import fields
 from hotline.auth import Principal, may_act_on_seat
 from queues.agents import centres_under
 
@@ -90,16 +91,6 @@ ANSWERED_GRACE = 60.0
 #: States in which the agent may start a new transfer of the same call.
 RETRY_STATES = frozenset({State.FAILED_BACK_TO_AGENT, State.CALLER_AND_AGENT})
 _SEAT_CHANNEL = re.compile(r"^PJSIP/(?P<seat>[A-Za-z0-9_-]+)-[0-9a-f]+$")
-
-
-def fields(event: Any) -> dict[str, str]:
-    """An AmiMessage (or a mapping) as a plain dict, first value of each header."""
-    if isinstance(event, Mapping):
-        return dict(event)
-    out: dict[str, str] = {}
-    for k, v in getattr(event, "headers", ()):
-        out.setdefault(k, v)
-    return out
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from hotline.storage import open_engine
+from hotline.storage import open_engine, store_url
 
 from .machine import Transfer
 
@@ -89,7 +89,7 @@ class TransferStore:
     @classmethod
     def open(cls, url: str | None, state_dir: Path) -> TransferStore:
         """The store at the configured database ``url``, or a SQLite file in ``state_dir``."""
-        return cls(url) if url else cls.in_state_dir(state_dir)
+        return cls(store_url(url, state_dir, FILENAME))
 
     def save(self, t: Transfer, now: float) -> None:
         """Write ``t`` and the transitions not written yet, in one transaction."""

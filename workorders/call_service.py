@@ -45,7 +45,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from dialplan.model import Config
-from hotline.storage import open_engine
+from hotline.amiproto import fields as _fields
+from hotline.storage import open_engine, store_url
 from queues.stats import read_events
 
 from . import cdr as cdrfile
@@ -421,21 +422,11 @@ class CallTrackerService:
         return delivered
 
 
-def _fields(event: Any) -> dict[str, str]:
-    if isinstance(event, dict):
-        return event
-    out: dict[str, str] = {}
-    for k, v in getattr(event, "headers", ()):
-        out.setdefault(k, v)
-    return out
-
-
 # ------------------------------------------------------------------ wiring
 
 
 def _store_engine(url: str | None, state_dir: Path, filename: str) -> Any:
-    """The database a feature's store uses: ``storage.url``, else its SQLite file."""
-    return open_engine(url or f"sqlite:///{state_dir / filename}")
+    return open_engine(store_url(url, state_dir, filename))
 
 
 def _transfer_lookup(url: str | None, state_dir: Path) -> Callable[[str], list[dict[str, Any]]]:

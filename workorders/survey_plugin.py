@@ -11,9 +11,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from hotline.storage import store_url
+
 from .store import OrderNotFound
 from .survey_service import EVENTS, SurveyService, log_result
-from .survey_store import SurveyStore
+from .survey_store import FILENAME, SurveyStore
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +24,7 @@ class SurveyPlugin:
     """Created with the controller's :class:`hotline.app.App`; ``attach`` to the AMI client."""
 
     def __init__(self, app: Any) -> None:
-        url = app.config.storage.url  # the work orders' database when set
-        store = SurveyStore(url) if url else SurveyStore.in_state_dir(app.instance.state)
+        store = SurveyStore(store_url(app.config.storage.url, app.instance.state, FILENAME))
         self.service = SurveyService(
             config=lambda: app.config, ami=lambda: app.ami, store=store, on_result=log_result
         )

@@ -348,7 +348,7 @@ def test_the_store_follows_storage_url(tmp_path: Path) -> None:
 
     state = tmp_path / "state"
     state.mkdir()
-    s = open_store(SimpleNamespace(), state)  # no storage section: SQLite in state/
+    s = open_store(SimpleNamespace(storage=SimpleNamespace(url=None)), state)  # SQLite in state/
     assert s.url == f"sqlite:///{state / 'recordings.sqlite'}"
     s.close()
     url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
