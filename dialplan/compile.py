@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Final
 
 from hotline import channel_vars as cv
 from transfer.destinations import destinations
@@ -102,6 +103,17 @@ def config_version(yaml_text: str) -> str:
     return hashlib.sha256(yaml_text.encode()).hexdigest()[:16]
 
 
+# stasis.conf: message types no part of the hotline (the controller's AMI classes, CDR,
+# app_queue, transfers) reads; see Compiler.stasis.
+DECLINED_MESSAGE_TYPES: Final = (
+    "agi_exec_start_type",
+    "agi_exec_end_type",
+    "agi_async_start_type",
+    "agi_async_exec_type",
+    "agi_async_end_type",
+)
+
+
 class Compiler:
     def __init__(self, cfg: Config, target: Target, version: str):
         self.cfg = cfg
@@ -127,6 +139,7 @@ class Compiler:
             "musiconhold.conf": self.moh,
             "indications.conf": self.indications,
             "cdr.conf": self.cdr,
+            "stasis.conf": self.stasis,
             "features.conf": self.features,
             "http.conf": self.http,
             # Files Asterisk reads at start and complains about (ERROR) when absent.
@@ -227,6 +240,17 @@ loguniqueid = yes
 loguserfield = yes
 accountlogs = no
 """
+
+    def stasis(self) -> str:
+        # Message types nothing of ours reads: Asterisk then never builds them. With an
+        # AMI session connected (the controller), every message of a type that can be an
+        # AMI event is formatted as one, whatever the session may read: each AGI command
+        # made two (AGIExecStart/End, class agi). Nothing else subscribes to these (no
+        # CEL, ARI or res_stasis is loaded). Types the manager core routes itself
+        # (VarSet, DTMF, HangupRequest) cannot be declined: manager.so then fails to load.
+        return "\n[declined_message_types]\n" + "".join(
+            f"decline = {name}\n" for name in DECLINED_MESSAGE_TYPES
+        )
 
     def features(self) -> str:
         return """

@@ -39,7 +39,7 @@ class App:
     surveys: Any = None  # workorders.survey_service.SurveyService
     recordings: Any = None  # recordings.service.RecordingService
     calls: Any = None  # workorders.call_service.CallTrackerService (finished calls -> facts)
-    call_sink: Any = None  # sink(CallFacts) -> Awaitable | None: the work-order store's record_call
+    call_sink: Any = None  # sink(list[CallFacts]): the work-order store's record_calls
     started: float = field(default_factory=time.time)
     _lengths: dict[str, float] = field(default_factory=dict)
 

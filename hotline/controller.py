@@ -51,7 +51,7 @@ class Controller:
         self.app.recordings = self.recordings.service
         # Every finished call -> CallFacts -> app.call_sink (logged while none is set).
         self.calls = CallTrackerPlugin(self.app)  # sets app.calls
-        self.app.call_sink = self.orders.store.record_call  # one work order per call
+        self.app.call_sink = self.orders.store.record_calls  # one work order per call
         self.calls.service.on_answer = self.orders.store.assign_agent  # theirs during the call
         self.agi: FastAgiServer | None = None
         self.listener: Listener | None = None

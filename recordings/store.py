@@ -19,7 +19,7 @@ stores (:func:`hotline.storage.open_engine`), SQLite in the instance's
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +180,15 @@ class RecordingStore:
             row = s.scalars(select(RecordingRow).where(
                 RecordingRow.call_id == call_id, RecordingRow.kind == kind)).first()
             return None if row is None else _plain(row)
+
+    def paths_for_calls(self, call_ids: Sequence[str], kind: str = "call") -> dict[str, str]:
+        """call id -> the path of its recording, for the calls that have one (one query)."""
+        if not call_ids:
+            return {}
+        with Session(self.engine) as s:
+            return {cid: path for cid, path in s.execute(
+                select(RecordingRow.call_id, RecordingRow.path).where(
+                    RecordingRow.call_id.in_(list(call_ids)), RecordingRow.kind == kind))}
 
     def by_path(self, path: str) -> Recording | None:
         with Session(self.engine) as s:

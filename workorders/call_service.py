@@ -8,8 +8,10 @@ delivers what it finds:
   (the transfer and call-back services save their records on the same
   events), reads the IVR path (Redis ``hotline:call:<uniqueid>``), the call's
   transfer records and a call-back request booked in it, builds the facts and
-  hands them to the sink (``sink(facts)``, sync or async; the controller passes
-  ``app.call_sink``: the work-order store's ``record_call``).
+  hands them to the sink (``sink(list of facts)``, sync or async; the controller
+  passes ``app.call_sink``: the work-order store's ``record_calls``). Calls that
+  end within :data:`COALESCE` of each other go together: one Redis round trip,
+  one query per other service and one work-order transaction for the lot.
 * restart: calls that ended while the controller was down are in Asterisk's
   ``cdr_csv`` file (``log/cdr-csv/Master.csv``; the inbound contexts mark the
   caller's records with ``CDR(userfield)=in:<number>``) and ``queue_log``. At
@@ -21,7 +23,7 @@ delivers what it finds:
 * exactly once: every delivered ``call_id`` is kept in ``state/calls.sqlite``
   (table ``calls_emitted``) before the offset moves past its records; a sink
   that fails leaves the call undelivered, and the next scan tries again. The
-  sink is idempotent by ``call_id`` too (``WorkOrderStore.record_call``).
+  sink is idempotent by ``call_id`` too (``WorkOrderStore.record_calls``).
 
 The last :data:`RECENT` facts stay in memory for ``GET /calls/recent``.
 """
@@ -35,9 +37,10 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Float, String, Text, delete, select
 from sqlalchemy.engine import Engine
@@ -64,8 +67,14 @@ from .tracker import (
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[CallFacts], Awaitable[Any] | None]
+T = TypeVar("T")
+#: sink(facts of several calls), sync or async: the work-order store's record_calls.
+Sink = Callable[[list[CallFacts]], Awaitable[Any] | Any]
+#: lookup(uniqueids) -> what another service stored, for the calls that have something.
+Lookup = Callable[[Sequence[str]], Mapping[str, T]]
 SETTLE = 1.0  # s after the last hangup before reading what other services stored
+COALESCE = 0.25  # s: calls ending this close together are delivered together
+BATCH = 200  # calls per delivery at most (one transaction, IN lists well under limits)
 SCAN_EVERY = 30.0  # s between two looks at Master.csv (also a retry for a failed sink)
 FRESH = 2.0  # s: records this new may be half written; left for the next scan
 LOST_LEG_GRACE = 4 * 3600.0  # s after the caller left before a leg's missing Hangup is given up
@@ -104,13 +113,35 @@ class EmittedStore:
         Base.metadata.create_all(self.engine)
 
     def emitted(self, call_id: str) -> bool:
+        return bool(self.emitted_among([call_id]))
+
+    def emitted_among(self, call_ids: Sequence[str]) -> set[str]:
+        """Which of these calls were delivered before (one query)."""
+        if not call_ids:
+            return set()
         with Session(self.engine) as s:
-            return s.get(EmittedRow, call_id) is not None
+            return set(
+                s.scalars(select(EmittedRow.call_id).where(EmittedRow.call_id.in_(list(call_ids))))
+            )
 
     def mark_emitted(self, call_id: str, ended_at: float, via: str, now: float) -> None:
+        self.mark_emitted_many([(call_id, ended_at)], via, now)
+
+    def mark_emitted_many(self, calls: Sequence[tuple[str, float]], via: str, now: float) -> None:
+        """(call id, ended at) of delivered calls, in one transaction."""
+        if not calls:
+            return
         with Session(self.engine) as s, s.begin():
-            if s.get(EmittedRow, call_id) is None:
-                s.add(EmittedRow(call_id=call_id, ended_at=ended_at, emitted_at=now, via=via))
+            known = set(
+                s.scalars(
+                    select(EmittedRow.call_id).where(
+                        EmittedRow.call_id.in_([cid for cid, _ in calls])
+                    )
+                )
+            )
+            for cid, ended_at in dict(calls).items():
+                if cid not in known:
+                    s.add(EmittedRow(call_id=cid, ended_at=ended_at, emitted_at=now, via=via))
 
     def prune(self, before: float) -> None:
         with Session(self.engine) as s, s.begin():
@@ -138,15 +169,15 @@ class EmittedStore:
         self.engine.dispose()
 
 
-def log_sink(facts: CallFacts) -> None:
+def log_facts(facts: CallFacts, data: dict[str, Any], via: str) -> None:
     """Every delivered call's facts in the log (and a JSON-lines file if asked), after the
     sink (the work orders) took them."""
-    data = facts_to_json(facts)
-    log.info("[%s] call facts: %s", facts.uniqueid, json.dumps(data, ensure_ascii=False))
+    text = json.dumps(data, ensure_ascii=False)
+    log.info("[%s] call %s delivered via %s: %s", facts.uniqueid, facts.call_id, via, text)
     path = os.environ.get(FACTS_FILE_ENV)
     if path:
         with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(data, ensure_ascii=False) + "\n")
+            f.write(text + "\n")
 
 
 class CallTrackerService:
@@ -159,10 +190,10 @@ class CallTrackerService:
         store: EmittedStore,
         cdr_path: Path,
         queue_log: Path,
-        transfers: Callable[[str], list[dict[str, Any]]] = lambda _uid: [],
-        callback: Callable[[str], dict[str, Any] | None] = lambda _uid: None,
+        transfers: Lookup[list[dict[str, Any]]] = lambda _uids: {},
+        callback: Lookup[dict[str, Any]] = lambda _uids: {},
         ami: Callable[[], Any] = lambda: None,
-        recording: Callable[[str], str | None] = lambda _call_id: None,
+        recording: Lookup[str] = lambda _call_ids: {},
         clock: Callable[[], float] = time.time,
     ):
         self.config = config
@@ -185,6 +216,9 @@ class CallTrackerService:
         self._tasks: set[asyncio.Future[object]] = set()
         self._scan_soon: asyncio.TimerHandle | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        # Calls that ended, waiting SETTLE seconds: (when they are due, the call).
+        self._settling: deque[tuple[float, CallState]] = deque()
+        self._flusher: asyncio.Task[None] | None = None
 
     def _hotline_numbers(self) -> set[str]:
         return {n.number for n in self.config().numbers}
@@ -195,11 +229,13 @@ class CallTrackerService:
         self._loop_task = asyncio.create_task(self._every(), name="call-tracker-scan")
 
     async def close(self) -> None:
+        """Stop. Calls still settling are not lost: they are in the CDR, which the next
+        start reads."""
         if self._loop_task is not None:
             self._loop_task.cancel()
         if self._scan_soon is not None:
             self._scan_soon.cancel()
-        tasks = [t for t in (self._loop_task, *self._tasks) if t is not None]
+        tasks = [t for t in (self._loop_task, self._flusher, *self._tasks) if t is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -208,9 +244,11 @@ class CallTrackerService:
     async def _every(self) -> None:
         while True:
             await asyncio.sleep(SCAN_EVERY)
-            for st in self.tracker.expire(self.clock(), LOST_LEG_GRACE):
+            lost = self.tracker.expire(self.clock(), LOST_LEG_GRACE)
+            for st in lost:
                 log.warning("[%s] a leg's Hangup never came; call closed", st.uniqueid)
-                self._spawn(self._deliver_live(st))
+            if lost:
+                self._spawn(self._deliver(lost, "ami"))
             try:
                 await self.scan()
             except Exception:
@@ -246,7 +284,8 @@ class CallTrackerService:
         await self.scan()
         for st in gone:
             log.info("[%s] call ended while AMI was away; closed from what was seen", st.uniqueid)
-            await self._deliver(st, "ami")
+        if gone:
+            await self._deliver(gone, "ami")
 
     def on_event(self, event: Any) -> None:
         ev = _fields(event)
@@ -256,7 +295,7 @@ class CallTrackerService:
                 self._schedule_scan()  # a call that started before we were listening
         done = self.tracker.apply(ev, self.clock())
         if done is not None:
-            self._spawn(self._deliver_live(done))
+            self._settle(done)
         elif ev.get("Event") == "AgentConnect" and self.on_answer is not None:
             st = self.tracker.calls.get(ev.get("Linkedid", ""))
             if st is not None and st.seat:
@@ -281,67 +320,135 @@ class CallTrackerService:
         self._scan_soon = None
         self._spawn(self.scan())
 
-    async def _deliver_live(self, st: CallState) -> None:
-        await asyncio.sleep(SETTLE)
-        await self._deliver(st, "ami")
+    def _settle(self, st: CallState) -> None:
+        """A call ended: delivered after SETTLE seconds, with the others ending meanwhile."""
+        loop = asyncio.get_running_loop()
+        self._settling.append((loop.time() + SETTLE, st))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush(), name="call-tracker-deliver")
+
+    async def _flush(self) -> None:
+        """Deliver the settled calls in batches: those due within COALESCE of the first go
+        together (one transaction for a busy moment's calls, not one per call)."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._settling:
+                await asyncio.sleep(max(0.0, self._settling[0][0] + COALESCE - loop.time()))
+                now = loop.time()
+                batch: list[CallState] = []
+                while self._settling and self._settling[0][0] <= now and len(batch) < BATCH:
+                    batch.append(self._settling.popleft()[1])
+                await self._deliver(batch, "ami")
+        finally:
+            self._flusher = None
 
     # ------------------------------------------------------------ delivery
-    async def _ivr_path(self, uniqueid: str) -> Any:
+    async def _ivr_paths(self, uniqueids: Sequence[str]) -> dict[str, Any]:
+        """The IVR path of each call from Redis, in one round trip."""
         r = self.redis()
-        if r is None:
-            return None
+        if r is None or not uniqueids:
+            return {}
         try:
-            raw = await r.hget(f"hotline:call:{uniqueid}", "ivr")
-            return json.loads(raw) if raw else None
-        except Exception as e:  # noqa: BLE001 - the facts go out without the path
-            log.warning("[%s] IVR path not readable: %s", uniqueid, e)
-            return None
-
-    async def _deliver(self, st: CallState, via: str) -> bool | None:
-        """True: delivered now; None: delivered before; False: the sink failed.
-
-        The database work (the lookups, the work order, the mark) runs in a worker
-        thread: a few milliseconds per call that the event loop, which also serves
-        the FastAGI sessions of callers, does not wait for."""
-        async with self._lock:
-            if await asyncio.to_thread(self.store.emitted, st.call_id):
-                return None
-            ivr = await self._ivr_path(st.uniqueid)
-            sink = self.sink()
-            cfg = self.config()
-
-            def build_and_sink() -> tuple[CallFacts, Any]:
-                extras = Extras(
-                    ivr=ivr,
-                    transfers=tuple(self.transfers(st.uniqueid)),
-                    callback=self.callback(st.uniqueid),
-                    recording=self.recording(st.uniqueid),
-                )
-                facts = facts_of(st, cfg, extras)
-                return facts, (sink(facts) if sink is not None else None)
-
+            async with r.pipeline(transaction=False) as pipe:
+                for uid in uniqueids:
+                    pipe.hget(f"hotline:call:{uid}", "ivr")
+                raws = await pipe.execute()
+        except Exception as e:  # noqa: BLE001 - the facts go out without the paths
+            log.warning("IVR paths of %d call(s) not readable: %s", len(uniqueids), e)
+            return {}
+        out: dict[str, Any] = {}
+        for uid, raw in zip(uniqueids, raws, strict=True):
             try:
-                facts, result = await asyncio.to_thread(build_and_sink)
-                if inspect.isawaitable(result):
-                    await result
-                log_sink(facts)
-            except Exception:
-                log.exception(
-                    "[%s] the call-facts sink failed; retried at the next scan", st.uniqueid
+                out[uid] = json.loads(raw) if raw else None
+            except ValueError as e:
+                log.warning("[%s] IVR path not readable: %s", uid, e)
+        return out
+
+    def _facts(self, calls: Sequence[CallState], ivr: Mapping[str, Any]) -> list[CallFacts]:
+        """The facts of ended calls, with what the other services stored about them
+        (a query per kind for the whole batch). Runs in a worker thread."""
+        cfg = self.config()
+        uids = [st.uniqueid for st in calls]
+        transfers = self.transfers(uids)
+        callbacks = self.callback(uids)
+        recordings = self.recording(uids)  # the caller's uniqueid is the call id
+        return [
+            facts_of(
+                st,
+                cfg,
+                Extras(
+                    ivr=ivr.get(st.uniqueid),
+                    transfers=tuple(transfers.get(st.uniqueid, ())),
+                    callback=callbacks.get(st.uniqueid),
+                    recording=recordings.get(st.uniqueid),
+                ),
+            )
+            for st in calls
+        ]
+
+    async def _deliver(self, calls: Sequence[CallState], via: str) -> dict[str, bool | None]:
+        """Deliver ended calls; per call id: True delivered now, None delivered before,
+        False the sink refused it (the next CDR scan tries again).
+
+        The database work (the lookups, the work orders, the marks) runs in worker
+        threads, a few statements per batch: the event loop also serves the FastAGI
+        sessions of callers."""
+        async with self._lock:
+            fresh = list({st.call_id: st for st in calls}.values())
+            before = await asyncio.to_thread(
+                self.store.emitted_among, [st.call_id for st in fresh]
+            )
+            out: dict[str, bool | None] = dict.fromkeys(before)
+            fresh = [st for st in fresh if st.call_id not in before]
+            if not fresh:
+                return out
+            ivr = await self._ivr_paths([st.uniqueid for st in fresh])
+            facts = await asyncio.to_thread(self._facts, fresh, ivr)
+            taken = await self._sink_all(facts)
+            out.update((f.call_id, f.call_id in taken) for f in facts)
+            ended = {st.call_id: st.ended_at or self.clock() for st in fresh}
+            try:
+                await asyncio.to_thread(
+                    self.store.mark_emitted_many,
+                    [(cid, ended[cid]) for cid in ended if cid in taken],
+                    via,
+                    self.clock(),
                 )
-                return False
-            await asyncio.to_thread(
-                self.store.mark_emitted, st.call_id, st.ended_at or self.clock(), via, self.clock()
-            )
-            self.recent.append(facts_to_json(facts))
-            log.info(
-                "[%s] call %s delivered (%s, via %s)",
-                st.uniqueid,
-                st.call_id,
-                facts.outcome.value,
-                via,
-            )
-            return True
+            except Exception:  # the sink is idempotent: a call delivered again changes nothing
+                log.exception("delivered calls not marked; the next scan may deliver them again")
+            for f in facts:
+                if f.call_id in taken:
+                    data = facts_to_json(f)
+                    self.recent.append(data)
+                    log_facts(f, data, via)
+            return out
+
+    async def _sink_all(self, facts: list[CallFacts]) -> set[str]:
+        """Hand the facts to the sink, all at once; if that fails, one by one (one bad call
+        does not hold back the others). The call ids the sink took."""
+        sink = self.sink()
+        if sink is None:  # no work orders wired: the facts are logged only
+            return {f.call_id for f in facts}
+        try:
+            await _call(sink, facts)
+            return {f.call_id for f in facts}
+        except Exception as e:
+            if len(facts) > 1:
+                log.warning("%d calls could not be delivered together (%s); one by one",
+                            len(facts), e)
+            else:
+                log.exception("[%s] the call-facts sink failed; retried at the next scan",
+                              facts[0].uniqueid)
+                return set()
+        taken: set[str] = set()
+        for f in facts:
+            try:
+                await _call(sink, [f])
+                taken.add(f.call_id)
+            except Exception:
+                log.exception("[%s] the call-facts sink failed; retried at the next scan",
+                              f.uniqueid)
+        return taken
 
     # ------------------------------------------------------------ restart
     async def scan(self) -> int:
@@ -350,13 +457,51 @@ class CallTrackerService:
             return await self._scan()
 
     async def _scan(self) -> int:
+        plan = await asyncio.to_thread(self._read_cdr)
+        if plan is None:
+            return 0
+        if plan.fresh_left:
+            self._schedule_scan()
+        stop = plan.stop
+        todo: list[CallState] = []
+        for uid, st in plan.calls.items():
+            if uid in self.tracker.calls:
+                # Followed live, delivered when its last leg hangs up; the offset waits for it
+                # (a restart in between finds the call here again).
+                stop = min(stop, plan.first_at[uid])
+            else:
+                todo.append(st)
+        delivered = 0
+        for i in range(0, len(todo), BATCH):
+            done = await self._deliver(todo[i : i + BATCH], "cdr")
+            for cid, ok in done.items():
+                if ok:
+                    delivered += 1
+                elif ok is False:
+                    stop = min(stop, plan.first_at[cid])
+        now = self.clock()
+
+        def finish() -> None:
+            self.store.set_cdr_mark(plan.inode, stop)
+            self.store.prune(now - KEEP_EMITTED)
+
+        await asyncio.to_thread(finish)
+        if delivered:
+            log.info(
+                "%d call(s) that ended while the controller was away delivered from the CDR",
+                delivered,
+            )
+        return delivered
+
+    def _read_cdr(self) -> CdrPlan | None:
+        """The calls in the new part of Master.csv not delivered yet (a worker thread)."""
         mark = self.store.cdr_mark()
         try:
             stat = os.stat(self.cdr_path)
         except FileNotFoundError:
             if mark is None:
                 self.store.set_cdr_mark(None, 0)  # calls from now on: the file starts empty
-            return 0
+            return None
         if mark is None:
             # The tracker's first start on an instance with history: that history is not
             # ticketed now; every call from here on is.
@@ -364,22 +509,23 @@ class CallTrackerService:
                 "first scan of %s: starting at its end (%d bytes)", self.cdr_path, stat.st_size
             )
             self.store.set_cdr_mark(stat.st_ino, stat.st_size)
-            return 0
+            return None
         inode, offset = mark
         if inode is not None and (stat.st_ino != inode or stat.st_size < offset):
             log.info("%s was replaced or truncated; reading it from the start", self.cdr_path)
             offset = 0
         if stat.st_size <= offset:
             self.store.set_cdr_mark(stat.st_ino, offset)
-            return 0
-        with open(self.cdr_path, "rb") as f:  # noqa: ASYNC230 - local file, only the new bytes
+            return None
+        with open(self.cdr_path, "rb") as f:
             f.seek(offset)
             data = f.read()
         lines, span = cdrfile.split_lines(data)
         now = self.clock()
-        calls: dict[str, list[cdrfile.CdrRow]] = {}
+        rows_of: dict[str, list[cdrfile.CdrRow]] = {}
         first_at: dict[str, int] = {}
         stop = offset + span
+        fresh_left = False
         for pos, raw in lines:
             try:
                 row = cdrfile.parse_line(raw)
@@ -388,38 +534,36 @@ class CallTrackerService:
                 continue
             if row.end > now - FRESH:
                 stop = offset + pos  # may be half of a call's records: read again soon
-                self._schedule_scan()
+                fresh_left = True
                 break
             if inbound_number(row) is None:
                 continue
-            calls.setdefault(row.uniqueid, []).append(row)
+            rows_of.setdefault(row.uniqueid, []).append(row)
             first_at.setdefault(row.uniqueid, offset + pos)
-        delivered = 0
-        queue_events = None
-        for uid, rows in calls.items():
-            if self.store.emitted(uid):
-                continue
-            if uid in self.tracker.calls:
-                # Followed live, delivered when its last leg hangs up; the offset waits for it
-                # (a restart in between finds the call here again).
-                stop = min(stop, first_at[uid])
-                continue
-            if queue_events is None:
-                queue_events = read_events(str(self.queue_log))
-            st = state_from_records(rows, queue_events)
-            done = await self._deliver(st, "cdr")
-            if done:
-                delivered += 1
-            elif done is False:
-                stop = min(stop, first_at[uid])
-        self.store.set_cdr_mark(stat.st_ino, stop)
-        if delivered:
-            log.info(
-                "%d call(s) that ended while the controller was away delivered from the CDR",
-                delivered,
-            )
-        self.store.prune(now - KEEP_EMITTED)
-        return delivered
+        done = self.store.emitted_among(list(rows_of))
+        rows_of = {uid: rows for uid, rows in rows_of.items() if uid not in done}
+        queue_events = read_events(str(self.queue_log)) if rows_of else []
+        calls = {uid: state_from_records(rows, queue_events) for uid, rows in rows_of.items()}
+        return CdrPlan(stat.st_ino, stop, fresh_left, calls, first_at)
+
+
+@dataclass(frozen=True)
+class CdrPlan:
+    """What a look at Master.csv found: calls to deliver, and how far it may be marked read."""
+
+    inode: int
+    stop: int  # byte offset read up to, unless a call below holds it back
+    fresh_left: bool  # records too new to read stopped it: look again soon
+    calls: dict[str, CallState]  # uniqueid -> the call, not delivered yet
+    first_at: dict[str, int]  # uniqueid -> offset of its first record
+
+
+async def _call(sink: Sink, facts: list[CallFacts]) -> None:
+    """The sink in a worker thread (the work-order store is synchronous); a coroutine
+    function's result is awaited here."""
+    result = await asyncio.to_thread(sink, facts)
+    if inspect.isawaitable(result):
+        await result
 
 
 # ------------------------------------------------------------------ wiring
@@ -429,61 +573,68 @@ def _store_engine(url: str | None, state_dir: Path, filename: str) -> Any:
     return open_engine(store_url(url, state_dir, filename))
 
 
-def _transfer_lookup(url: str | None, state_dir: Path) -> Callable[[str], list[dict[str, Any]]]:
+def _transfer_lookup(url: str | None, state_dir: Path) -> Lookup[list[dict[str, Any]]]:
     from transfer.store import FILENAME, TransferRow
 
     engine = _store_engine(url, state_dir, FILENAME)
 
-    def lookup(uniqueid: str) -> list[dict[str, Any]]:
+    def lookup(uniqueids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
         try:
             with Session(engine) as s:
-                rows = s.scalars(
+                for r in s.scalars(
                     select(TransferRow)
-                    .where(TransferRow.caller_uniqueid == uniqueid)
+                    .where(TransferRow.caller_uniqueid.in_(list(uniqueids)))
                     .order_by(TransferRow.requested_at)
-                ).all()
-                return [json.loads(r.record) for r in rows]
+                ):
+                    out.setdefault(r.caller_uniqueid, []).append(json.loads(r.record))
         except SQLAlchemyError as e:  # the facts go out without the transfers
-            log.warning("[%s] transfer records not readable: %s", uniqueid, e)
-            return []
+            log.warning("transfer records of %d call(s) not readable: %s", len(uniqueids), e)
+            return {}
+        return out
 
     return lookup
 
 
-def _callback_lookup(url: str | None, state_dir: Path) -> Callable[[str], dict[str, Any] | None]:
+def _callback_lookup(url: str | None, state_dir: Path) -> Lookup[dict[str, Any]]:
     from queues.callback_store import FILENAME, CallbackRow
 
     engine = _store_engine(url, state_dir, FILENAME)
 
-    def lookup(uniqueid: str) -> dict[str, Any] | None:
+    def lookup(uniqueids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
         try:
             with Session(engine) as s:
-                rows = s.scalars(select(CallbackRow).where(CallbackRow.uniqueid == uniqueid)).all()
-                records = [json.loads(r.record) for r in rows]
+                for r in s.scalars(
+                    select(CallbackRow).where(CallbackRow.uniqueid.in_(list(uniqueids)))
+                ):
+                    d = json.loads(r.record)
+                    # Booked by the caller in this call; one made later from the
+                    # missed-call list is not.
+                    if d.get("source") == "offer":
+                        out.setdefault(r.uniqueid, d)
         except SQLAlchemyError as e:
-            log.warning("[%s] call-back requests not readable: %s", uniqueid, e)
-            return None
-        # Booked by the caller in this call; one made later from the missed-call list is not.
-        return next((d for d in records if d.get("source") == "offer"), None)
+            log.warning("call-back requests of %d call(s) not readable: %s", len(uniqueids), e)
+            return {}
+        return out
 
     return lookup
 
 
-def _recording_lookup(app: Any) -> Callable[[str], str | None]:
-    """The path of the call's recording, from the recordings service when one is wired
-    (``app.recordings.store.for_call(call_id)``; the caller's uniqueid is the call id)."""
+def _recording_lookup(app: Any) -> Lookup[str]:
+    """The path of each call's recording, from the recordings service when one is wired
+    (``app.recordings.store``; the caller's uniqueid is the call id)."""
 
-    def lookup(call_id: str) -> str | None:
+    def lookup(call_ids: Sequence[str]) -> dict[str, str]:
         store = getattr(getattr(app, "recordings", None), "store", None)
         if store is None:
-            return None
+            return {}
         try:
-            rec = store.for_call(call_id)
+            found = store.paths_for_calls(call_ids)
         except SQLAlchemyError as e:
-            log.warning("[%s] recording not readable: %s", call_id, e)
-            return None
-        path = getattr(rec, "path", None)
-        return path if isinstance(path, str) else None
+            log.warning("recordings of %d call(s) not readable: %s", len(call_ids), e)
+            return {}
+        return {cid: p for cid, p in found.items() if isinstance(p, str)}
 
     return lookup
 

@@ -122,10 +122,12 @@ class Sink:
         self.got: list[CallFacts] = []
         self.fail: set[str] = set()
 
-    async def __call__(self, f: CallFacts) -> None:
-        if f.call_id in self.fail:
-            raise OSError("work-order store unavailable")
-        self.got.append(f)
+    async def __call__(self, facts: list[CallFacts]) -> None:
+        """All or nothing, like the work-order store's one transaction."""
+        refused = [f.call_id for f in facts if f.call_id in self.fail]
+        if refused:
+            raise OSError(f"work-order store refuses {refused}")
+        self.got.extend(facts)
 
 
 @pytest.fixture
@@ -170,7 +172,11 @@ async def test_calls_found_in_the_cdr_are_delivered_once(tmp_path: Path, cfg: Co
     }
     booked = {"1795786340.8": {"id": "cb1", "source": "offer"}}
     svc = service(
-        tmp_path, cfg, sink, transfers=lambda u: transfers.get(u, []), callback=booked.get
+        tmp_path,
+        cfg,
+        sink,
+        transfers=lambda uids: {u: transfers[u] for u in uids if u in transfers},
+        callback=lambda uids: {u: booked[u] for u in uids if u in booked},
     )
     (tmp_path / "queue_log").write_bytes(QUEUE_LOG)
     assert await svc.scan() == 0  # no Master.csv yet: every call from now on counts
@@ -358,9 +364,9 @@ async def test_the_recording_and_the_facts_file(
 
     from workorders.call_service import FACTS_FILE_ENV, _recording_lookup
 
-    class Recordings:  # recordings.store.RecordingStore.for_call, as the service has it
-        def for_call(self, call_id: str, kind: str = "call") -> Any:
-            return SimpleNamespace(path=f"2026/11/27/{call_id}.wav") if kind == "call" else None
+    class Recordings:  # recordings.store.RecordingStore.paths_for_calls, as the service has it
+        def paths_for_calls(self, call_ids: list[str], kind: str = "call") -> dict[str, str]:
+            return {c: f"2026/11/27/{c}.wav" for c in call_ids} if kind == "call" else {}
 
     app = SimpleNamespace(recordings=SimpleNamespace(store=Recordings()))
     out = tmp_path / "facts.jsonl"
@@ -386,5 +392,44 @@ async def test_the_recording_and_the_facts_file(
         "2026/11/27/1795786325.3.wav",
     )
     assert list(svc.recent) == [d]
-    assert _recording_lookup(SimpleNamespace())("x") is None  # no recordings service
+    assert _recording_lookup(SimpleNamespace())(["x"]) == {}  # no recordings service
+    await svc.close()
+
+
+async def test_calls_ending_together_are_delivered_in_one_batch(
+    tmp_path: Path, cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live: calls whose last channel hangs up within COALESCE of each other reach the
+    sink as one list (one work-order transaction); one the sink refuses is delivered
+    alone later and does not hold the others back."""
+    import asyncio
+
+    from workorders import call_service
+
+    monkeypatch.setattr(call_service, "SETTLE", 0.05)
+    batches: list[list[str]] = []
+
+    class Recorder(Sink):
+        async def __call__(self, facts: list[CallFacts]) -> None:
+            batches.append([f.caller for f in facts])
+            await super().__call__(facts)
+
+    sink = Recorder()
+    sink.fail.add("1795786500.2")
+    svc = service(tmp_path, cfg, sink)
+    await svc.scan()
+    for n in range(4):
+        uid = f"1795786500.{n}"
+        svc.on_event(newchannel(uid, f"1390791020{n}"))
+        svc.on_event({**newchannel(uid, f"1390791020{n}"), "Event": "Hangup", "Cause": "16"})
+    for _ in range(100):
+        if len(sink.got) == 3:
+            break
+        await asyncio.sleep(0.02)
+    assert batches[0] == [f"1390791020{n}" for n in range(4)]  # together, then one by one
+    assert sorted(f.caller for f in sink.got) == ["13907910200", "13907910201", "13907910203"]
+    assert svc.store.emitted_among([f"1795786500.{n}" for n in range(4)]) == {
+        "1795786500.0", "1795786500.1", "1795786500.3"
+    }
+    assert len(svc.recent) == 3
     await svc.close()

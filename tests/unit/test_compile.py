@@ -548,3 +548,22 @@ def test_feature_codes_add_a_seat_to_exactly_its_queues(cfg: Config, plan: dict[
         assert removes == [f"RemoveQueueMember({q},PJSIP/{sid})" for q in want]
     # The seat is the authenticated endpoint, never dialled digits.
     assert any("${CHANNEL(endpoint)}" in a for a in apps_of(plan["from-seat"], "*21"))
+
+
+def test_stasis_declines_only_what_nothing_reads(files: dict[str, str]) -> None:
+    """AGIExecStart/End are never built (each AGI command made two AMI events for the
+    controller's session); the types the manager core routes itself stay (declining
+    them stops manager.so from loading, which every integration test would show)."""
+    conf = files["stasis.conf"]
+    declined = {
+        line.split("=", 1)[1].strip()
+        for line in conf.splitlines()
+        if line.startswith("decline")
+    }
+    assert {"agi_exec_start_type", "agi_exec_end_type"} <= declined
+    assert not declined & {
+        "ast_channel_varset_type", "ast_channel_dtmf_begin_type", "ast_channel_dtmf_end_type",
+        "ast_channel_hangup_request_type", "ast_channel_snapshot_type",
+        "ast_device_state_message_type", "queue_caller_join_type", "ast_blind_transfer_type",
+    }
+    assert "[declined_message_types]" in conf

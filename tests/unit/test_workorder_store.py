@@ -444,3 +444,34 @@ def test_a_carrier_caller_id_longer_than_the_column_is_still_ticketed(
     assert store.record_call(facts("long-1", caller=long, called="9" * 50)) == ref
     order = store.get(ref)
     assert order["caller"] == long[:64] and order["calls"][0]["called"] == "9" * 32
+
+
+def test_a_batch_of_calls_is_one_transaction_with_the_same_results(store: WorkOrderStore) -> None:
+    """record_calls: reserved calls filled in, new ones numbered per day, recorded ones kept."""
+    reserved = store.reserve("r1", "13800000009", "12333", T0, origin="12333",
+                             department="social", centre="nanchang")
+    done = store.record_call(facts("d1"))
+    next_day = T0 + timedelta(days=1)
+    batch = [
+        facts("n1"),
+        facts("r1", department=None, centre=None, ivr_path=[{"menu": "legacy"}]),
+        facts("d1", Outcome.ABANDONED),  # recorded before: left as it was
+        facts("n2", started_at=next_day, ended_at=next_day + timedelta(minutes=1)),
+        facts("n3", Outcome.EMERGENCY),
+    ]
+    refs = store.record_calls(batch)
+    assert refs == [
+        "JX20261125000003", reserved, done, "JX20261126000001", "JX20261125000004"
+    ]
+    assert store.record_calls(batch) == refs  # idempotent
+    filled = store.get(reserved)
+    # What the call did not learn (department, centre) keeps the reservation's value.
+    assert (filled["department"], filled["centre"], filled["status"]) == (
+        "social", "nanchang", lc.OPEN)
+    assert filled["calls"][0]["ivr_path"] == [{"menu": "legacy"}]
+    assert [e["action"] for e in filled["events"]] == ["created", "call-ended"]
+    assert store.get(done)["calls"][0]["outcome"] == "answered"
+    emergency = store.get(refs[4])
+    assert emergency["status"] == lc.CLOSED and emergency["closed_at"] is not None
+    assert count(store, OrderRow) == 5 and count(store, CallRow) == 5
+    assert store.record_calls([]) == []
