@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from hotline.runtime import SetupError
 from hotline.storage import store_url
@@ -30,7 +33,7 @@ class RecordingsPlugin:
         self.app = app
         self.store = open_store(app.config, app.instance.state)
         self.service = RecordingService(store=self.store, root=self.root, ami=lambda: app.ami,
-                                        audit=self._audit)
+                                        audit=self._audit, config=lambda: app.config)
         self.service.load()
         self.purge = PurgeJob(self.purge_now, lambda: float(app.config.recordings.purge_every))
 
@@ -75,3 +78,21 @@ class RecordingsPlugin:
     async def close(self) -> None:
         await self.purge.close()
         await self.service.close()
+
+
+def placing_recordings(sink: Callable[[Any], Any], store: RecordingStore) -> Callable[[Any], Any]:
+    """The call-facts sink ``sink`` (the work orders' ``record_call``), then the call's
+    centre onto its recordings (:meth:`RecordingStore.set_centres`), so the supervisors
+    of that centre see them. A recordings database that fails is logged and does not
+    fail the delivery: the recording keeps the centre it had (unknown: fail closed)."""
+
+    def deliver(facts: Any) -> Any:
+        result = sink(facts)
+        try:
+            store.set_centres({facts.call_id: facts.centre})
+        except SQLAlchemyError as e:
+            log.error("[%s] recording not placed in centre %s: %s", facts.uniqueid,
+                      facts.centre, e)
+        return result
+
+    return deliver

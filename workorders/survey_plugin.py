@@ -44,7 +44,8 @@ class SurveyPlugin:
 
 
 def connect(orders: Any, service: SurveyService) -> None:
-    """Closed orders → survey jobs; survey results → the orders (``record_survey``)."""
+    """Closed orders → survey jobs; survey results → the orders (``record_survey``);
+    a supervisor reads the surveys of the orders they may see (``visible_refs``)."""
 
     def closed(order: dict[str, Any]) -> None:
         at = order.get("closed_at")
@@ -58,3 +59,4 @@ def connect(orders: Any, service: SurveyService) -> None:
 
     orders.on_closed(closed)
     service.on_result = result
+    service.visible_orders = orders.visible_refs

@@ -33,7 +33,7 @@ import inspect
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 from typing import Any
 
@@ -70,6 +70,9 @@ log = logging.getLogger(__name__)
 #: AMI events of a survey call the service follows (read class ``call``).
 EVENTS = ("OriginateResponse", "Hangup")
 Sink = Callable[[str, str, float], Awaitable[None] | None]
+#: visible(who, order refs) -> the refs ``who`` may see (``WorkOrderStore.visible_refs``)
+Visible = Callable[[Principal, Collection[str]], set[str]]
+PAGE = 200  # jobs read at a time while a supervisor's listing is filtered
 
 
 def survey_trunk(cfg: Config) -> str:
@@ -102,6 +105,9 @@ class SurveyService:
         self.on_result = on_result
         self.clock = clock
         self.wallclock = wallclock
+        #: which orders a supervisor may see: set by ``survey_plugin.connect``; while it
+        #: is unset a supervisor sees no survey (the order decides, fail closed)
+        self.visible_orders: Visible | None = None
         self.open: dict[str, SurveyJob] = {}
         self._facts: dict[str, dict[str, Any]] = {}  # attempt id -> what AMI said
         self._wake = asyncio.Event()
@@ -323,18 +329,36 @@ class SurveyService:
         if who.role not in ("supervisor", "admin"):
             raise Forbidden("surveys are for supervisors and admins")
 
+    def _visible(self, who: Principal, refs: Collection[str]) -> set[str]:
+        """The order refs whose surveys ``who`` may read: admins all; a supervisor
+        those of the orders they may see (their centre and the centres below it)."""
+        if who.role == "admin":
+            return set(refs)
+        return set() if self.visible_orders is None else self.visible_orders(who, refs)
+
     def listing(self, who: Principal, group: str = "open", limit: int = 100,
                 order_ref: str | None = None) -> list[dict[str, Any]]:
         self._check(who)
         if group not in STATE_GROUPS:
             raise BadRequest(f"state must be one of {', '.join(STATE_GROUPS)}")
         states = [s.value for s in STATE_GROUPS[group]]
-        return [j.as_dict() for j in self.store.recent(states, limit, order_ref)]
+        if who.role == "admin":
+            return [j.as_dict() for j in self.store.recent(states, limit, order_ref)]
+        out: list[dict[str, Any]] = []
+        offset = 0
+        while len(out) < limit:  # newest first, a page at a time, until enough are visible
+            jobs = self.store.recent(states, PAGE, order_ref, offset)
+            mine = self._visible(who, {j.order_ref for j in jobs}) if jobs else set()
+            out += [j.as_dict() for j in jobs if j.order_ref in mine][:limit - len(out)]
+            if len(jobs) < PAGE:
+                break
+            offset += PAGE
+        return out
 
     def get(self, who: Principal, job_id: str) -> dict[str, Any]:
         self._check(who)
         j = self.open.get(job_id) or self.store.get(job_id)
-        if j is None:
+        if j is None or j.order_ref not in self._visible(who, {j.order_ref}):
             raise NotFound(f"no survey {job_id!r}")
         return j.as_dict()
 

@@ -481,8 +481,12 @@ def test_refused_originate_is_a_try_and_never_the_same_channel_id(world: World) 
     assert w.svc.store.get(j.id).state == State.FAILED  # type: ignore[union-attr]
 
 
-def test_http_rights_and_listing(world: World) -> None:
+def test_http_rights_and_listing(world: World, tmp_path: Path) -> None:
+    from workorders.plugin import open_store
+
     w = world
+    orders = open_store(lambda: w.cfg, tmp_path)  # the orders decide who reads a survey
+    w.svc.visible_orders = orders.visible_refs
     with pytest.raises(Forbidden):
         w.svc.create(SUP, "GD-16", "13907910001")
     with pytest.raises(Forbidden):
@@ -499,6 +503,10 @@ def test_http_rights_and_listing(world: World) -> None:
     assert w.svc.get(SUP, made["id"])["state"] == "scheduled"
     with pytest.raises(BadRequest, match="state must be one of"):
         w.svc.listing(SUP, "sleeping")
+    # GD-16 is no work order: placed in no centre, so not a city centre's supervisor's
+    city = Principal("sup-nanchang", "supervisor", centre="nanchang")
+    assert w.svc.listing(city, "all") == []
+    orders.close()
 
 
 # ------------------------------------------------------------------ the AGI script
