@@ -49,7 +49,8 @@ def connect(orders: Any, service: SurveyService) -> None:
 
     def closed(order: dict[str, Any]) -> None:
         at = order.get("closed_at")
-        service.schedule(order["ref"], order["caller"], at.timestamp() if at else time.time())
+        service.schedule(order["ref"], order["caller"], at.timestamp() if at else time.time(),
+                         centre=order.get("centre"))
 
     def result(ref: str, outcome: str, at: float) -> None:
         try:

@@ -31,13 +31,15 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 from typing import Any
 
-from dialplan.model import Config
+from dialplan.model import IDENT_RE, Config
+from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
 from hotline.auth import Forbidden, Principal
 from queues.agents import BadRequest, NotFound
@@ -240,7 +242,7 @@ class SurveyService:
                 exten="s",
                 priority=1,
                 caller_id=f"{shown} <{shown}>",
-                variables={sn.JOB: j.id, sn.ORDER: j.order_ref},
+                variables=self._variables(j),
                 timeout_ms=sv.ring_timeout * 1000,
             )
         except AmiActionError as e:  # refused: nothing was created
@@ -250,6 +252,15 @@ class SurveyService:
             self._save(j)
         except AmiError as e:  # outcome unknown: the channel check of the next looks decides
             log.warning("survey %s: Originate %s outcome unknown: %s", j.id, aid, e)
+
+    @staticmethod
+    def _variables(j: SurveyJob) -> dict[str, str]:
+        """The survey channel's variables; the order's centre as the dialled number's
+        would be (the recording of the call is placed there: who may listen)."""
+        out = {sn.JOB: j.id, sn.ORDER: j.order_ref}
+        if j.centre and re.fullmatch(IDENT_RE, j.centre):
+            out[cv.CENTRE] = j.centre
+        return out
 
     async def _report(self) -> None:
         """Hand each finished job's result to the sink, once it takes it."""
@@ -270,7 +281,7 @@ class SurveyService:
 
     # ----------------------------------------------------------------- the work orders
     def schedule(self, order_ref: str, number: str, closed_at: float,
-                 created_by: str = "work-orders") -> SurveyJob:
+                 created_by: str = "work-orders", centre: str | None = None) -> SurveyJob:
         """A survey for a closed order (the on_closed listener); one open job per order.
 
         An order reference that is not plain text is refused (:class:`BadRequest`).
@@ -291,6 +302,7 @@ class SurveyService:
                 raise BadRequest(str(e)) from None
             log.warning("survey for order %s: %s; recorded as not reachable", order_ref, e)
             j = unreachable_job(jid, order_ref, number, closed_at, now, created_by)
+        j.centre = centre
         self._save(j)
         self.open[j.id] = j
         log.info("survey %s scheduled for order %s (not before %.0f)", j.id, order_ref,
