@@ -566,6 +566,7 @@ exten => s,1,Hangup(16)
     def record_context(self) -> str:
         root = self.t.instance / self.cfg.recordings.root
         rec = f"${{{cv.RECORDING}}}"
+        centre = f"${{{cv.CENTRE}}}"
         # Asterisk's linkedid ("1764250000.12"; an originated call's ChannelId is the
         # controller's): filtered all the same, it never carries caller text.
         call_id = "${FILTER(0-9A-Za-z._,${CHANNEL(linkedid)})}"
@@ -580,7 +581,7 @@ exten => s,1,GotoIf($["{rec}" != ""]?done)
  same => n,Set(LOCAL(kind)=${{IF($["${{ARG1}}" = "survey"]?survey:call)}})
  same => n,Set({cv.RECORDING}=${{STRFTIME(${{EPOCH}},UTC,%Y/%m/%d)}}/{call_id}-${{LOCAL(kind)}}.wav)
  same => n,MixMonitor({root}/{rec})
- same => n,UserEvent({cv.EVENT_RECORDING},Kind: ${{LOCAL(kind)}},Path: {rec},Centre: ${{{cv.CENTRE}}})
+ same => n,UserEvent({cv.EVENT_RECORDING},Kind: ${{LOCAL(kind)}},Path: {rec},Centre: {centre})
  same => n(done),Return()
 """
 

@@ -44,7 +44,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -191,10 +191,11 @@ class RecordingStore:
         with Session(self.engine) as s, s.begin():
             for centre, ids in by_centre.items():
                 for i in range(0, len(ids), 500):  # well below any database's parameter limit
-                    n += s.execute(update(RecordingRow).where(
+                    done = s.execute(update(RecordingRow).where(
                         RecordingRow.call_id.in_(ids[i:i + 500]),
                         or_(RecordingRow.centre.is_(None), RecordingRow.centre != centre),
-                    ).values(centre=centre)).rowcount
+                    ).values(centre=centre))
+                    n += cast(CursorResult[Any], done).rowcount
         return n
 
     def add_pause(self, rec_id: int, entry: dict[str, Any]) -> Recording:

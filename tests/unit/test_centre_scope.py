@@ -23,7 +23,6 @@ from dialplan.model import Config, User
 from dialplan.validate import load_config
 from hotline import http
 from hotline.auth import Principal, centre_scope, hash_password
-from queues.agents import centres_under
 from recordings.plugin import placing_recordings
 from recordings.service import RecordingService
 from recordings.store import RecordingStore
@@ -323,7 +322,7 @@ async def test_recordings_by_centre(world: World) -> None:
     assert await listed("sup-province") == {nc, gz, unknown}
     assert await listed("admin") == {nc, gz, unknown}
     assert await listed("zhangwei") == {unknown}  # agents: their seat's calls, as before
-    st, body = await w.call("sup-ganzhou", "GET", f"/recordings?call_id=1.1")
+    st, body = await w.call("sup-ganzhou", "GET", "/recordings?call_id=1.1")
     assert (st, body) == (200, [])
     for path in (f"/recordings/{nc}", f"/recordings/{nc}/audio", f"/recordings/{unknown}/audio"):
         st, body = await w.call("sup-ganzhou", "GET", path)
@@ -399,10 +398,11 @@ async def test_a_supervisor_s_survey_list_fills_its_limit_past_other_centres(
         world: World) -> None:
     w = world
     gz_ref = w.orders.record_call(facts("2.2", "ganzhou"))
-    w.surveys.clock = lambda: NOW - 3600
+    now = [NOW - 3600]
+    w.surveys.clock = lambda: now[0]
     gz = w.surveys.schedule(gz_ref, "13907970002", NOW).id  # the oldest
     for i in range(250):  # newer surveys of another centre, more than a page
-        w.surveys.clock = lambda i=i: NOW + i
+        now[0] = NOW + i
         ref = w.orders.record_call(facts(f"9.{i}", "nanchang"))
         w.surveys.schedule(ref, "13907910001", NOW)
     st, body = await w.call("sup-ganzhou", "GET", "/surveys?state=all&limit=5")
