@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable
@@ -54,8 +55,21 @@ class RecordingsPlugin:
         except (OSError, SetupError) as e:  # logged; MixMonitor's own error will follow
             log.error("could not hand %s to Asterisk's user: %s", root, e)
 
+    def place_from_orders(self) -> int:
+        """Recordings with no centre yet take their call's from the work orders: rows
+        of an earlier release, files adopted after the call's facts were delivered.
+        Returns how many were placed."""
+        orders = getattr(self.app, "orders", None)
+        if orders is None:
+            return 0
+        n = self.store.set_centres(orders.call_centres(self.store.unplaced_calls()))
+        if n:
+            log.info("recordings: %d placed in their call's centre from the work orders", n)
+        return n
+
     def purge_now(self) -> list[Any]:
         self.service.adopt_files()  # files written while the controller was down
+        self._place()
         r = self.app.config.recordings.retention
         return purge(self.store, self.root(), {"call": r.call, "survey": r.survey})
 
@@ -71,8 +85,15 @@ class RecordingsPlugin:
             client.on(name, self.service.on_event)
         client.on_booted(self.service.reconcile)
 
+    def _place(self) -> None:
+        try:
+            self.place_from_orders()
+        except SQLAlchemyError as e:  # the next purge round tries again
+            log.error("recordings not placed from the work orders: %s", e)
+
     async def start(self) -> None:
         self.prepare_root()
+        await asyncio.to_thread(self._place)
         self.purge.start()
 
     async def close(self) -> None:

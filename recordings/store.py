@@ -13,7 +13,9 @@ number's ``HOTLINE_CENTRE``) and is replaced by the call tracker's when the
 call's facts are delivered (:meth:`RecordingStore.set_centres`); until either
 is known it is NULL, and only admins and the supervisors over every centre see
 the recording. ``centre`` was added after the first release: the store adds the
-column to an older table when it opens it (:func:`hotline.storage.add_missing_columns`).
+column to an older table when it opens it (:func:`hotline.storage.add_missing_columns`),
+and the plugin places such rows from the work orders' calls
+(:meth:`recordings.plugin.RecordingsPlugin.place_from_orders`).
 
 Rows are written when Asterisk says a recording started (the dialplan's
 UserEvent) and completed at hang-up; a reconcile after a controller restart
@@ -271,6 +273,14 @@ class RecordingStore:
                  .order_by(RecordingRow.id))
             rows = [_plain(r) for r in s.scalars(q)]
         yield from rows
+
+    def unplaced_calls(self) -> list[str]:
+        """The calls whose recording has no centre yet (kind ``call``, file kept)."""
+        with Session(self.engine) as s:
+            q = select(RecordingRow.call_id).where(
+                RecordingRow.centre.is_(None), RecordingRow.kind == "call",
+                RecordingRow.purged_at.is_(None)).order_by(RecordingRow.id)
+            return list(s.scalars(q))
 
     def known_paths(self) -> set[str]:
         with Session(self.engine) as s:

@@ -507,6 +507,17 @@ class WorkOrderStore:
             out.update(r for r in wanted if r not in found)
         return out
 
+    def call_centres(self, call_ids: Collection[str]) -> dict[str, str | None]:
+        """The centre each of ``call_ids`` was placed in (calls with no order: absent)."""
+        wanted = sorted(set(call_ids))
+        out: dict[str, str | None] = {}
+        with self._read() as c:
+            for i in range(0, len(wanted), 500):
+                q = select(CALLS.c.call_id, CALLS.c.centre).where(
+                    CALLS.c.call_id.in_(wanted[i:i + 500]))
+                out.update({r.call_id: r.centre for r in c.execute(q)})
+        return out
+
     # ------------------------------------------------------------ transitions
 
     def act(

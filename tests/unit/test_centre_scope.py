@@ -409,3 +409,29 @@ async def test_a_supervisor_s_survey_list_fills_its_limit_past_other_centres(
     assert st == 200 and [j["id"] for j in body["surveys"]] == [gz]
     st, body = await w.call("sup-nanchang", "GET", "/surveys?state=all&limit=5")
     assert st == 200 and len(body["surveys"]) == 5 and gz not in {j["id"] for j in body["surveys"]}
+
+
+def test_recordings_without_a_centre_take_their_call_s_from_the_work_orders(
+        store: RecordingStore, tmp_path: Path) -> None:
+    """Rows of an earlier release (or adopted after the facts were delivered) are placed
+    when the controller starts and at each purge round."""
+    from types import SimpleNamespace
+
+    from recordings.plugin import RecordingsPlugin
+
+    cfg = load_config(SAMPLE)
+    orders = open_store(lambda: cfg, tmp_path / "state")
+    orders.record_call(facts("1.1", "nanchang"))
+    old = store.started(call_id="1.1", kind="call", path="2026/11/27/1.1-call.wav",
+                        started_at=NOW)
+    alone = store.started(call_id="2.2", kind="call", path="2026/11/27/2.2-call.wav",
+                          started_at=NOW)  # no work order (yet)
+    plugin = RecordingsPlugin.__new__(RecordingsPlugin)
+    plugin.app, plugin.store = SimpleNamespace(orders=orders), store
+    assert store.unplaced_calls() == ["1.1", "2.2"]
+    assert plugin.place_from_orders() == 1
+    assert (store.get(old.id).centre, store.get(alone.id).centre) == ("nanchang", None)  # type: ignore[union-attr]
+    assert plugin.place_from_orders() == 0 and store.unplaced_calls() == ["2.2"]
+    plugin.app = SimpleNamespace(orders=None)  # no work orders on this controller
+    assert plugin.place_from_orders() == 0
+    orders.close()
