@@ -590,6 +590,7 @@ exten => s,1,Hangup(16)
     def record_context(self) -> str:
         root = self.t.instance / self.cfg.recordings.root
         rec = f"${{{cv.RECORDING}}}"
+        centre = f"${{{cv.CENTRE}}}"
         # Asterisk's linkedid ("1764250000.12"; an originated call's ChannelId is the
         # controller's): filtered all the same, it never carries caller text.
         call_id = "${FILTER(0-9A-Za-z._,${CHANNEL(linkedid)})}"
@@ -598,12 +599,13 @@ exten => s,1,Hangup(16)
 ; Gosub({cv.CTX_RECORD},s,1(call|survey)) right after Answer(): records the channel, both
 ; directions, into {root}/YYYY/MM/DD/<linkedid>-<kind>.wav (UTC date); {cv.RECORDING} keeps
 ; the relative path and a second call on the same channel does nothing. The controller
-; learns of it from the UserEvent (recordings/service.py).
+; learns of it from the UserEvent (recordings/service.py), with the dialled number's centre
+; when known ({cv.CENTRE}, set from the config only): who may listen.
 exten => s,1,GotoIf($["{rec}" != ""]?done)
  same => n,Set(LOCAL(kind)=${{IF($["${{ARG1}}" = "survey"]?survey:call)}})
  same => n,Set({cv.RECORDING}=${{STRFTIME(${{EPOCH}},UTC,%Y/%m/%d)}}/{call_id}-${{LOCAL(kind)}}.wav)
  same => n,MixMonitor({root}/{rec})
- same => n,UserEvent({cv.EVENT_RECORDING},Kind: ${{LOCAL(kind)}},Path: {rec})
+ same => n,UserEvent({cv.EVENT_RECORDING},Kind: ${{LOCAL(kind)}},Path: {rec},Centre: {centre})
  same => n(done),Return()
 """
 

@@ -20,6 +20,7 @@ import base64
 import hashlib
 import hmac
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 ALGORITHM = "pbkdf2_sha256"
@@ -89,6 +90,32 @@ def may_act_on_queue(who: Principal, queue_centre: str, centres_under: dict[str,
     if who.role == "supervisor" and who.centre is not None:
         return queue_centre in centres_under.get(who.centre, {who.centre})
     return False
+
+
+@dataclass(frozen=True)
+class CentreScope:
+    """The centres whose calls, orders, recordings and surveys a user may see."""
+
+    centres: frozenset[str] | None  # None: every centre
+    unplaced: bool  # also what is not placed in any centre (yet)
+
+    def sees(self, centre: str | None) -> bool:
+        if centre is None:
+            return self.unplaced
+        return self.centres is None or centre in self.centres
+
+
+def centre_scope(who: Principal, centres_under: Mapping[str, set[str]]) -> CentreScope:
+    """Admins see every centre; a supervisor their centre and the centres below it, and
+    what is not placed in a centre only when over every centre (fail closed); other
+    roles nothing by centre (their own rights are by seat or unit).
+    ``centres_under[c]`` is c and every centre below it (:func:`queues.agents.centres_under`)."""
+    if who.role == "admin":
+        return CentreScope(None, True)
+    if who.role == "supervisor" and who.centre is not None:
+        mine = frozenset(centres_under.get(who.centre, {who.centre}))
+        return CentreScope(mine, mine >= set(centres_under))
+    return CentreScope(frozenset(), False)
 
 
 def require(ok: bool, what: str) -> None:

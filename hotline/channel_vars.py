@@ -17,7 +17,9 @@ ABORT_REASON: Final = "HOTLINE_ABORT_REASON"  # set before a Goto to CTX_FAILURE
 ROUTE: Final = "HOTLINE_ROUTE"  # what the IVR decided: queue, hangup, ...
 TARGET: Final = "HOTLINE_TARGET"  # the route's target name (validated id)
 NUMBER: Final = "HOTLINE_NUMBER"  # the number the caller dialled (12345 or legacy)
-CENTRE: Final = "HOTLINE_CENTRE"  # centre id that owns the dialled number
+# centre id that owns the dialled number (a call-back: its queue's; a survey call: its
+# order's); the recording is placed there (recordings/service.py)
+CENTRE: Final = "HOTLINE_CENTRE"
 MENU: Final = "HOTLINE_MENU"  # entry menu id for the IVR script
 CITY: Final = "HOTLINE_CITY"
 COUNTY: Final = "HOTLINE_COUNTY"

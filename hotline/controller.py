@@ -23,7 +23,7 @@ from ivr.server import FastAgiServer
 from queues.agents import AgentService
 from queues.callback_plugin import CallbackPlugin
 from queues.state import HANDLED_EVENTS
-from recordings.plugin import RecordingsPlugin
+from recordings.plugin import RecordingsPlugin, placing_recordings
 from transfer.plugin import TransferPlugin
 from workorders.call_service import CallTrackerPlugin
 from workorders.plugin import WorkOrderPlugin
@@ -52,6 +52,8 @@ class Controller:
         # Every finished call -> CallFacts -> app.call_sink (logged while none is set).
         self.calls = CallTrackerPlugin(self.app)  # sets app.calls
         self.app.call_sink = self.orders.store.record_calls  # one work order per call
+        # ... and the call's centre onto its recordings (who may listen)
+        self.app.call_sink = placing_recordings(self.app.call_sink, self.recordings.store)
         self.calls.service.on_answer = self.orders.store.assign_agent  # theirs during the call
         self.agi: FastAgiServer | None = None
         self.listener: Listener | None = None

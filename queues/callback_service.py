@@ -367,6 +367,8 @@ class CallbackService:
             cv.CB_SEAT: r.seat,
             cv.CB_FROM: r.service_number or hotline_number(cfg),
         }
+        if r.queue in cfg.queues:  # inherited by the citizen's leg: its recording's centre
+            variables[f"__{cv.CENTRE}"] = cfg.queues[r.queue].centre
         try:
             await ami.originate(
                 aid,

@@ -1,13 +1,17 @@
 """HTTP resources of recordings (thin: parse, call the service, shape JSON).
 
 * ``GET /recordings?since=&until=&call_id=&kind=&limit=``: the latest recordings
-  (Unix times; supervisors and admins see all, an agent those of their seat).
-* ``GET /recordings/{id}``: one recording's row.
+  (Unix times; admins see all, a supervisor those of their centre and the centres
+  below it -- one whose call is not placed in a centre yet only when over every
+  centre --, an agent those of their seat).
+* ``GET /recordings/{id}``: one recording's row (with its ``centre``); a recording
+  the user may not listen to answers 404, as one that does not exist.
 * ``GET /recordings/{id}/audio``: the WAV (``audio/wav``, streamed), audited.
 * ``POST /recordings/calls/{call_id}/pause`` and ``.../resume``: mute or unmute
-  the recording of a live call (the agent on the call, supervisors, admins);
-  ``POST /seats/{seat}/recording/pause`` and ``.../resume`` do it for the
-  seat's current call.
+  the recording of a live call (the agent on the call, a supervisor of the call's
+  centre or of a seat on it, admins); ``POST /seats/{seat}/recording/pause`` and
+  ``.../resume`` do it for the seat's current call (its agent, a supervisor of
+  the seat's centre, admins).
 
 Only ids come from the caller: the file served is always the row's path,
 resolved and checked to stay inside the recordings root. A path-like id
@@ -114,7 +118,7 @@ def routes(service: RecordingService, error: ErrorFn) -> list[tuple[str, str, Ha
 
     async def _seat(request: web.Request, who: Principal, paused: bool) -> web.Response:
         seat = request.match_info["seat"]
-        if not (service.may_list_all(who) or who.seat == seat):
+        if not service.may_act_on_seat(who, seat):
             return error(403, "forbidden", f"{who.name} may not act on seat {seat}")
         try:
             call_id = await service.seat_call(seat)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from hotline.runtime import SetupError
 from hotline.storage import store_url
@@ -30,7 +34,7 @@ class RecordingsPlugin:
         self.app = app
         self.store = open_store(app.config, app.instance.state)
         self.service = RecordingService(store=self.store, root=self.root, ami=lambda: app.ami,
-                                        audit=self._audit)
+                                        audit=self._audit, config=lambda: app.config)
         self.service.load()
         self.purge = PurgeJob(self.purge_now, lambda: float(app.config.recordings.purge_every))
 
@@ -51,8 +55,21 @@ class RecordingsPlugin:
         except (OSError, SetupError) as e:  # logged; MixMonitor's own error will follow
             log.error("could not hand %s to Asterisk's user: %s", root, e)
 
+    def place_from_orders(self) -> int:
+        """Recordings with no centre yet take their call's from the work orders: rows
+        of an earlier release, files adopted after the call's facts were delivered.
+        Returns how many were placed."""
+        orders = getattr(self.app, "orders", None)
+        if orders is None:
+            return 0
+        n = self.store.set_centres(orders.call_centres(self.store.unplaced_calls()))
+        if n:
+            log.info("recordings: %d placed in their call's centre from the work orders", n)
+        return n
+
     def purge_now(self) -> list[Any]:
         self.service.adopt_files()  # files written while the controller was down
+        self._place()
         r = self.app.config.recordings.retention
         return purge(self.store, self.root(), {"call": r.call, "survey": r.survey})
 
@@ -68,10 +85,35 @@ class RecordingsPlugin:
             client.on(name, self.service.on_event)
         client.on_booted(self.service.reconcile)
 
+    def _place(self) -> None:
+        try:
+            self.place_from_orders()
+        except SQLAlchemyError as e:  # the next purge round tries again
+            log.error("recordings not placed from the work orders: %s", e)
+
     async def start(self) -> None:
         self.prepare_root()
+        await asyncio.to_thread(self._place)
         self.purge.start()
 
     async def close(self) -> None:
         await self.purge.close()
         await self.service.close()
+
+
+def placing_recordings(sink: Callable[[Any], Any], store: RecordingStore) -> Callable[[Any], Any]:
+    """The call-facts sink ``sink`` (the work orders' ``record_calls``, a batch of calls),
+    then each call's centre onto its recordings (:meth:`RecordingStore.set_centres`), so
+    the supervisors of that centre see them. A recordings database that fails is logged
+    and does not fail the delivery: the recording keeps the centre it had (unknown: fail
+    closed)."""
+
+    def deliver(batch: Any) -> Any:
+        result = sink(batch)
+        try:
+            store.set_centres({f.call_id: f.centre for f in batch})
+        except SQLAlchemyError as e:
+            log.error("recordings of %d call(s) not placed in their centres: %s", len(batch), e)
+        return result
+
+    return deliver

@@ -10,11 +10,22 @@ How a recording is followed (AMI, user ``hotline``: read ``call`` and ``user``):
   accepted in the dated shape of :mod:`recordings.paths`).
 * ``Hangup`` of that channel ends it: ``ended_at`` and, once MixMonitor has
   closed the file, its size.
+* The UserEvent's ``Centre`` (the dialled number's ``HOTLINE_CENTRE``; empty when
+  the dialplan does not know it, e.g. a call transferred in from 110) is the
+  recording's first centre; the call tracker's, when the call's facts are
+  delivered, replaces it (:meth:`recordings.store.RecordingStore.set_centres`).
 * ``AgentConnect`` (app_queue) names the seat that answered (who may listen).
 * After a controller restart (every AMI connection to a booted Asterisk):
   files in the dated folders without a row get one (call id, kind and date
   from the name, times from the file), and rows whose channel is gone are
   closed from the file.
+
+Who may listen (list, read, download): admins every recording; a supervisor
+those of their centre and the centres below it (:func:`hotline.auth.centre_scope`:
+a recording not placed in a centre yet only when over every centre); an agent
+those of the calls their seat answered. Pause and resume: admins; a supervisor
+on a call of their centres or with a seat of their centres on it; an agent on
+their own call.
 
 Pause and resume (a caller reading a card number): AMI ``MixMonitorMute``
 with ``Direction: both`` and ``State: 1``/``0`` on the recorded channel, so
@@ -26,16 +37,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import wave
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dialplan.model import IDENT_RE
 from hotline import channel_vars as cv
 from hotline.amiproto import fields
-from hotline.auth import Forbidden, Principal
+from hotline.auth import CentreScope, Forbidden, Principal, centre_scope, may_act_on_seat
+from queues.agents import centres_under
 
 from .paths import PathRefused, parse_rel, resolve_inside, scan
 from .store import Recording, RecordingStore
@@ -73,6 +87,7 @@ class RecordingService:
     ami: Callable[[], Any]
     audit: Audit  # audit(who, action, seat, **details)
     clock: Callable[[], float] = time.time
+    config: Callable[[], Any] | None = None  # the live dialplan.model.Config (centres, seats)
     live: dict[str, int] = field(default_factory=dict)  # recorded uniqueid -> row id
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -113,11 +128,16 @@ class RecordingService:
         except PathRefused as e:
             log.error("[%s] recording event refused: %s", uid, e)
             return
+        centre = ev.get("Centre") or None
+        if centre is not None and not re.fullmatch(IDENT_RE, centre):
+            log.warning("[%s] recording event with a strange centre %r: not placed", uid, centre)
+            centre = None
         rec = self.store.started(call_id=call_id or rel.call_id, kind=rel.kind, path=rel.path,
                                  started_at=self.clock(), uniqueid=uid,
-                                 channel=ev.get("Channel", ""))
+                                 channel=ev.get("Channel", ""), centre=centre)
         self.live[uid] = rec.id
-        log.info("[%s] recording %s started: call %s, %s", uid, rec.id, rec.call_id, rec.path)
+        log.info("[%s] recording %s started: call %s (centre %s), %s", uid, rec.id, rec.call_id,
+                 rec.centre, rec.path)
 
     async def _finish(self, rid: int, ended_at: float) -> None:
         rec = self.store.get(rid)
@@ -191,13 +211,42 @@ class RecordingService:
             return None
 
     # ------------------------------------------------------------ rights
-    @staticmethod
-    def may_list_all(who: Principal) -> bool:
-        return who.role in ("supervisor", "admin")
+    def _under(self) -> Mapping[str, set[str]]:
+        cfg = self.config() if self.config is not None else None
+        return centres_under(cfg) if cfg is not None else {}
+
+    def scope(self, who: Principal) -> CentreScope | None:
+        """The centres whose recordings ``who`` may list; None: not by centre (agents)."""
+        if who.role not in ("supervisor", "admin"):
+            return None
+        return centre_scope(who, self._under())
 
     def may_listen(self, who: Principal, rec: Recording) -> bool:
-        """Supervisors and admins; an agent for the calls their seat answered."""
-        return self.may_list_all(who) or (who.seat is not None and rec.seat == who.seat)
+        """Admins; supervisors for the calls of their centres; an agent for the calls
+        their seat answered."""
+        scope = self.scope(who)
+        return ((scope is not None and scope.sees(rec.centre))
+                or (who.seat is not None and rec.seat == who.seat))
+
+    def may_act_on_seat(self, who: Principal, seat: str) -> bool:
+        cfg = self.config() if self.config is not None else None
+        seat_cfg = cfg.seats.get(seat) if cfg is not None else None
+        if seat_cfg is None:  # a seat we do not know: admins only (the call lookup says 409)
+            return who.role == "admin" or (who.role == "agent" and who.seat == seat)
+        return may_act_on_seat(who, seat, seat_cfg.centre, dict(self._under()))
+
+    def _may_pause(self, who: Principal, rec: Recording, chans: list[dict[str, str]]) -> bool:
+        on_call = [c.get("Channel", "") for c in chans if c.get("Linkedid") == rec.call_id]
+        scope = self.scope(who)
+        if scope is None:  # an agent: on the call
+            return who.seat is not None and any(cv.is_seat_channel(ch, who.seat)
+                                                for ch in on_call)
+        if scope.sees(rec.centre):
+            return True
+        cfg = self.config() if self.config is not None else None
+        seats = cfg.seats.items() if cfg is not None else ()
+        return any(scope.sees(s.centre) and any(cv.is_seat_channel(ch, sid) for ch in on_call)
+                   for sid, s in seats)
 
     async def _channels(self) -> list[dict[str, str]]:
         ami = self.ami()
@@ -219,12 +268,9 @@ class RecordingService:
         if rec is None:
             raise NotFound(f"no recording for call {call_id!r}")
         chans = await self._channels()
-        if not self.may_list_all(who):
-            mine = who.seat is not None and any(
-                cv.is_seat_channel(c.get("Channel", ""), who.seat)
-                and c.get("Linkedid") == call_id for c in chans)
-            if not mine:
-                raise Forbidden(f"{who.name} is not on call {call_id}")
+        if not self._may_pause(who, rec, chans):
+            raise Forbidden(f"{who.name} is not on call {call_id}" if self.scope(who) is None
+                            else f"call {call_id} is not of a centre of {who.name}")
         chan = next((c for c in chans if c.get("Uniqueid") == rec.uniqueid), None)
         if chan is None or rec.ended_at is not None:
             raise NoLiveCall(f"call {call_id} is over: its recording can no longer be paused")
@@ -242,10 +288,13 @@ class RecordingService:
 
     # ------------------------------------------------------------ listening
     def listing(self, who: Principal, **filters: Any) -> list[Recording]:
-        if not self.may_list_all(who):
+        scope = self.scope(who)
+        if scope is None:
             if who.seat is None:
                 raise Forbidden(f"{who.name} has no seat and may not list recordings")
             filters["seat"] = who.seat
+        else:
+            filters["centres"], filters["unplaced"] = scope.centres, scope.unplaced
         return self.store.listing(**filters)
 
     def one(self, who: Principal, rec_id: int) -> Recording:

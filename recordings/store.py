@@ -4,8 +4,18 @@ One row per recorded channel: the call (``call_id``, the caller channel's
 linkedid, the key work orders use), its ``kind`` (``call`` or ``survey``), the
 file's ``path`` relative to the recordings root (never absolute, never with
 ``..``: see :mod:`recordings.paths`), when it started and ended, its size, the
-pauses (who paused or resumed, when) and, once the retention purge has deleted
-the file, ``purged_at``.
+pauses (who paused or resumed, when), the ``centre`` of the call (who may
+listen: :func:`hotline.auth.centre_scope`) and, once the retention purge has
+deleted the file, ``purged_at``.
+
+The centre comes from the dialplan when the recording starts (the dialled
+number's ``HOTLINE_CENTRE``) and is replaced by the call tracker's when the
+call's facts are delivered (:meth:`RecordingStore.set_centres`); until either
+is known it is NULL, and only admins and the supervisors over every centre see
+the recording. ``centre`` was added after the first release: the store adds the
+column to an older table when it opens it (:func:`hotline.storage.add_missing_columns`),
+and the plugin places such rows from the work orders' calls
+(:meth:`recordings.plugin.RecordingsPlugin.place_from_orders`).
 
 Rows are written when Asterisk says a recording started (the dialplan's
 UserEvent) and completed at hang-up; a reconcile after a controller restart
@@ -19,17 +29,28 @@ stores (:func:`hotline.storage.open_engine`), SQLite in the instance's
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Float, Index, Integer, String, UniqueConstraint, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import (
+    JSON,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from hotline.storage import open_engine
+from hotline.storage import add_missing_columns, open_engine
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +77,7 @@ class RecordingRow(Base):
     size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pauses: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     purged_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    centre: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the call's
 
     __table_args__ = (
         UniqueConstraint("call_id", "kind", name="uq_recordings_call_kind"),
@@ -80,6 +102,7 @@ class Recording:
     seat: str | None = None
     pauses: list[dict[str, Any]] = field(default_factory=list)
     purged_at: float | None = None
+    centre: str | None = None
 
     @property
     def paused(self) -> bool:
@@ -92,7 +115,7 @@ class Recording:
             "duration": (None if self.ended_at is None
                          else round(self.ended_at - self.started_at, 3)),
             "size": self.size, "seat": self.seat, "pauses": list(self.pauses),
-            "paused": self.paused, "purged_at": self.purged_at,
+            "paused": self.paused, "purged_at": self.purged_at, "centre": self.centre,
         }
 
 
@@ -100,7 +123,7 @@ def _plain(r: RecordingRow) -> Recording:
     return Recording(
         id=r.id, call_id=r.call_id, kind=r.kind, path=r.path, started_at=r.started_at,
         ended_at=r.ended_at, size=r.size, uniqueid=r.uniqueid, channel=r.channel, seat=r.seat,
-        pauses=list(r.pauses or []), purged_at=r.purged_at,
+        pauses=list(r.pauses or []), purged_at=r.purged_at, centre=r.centre,
     )
 
 
@@ -109,6 +132,7 @@ class RecordingStore:
         self.url = url
         self.engine: Engine = open_engine(url)
         Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine, cast(Table, RecordingRow.__table__))
 
     @classmethod
     def in_state_dir(cls, state: Path) -> RecordingStore:
@@ -119,17 +143,17 @@ class RecordingStore:
 
     # ------------------------------------------------------------ writes
     def started(self, *, call_id: str, kind: str, path: str, started_at: float,
-                uniqueid: str = "", channel: str = "") -> Recording:
+                uniqueid: str = "", channel: str = "", centre: str | None = None) -> Recording:
         """The row of a recording that started; idempotent (same call and kind: kept)."""
         if kind not in KINDS:
             raise ValueError(f"unknown recording kind {kind!r}")
         try:
-            return self._started(call_id, kind, path, started_at, uniqueid, channel)
+            return self._started(call_id, kind, path, started_at, uniqueid, channel, centre)
         except IntegrityError:  # written at the same moment by another task: read it back
-            return self._started(call_id, kind, path, started_at, uniqueid, channel)
+            return self._started(call_id, kind, path, started_at, uniqueid, channel, centre)
 
     def _started(self, call_id: str, kind: str, path: str, started_at: float, uniqueid: str,
-                 channel: str) -> Recording:
+                 channel: str, centre: str | None) -> Recording:
         with Session(self.engine) as s, s.begin():
             row = s.scalars(select(RecordingRow).where(
                 RecordingRow.call_id == call_id, RecordingRow.kind == kind)).first()
@@ -137,11 +161,12 @@ class RecordingStore:
                 row = s.scalars(select(RecordingRow).where(RecordingRow.path == path)).first()
             if row is None:
                 row = RecordingRow(call_id=call_id, kind=kind, path=path, started_at=started_at,
-                                   uniqueid=uniqueid, channel=channel, pauses=[])
+                                   uniqueid=uniqueid, channel=channel, pauses=[], centre=centre)
                 s.add(row)
             else:
                 row.uniqueid = row.uniqueid or uniqueid
                 row.channel = row.channel or channel
+                row.centre = row.centre or centre
             s.flush()
             return _plain(row)
 
@@ -154,6 +179,26 @@ class RecordingStore:
         with Session(self.engine) as s, s.begin():
             s.execute(update(RecordingRow).where(RecordingRow.call_id == call_id,
                                                  RecordingRow.seat.is_(None)).values(seat=seat))
+
+    def set_centres(self, centres: Mapping[str, str | None]) -> int:
+        """The centre of each call (call id -> centre id), as the call tracker placed it
+        when the call ended: it replaces what the dialplan said at the start (the call
+        may have been answered by another centre's queue). A call with no centre (None)
+        is left as it is. Idempotent; returns how many rows changed."""
+        n = 0
+        by_centre: dict[str, list[str]] = {}
+        for call_id, centre in centres.items():
+            if centre:
+                by_centre.setdefault(centre, []).append(call_id)
+        with Session(self.engine) as s, s.begin():
+            for centre, ids in by_centre.items():
+                for i in range(0, len(ids), 500):  # well below any database's parameter limit
+                    done = s.execute(update(RecordingRow).where(
+                        RecordingRow.call_id.in_(ids[i:i + 500]),
+                        or_(RecordingRow.centre.is_(None), RecordingRow.centre != centre),
+                    ).values(centre=centre))
+                    n += cast(CursorResult[Any], done).rowcount
+        return n
 
     def add_pause(self, rec_id: int, entry: dict[str, Any]) -> Recording:
         with Session(self.engine) as s, s.begin():
@@ -197,8 +242,16 @@ class RecordingStore:
 
     def listing(self, *, since: float | None = None, until: float | None = None,
                 call_id: str | None = None, kind: str | None = None, seat: str | None = None,
+                centres: Collection[str] | None = None, unplaced: bool = True,
                 include_purged: bool = False, limit: int = 100) -> list[Recording]:
+        """Newest first. ``centres``: only the calls of these centres (None: any), and
+        those not placed in a centre yet only with ``unplaced``."""
         q = select(RecordingRow)
+        if centres is not None:
+            placed = RecordingRow.centre.in_(list(centres))
+            q = q.where(or_(placed, RecordingRow.centre.is_(None)) if unplaced else placed)
+        elif not unplaced:
+            q = q.where(RecordingRow.centre.is_not(None))
         if since is not None:
             q = q.where(RecordingRow.started_at >= since)
         if until is not None:
@@ -229,6 +282,14 @@ class RecordingStore:
                  .order_by(RecordingRow.id))
             rows = [_plain(r) for r in s.scalars(q)]
         yield from rows
+
+    def unplaced_calls(self) -> list[str]:
+        """The calls whose recording has no centre yet (kind ``call``, file kept)."""
+        with Session(self.engine) as s:
+            q = select(RecordingRow.call_id).where(
+                RecordingRow.centre.is_(None), RecordingRow.kind == "call",
+                RecordingRow.purged_at.is_(None)).order_by(RecordingRow.id)
+            return list(s.scalars(q))
 
     def known_paths(self) -> set[str]:
         with Session(self.engine) as s:

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hotline.auth import Forbidden, Principal
+from hotline.auth import Forbidden, Principal, centre_scope
 from queues.agents import centres_under
 
 Handler = Callable[[web.Request, Principal], Awaitable[web.Response]]
@@ -22,13 +22,8 @@ Handler = Callable[[web.Request, Principal], Awaitable[web.Response]]
 def visible(calls: list[dict[str, Any]], who: Principal, under: dict[str, set[str]]) -> list[
         dict[str, Any]]:
     """The calls ``who`` may see (admins all; supervisors their centres; nobody else)."""
-    if who.role == "admin":
-        return calls
-    if who.role != "supervisor" or who.centre is None:
-        return []
-    mine = under.get(who.centre, {who.centre})
-    everything = mine >= set(under)
-    return [c for c in calls if (c.get("centre") in mine if c.get("centre") else everything)]
+    scope = centre_scope(who, under)
+    return [c for c in calls if scope.sees(c.get("centre") or None)]
 
 
 def routes(service: Any, error: Callable[..., web.Response]) -> list[tuple[str, str, Handler]]:

@@ -28,7 +28,7 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from dialplan.model import IDENT_RE
-from hotline.auth import Principal, require
+from hotline.auth import Principal, centre_scope, require
 from queues.agents import BadRequest, centres_under
 from queues.hours import DEFAULT_TZ
 
@@ -74,8 +74,8 @@ def parse_filter(query: Any, who: Principal, cfg: Any) -> tuple[KpiFilter, str |
     centres: frozenset[str] | None = None
     if who.role == "supervisor":
         require(who.centre is not None, f"supervisor {who.name} has no centre")
-        assert who.centre is not None
-        mine = frozenset(centres_under(cfg).get(who.centre, {who.centre}))
+        mine = centre_scope(who, centres_under(cfg)).centres
+        assert mine is not None  # a supervisor's are always named
         require(centre is None or centre in mine, f"{who.name} may not see centre {centre}")
         centres = mine
     if centre is not None:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from hotline.auth import Principal, centre_scope
+
 from .facts import Category, Outcome
 
 INTAKE = "intake"  # reserved while the call is in progress
@@ -322,11 +324,11 @@ def may_see(
     if role == "agent":
         return order.get("agent") is not None and order.get("agent") in (name, seat)
     if role == "supervisor" and centre is not None:
-        under = centres_under.get(centre, {centre})
-        unit_centre = (unit_centres or {}).get(order.get("unit") or "")
+        scope = centre_scope(Principal(name, role, seat, centre, unit), centres_under)
         if order.get("centre") is None:  # not placed yet: the supervisors over every centre
-            return under >= set(centres_under)
-        return order.get("centre") in under or unit_centre in under
+            return scope.unplaced
+        unit_centre = (unit_centres or {}).get(order.get("unit") or "")
+        return scope.sees(order["centre"]) or (unit_centre is not None and scope.sees(unit_centre))
     if role == "unit" and unit is not None:
         return order.get("unit") == unit
     return False

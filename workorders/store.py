@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -32,7 +32,7 @@ from sqlalchemy import Table, bindparam, event, func, insert, or_, select, updat
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from hotline.auth import Principal
+from hotline.auth import Principal, centre_scope
 from hotline.storage import open_engine
 
 from . import lifecycle as lc
@@ -613,6 +613,37 @@ class WorkOrderStore:
             self._centres_under(),
             self.policy.units,
         )
+
+    def visible_refs(self, who: Principal, refs: Collection[str]) -> set[str]:
+        """Which of ``refs`` ``who`` may see (:meth:`may_see`), for what hangs off orders
+        in another database (the surveys). A reference with no order (a survey an admin
+        scheduled by hand) counts as placed in no centre: admins and the supervisors
+        over every centre."""
+        wanted = sorted(set(refs))
+        found: set[str] = set()
+        out: set[str] = set()
+        with self._read() as c:
+            for i in range(0, len(wanted), 500):  # well below any database's parameter limit
+                q = select(ORDERS).where(ORDERS.c.ref.in_(wanted[i:i + 500]))
+                for r in c.execute(q).mappings():
+                    o = _row(r)
+                    found.add(o["ref"])
+                    if self.may_see(who, o):
+                        out.add(o["ref"])
+        if centre_scope(who, self._centres_under()).unplaced:
+            out.update(r for r in wanted if r not in found)
+        return out
+
+    def call_centres(self, call_ids: Collection[str]) -> dict[str, str | None]:
+        """The centre each of ``call_ids`` was placed in (calls with no order: absent)."""
+        wanted = sorted(set(call_ids))
+        out: dict[str, str | None] = {}
+        with self._read() as c:
+            for i in range(0, len(wanted), 500):
+                q = select(CALLS.c.call_id, CALLS.c.centre).where(
+                    CALLS.c.call_id.in_(wanted[i:i + 500]))
+                out.update({r.call_id: r.centre for r in c.execute(q)})
+        return out
 
     # ------------------------------------------------------------ transitions
 

@@ -120,6 +120,7 @@ class SurveyJob:
     reported_at: float = 0.0  # when the sink took the result (0: not yet)
     updated_at: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    centre: str | None = None  # the order's: where the survey call's recording is placed
 
     @property
     def terminal(self) -> bool:

@@ -1,7 +1,9 @@
 """HTTP resources of the satisfaction survey (thin: parse, call the service, answer JSON).
 
 Registered by :func:`hotline.http.start` behind ``authenticated()``; rights are
-checked by the service (supervisors and admins read, admins schedule).
+checked by the service (admins read all and schedule; a supervisor reads the
+surveys of the orders they may see: of their centre and the centres below it,
+as ``GET /orders``; another's survey answers 404).
 
 * ``GET /surveys?state=open|scheduled|calling|answered|no_answer|failed|all&order=REF&limit=N``
 * ``GET /surveys/ID``: one job with its attempts and their outcomes

@@ -44,11 +44,13 @@ class SurveyPlugin:
 
 
 def connect(orders: Any, service: SurveyService) -> None:
-    """Closed orders → survey jobs; survey results → the orders (``record_survey``)."""
+    """Closed orders → survey jobs; survey results → the orders (``record_survey``);
+    a supervisor reads the surveys of the orders they may see (``visible_refs``)."""
 
     def closed(order: dict[str, Any]) -> None:
         at = order.get("closed_at")
-        service.schedule(order["ref"], order["caller"], at.timestamp() if at else time.time())
+        service.schedule(order["ref"], order["caller"], at.timestamp() if at else time.time(),
+                         centre=order.get("centre"))
 
     def result(ref: str, outcome: str, at: float) -> None:
         try:
@@ -58,3 +60,4 @@ def connect(orders: Any, service: SurveyService) -> None:
 
     orders.on_closed(closed)
     service.on_result = result
+    service.visible_orders = orders.visible_refs

@@ -31,13 +31,15 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 from typing import Any
 
-from dialplan.model import Config
+from dialplan.model import IDENT_RE, Config
+from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
 from hotline.auth import Forbidden, Principal
 from queues.agents import BadRequest, NotFound
@@ -70,6 +72,9 @@ log = logging.getLogger(__name__)
 #: AMI events of a survey call the service follows (read class ``call``).
 EVENTS = ("OriginateResponse", "Hangup")
 Sink = Callable[[str, str, float], Awaitable[None] | None]
+#: visible(who, order refs) -> the refs ``who`` may see (``WorkOrderStore.visible_refs``)
+Visible = Callable[[Principal, Collection[str]], set[str]]
+PAGE = 200  # jobs read at a time while a supervisor's listing is filtered
 
 
 def survey_trunk(cfg: Config) -> str:
@@ -102,6 +107,9 @@ class SurveyService:
         self.on_result = on_result
         self.clock = clock
         self.wallclock = wallclock
+        #: which orders a supervisor may see: set by ``survey_plugin.connect``; while it
+        #: is unset a supervisor sees no survey (the order decides, fail closed)
+        self.visible_orders: Visible | None = None
         self.open: dict[str, SurveyJob] = {}
         self._facts: dict[str, dict[str, Any]] = {}  # attempt id -> what AMI said
         self._wake = asyncio.Event()
@@ -234,7 +242,7 @@ class SurveyService:
                 exten="s",
                 priority=1,
                 caller_id=f"{shown} <{shown}>",
-                variables={sn.JOB: j.id, sn.ORDER: j.order_ref},
+                variables=self._variables(j),
                 timeout_ms=sv.ring_timeout * 1000,
             )
         except AmiActionError as e:  # refused: nothing was created
@@ -244,6 +252,15 @@ class SurveyService:
             self._save(j)
         except AmiError as e:  # outcome unknown: the channel check of the next looks decides
             log.warning("survey %s: Originate %s outcome unknown: %s", j.id, aid, e)
+
+    @staticmethod
+    def _variables(j: SurveyJob) -> dict[str, str]:
+        """The survey channel's variables; the order's centre as the dialled number's
+        would be (the recording of the call is placed there: who may listen)."""
+        out = {sn.JOB: j.id, sn.ORDER: j.order_ref}
+        if j.centre and re.fullmatch(IDENT_RE, j.centre):
+            out[cv.CENTRE] = j.centre
+        return out
 
     async def _report(self) -> None:
         """Hand each finished job's result to the sink, once it takes it."""
@@ -264,7 +281,7 @@ class SurveyService:
 
     # ----------------------------------------------------------------- the work orders
     def schedule(self, order_ref: str, number: str, closed_at: float,
-                 created_by: str = "work-orders") -> SurveyJob:
+                 created_by: str = "work-orders", centre: str | None = None) -> SurveyJob:
         """A survey for a closed order (the on_closed listener); one open job per order.
 
         An order reference that is not plain text is refused (:class:`BadRequest`).
@@ -285,6 +302,7 @@ class SurveyService:
                 raise BadRequest(str(e)) from None
             log.warning("survey for order %s: %s; recorded as not reachable", order_ref, e)
             j = unreachable_job(jid, order_ref, number, closed_at, now, created_by)
+        j.centre = centre
         self._save(j)
         self.open[j.id] = j
         log.info("survey %s scheduled for order %s (not before %.0f)", j.id, order_ref,
@@ -323,18 +341,36 @@ class SurveyService:
         if who.role not in ("supervisor", "admin"):
             raise Forbidden("surveys are for supervisors and admins")
 
+    def _visible(self, who: Principal, refs: Collection[str]) -> set[str]:
+        """The order refs whose surveys ``who`` may read: admins all; a supervisor
+        those of the orders they may see (their centre and the centres below it)."""
+        if who.role == "admin":
+            return set(refs)
+        return set() if self.visible_orders is None else self.visible_orders(who, refs)
+
     def listing(self, who: Principal, group: str = "open", limit: int = 100,
                 order_ref: str | None = None) -> list[dict[str, Any]]:
         self._check(who)
         if group not in STATE_GROUPS:
             raise BadRequest(f"state must be one of {', '.join(STATE_GROUPS)}")
         states = [s.value for s in STATE_GROUPS[group]]
-        return [j.as_dict() for j in self.store.recent(states, limit, order_ref)]
+        if who.role == "admin":
+            return [j.as_dict() for j in self.store.recent(states, limit, order_ref)]
+        out: list[dict[str, Any]] = []
+        offset = 0
+        while len(out) < limit:  # newest first, a page at a time, until enough are visible
+            jobs = self.store.recent(states, PAGE, order_ref, offset)
+            mine = self._visible(who, {j.order_ref for j in jobs}) if jobs else set()
+            out += [j.as_dict() for j in jobs if j.order_ref in mine][:limit - len(out)]
+            if len(jobs) < PAGE:
+                break
+            offset += PAGE
+        return out
 
     def get(self, who: Principal, job_id: str) -> dict[str, Any]:
         self._check(who)
         j = self.open.get(job_id) or self.store.get(job_id)
-        if j is None:
+        if j is None or j.order_ref not in self._visible(who, {j.order_ref}):
             raise NotFound(f"no survey {job_id!r}")
         return j.as_dict()
 

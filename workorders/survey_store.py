@@ -106,9 +106,11 @@ class SurveyStore:
             return [SurveyJob.from_dict(json.loads(r.record)) for r in rows]
 
     def recent(self, states: Iterable[str] | None = None, limit: int = 100,
-               order_ref: str | None = None) -> list[SurveyJob]:
+               order_ref: str | None = None, offset: int = 0) -> list[SurveyJob]:
         with Session(self.engine) as s:
-            q = select(SurveyJobRow).order_by(SurveyJobRow.created_at.desc()).limit(limit)
+            q = (select(SurveyJobRow)
+                 .order_by(SurveyJobRow.created_at.desc(), SurveyJobRow.id.desc())
+                 .limit(limit).offset(offset))
             if states is not None:
                 q = q.where(SurveyJobRow.state.in_(list(states)))
             if order_ref is not None:

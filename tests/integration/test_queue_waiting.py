@@ -285,6 +285,10 @@ def test_callback_accepted_agent_reserved_citizen_called_back(
             stats["total"]["called_back"] == 1 and stats["by_queue"]["province"]["called_back"] == 1
         )
         assert [n for n, _ in carrier.invites()] == ["13907910021"]  # once
+        # The citizen's leg is recorded, placed in the queue's centre (who may listen).
+        recs = h.wait_for(lambda: h.api("GET", f"/recordings?call_id={done['attempt_id']}",
+                                        "admin")[1], 10, "the call-back's recording row")
+        assert [r["centre"] for r in recs] == ["province"], recs
     finally:
         agent.stop()
         carrier.stop()

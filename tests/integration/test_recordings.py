@@ -137,6 +137,10 @@ def test_queue_call_recorded_with_both_parties_and_a_pause(clean: Hotline, workd
         assert status == 200, rec
         call_id = rec["call_id"]
         assert rec["paused"] is True and rec["pauses"][0]["by"] == "zhangwei", rec
+        # Placed in the dialled number's centre from the start (the call is still on).
+        assert rec["centre"] == "province", rec
+        status, body = h.api("POST", f"/recordings/calls/{call_id}/pause", "sup-nanchang")
+        assert status == 403, body
         # The caller reads a card number: nothing of it in the file.
         time.sleep(2.5)
         status, rec = h.api("POST", f"/recordings/calls/{call_id}/resume", "zhangwei")
@@ -219,6 +223,13 @@ def test_list_and_download_audited_with_rights(clean: Hotline) -> None:
     assert status == 404, body
     status, got = h.api("GET", "/recordings", "liuyang")
     assert status == 200 and row["id"] not in [r["id"] for r in got]
+    # A call to a province number answered by the province queue: placed in the province
+    # (the dialplan's UserEvent, then the call tracker); Nanchang's supervisor sees nothing.
+    assert row["centre"] == "province", row
+    status, got = h.api("GET", "/recordings", "sup-nanchang")
+    assert status == 200 and row["id"] not in [r["id"] for r in got], got
+    status, body, _ = fetch(h, f"/recordings/{row['id']}/audio", "sup-nanchang")
+    assert status == 404, body
 
 
 def test_path_tricks_are_refused(clean: Hotline, tmp_path: Path) -> None:

@@ -145,6 +145,13 @@ def test_citizen_presses_3_and_dissatisfied_is_reported(clean: Hotline, workdir:
         assert res.returncode == 0, res.explain()
         listed = h.api("GET", f"/surveys?state=answered&order={ref}", "admin")[1]["surveys"]
         assert [j["id"] for j in listed] == [job["id"]]
+        # a province order: its survey and the survey call's recording are the province's
+        assert done["centre"] == "province", done
+        assert h.api("GET", f"/surveys/{job['id']}", "sup-nanchang")[0] == 404
+        assert h.api("GET", f"/surveys?state=all&order={ref}", "sup-nanchang")[1]["surveys"] == []
+        recs = h.api("GET", f"/recordings?kind=survey&call_id={attempt['id']}", "admin")[1]
+        assert [r["centre"] for r in recs] == ["province"], recs
+        assert h.api("GET", f"/recordings?call_id={attempt['id']}", "sup-nanchang")[1] == []
         assert h.api("GET", "/surveys", "zhangwei")[0] == 403  # agents may not
         assert h.api("POST", "/surveys", "sup-province",
                      {"order": "GD-T-9", "number": "13907910061"})[0] == 403  # admins only

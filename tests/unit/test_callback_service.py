@@ -195,6 +195,7 @@ def test_offer_to_done_reserves_launches_and_frees_the_agent(world: World) -> No
         cv.CB_QUEUE: "province",
         cv.CB_SEAT: "1001",
         cv.CB_FROM: "12345",
+        f"__{cv.CENTRE}": "province",  # the queue's: the citizen leg's recording is placed there
     }
     assert orig["timeout_ms"] == w.cfg.callbacks.ring_agent * 1000
     assert w.state(rid) == State.CALLING_AGENT

@@ -61,8 +61,12 @@ def test_the_recording_subroutine(sample: str) -> None:
     assert 'Set(LOCAL(kind)=${IF($["${ARG1}" = "survey"]?survey:call)})' in rec
     (mix,) = [a for a in rec if a.startswith("MixMonitor(")]
     assert mix == f"MixMonitor({TARGET.instance}/recordings/${{{cv.RECORDING}}})"  # both directions
-    event = f"UserEvent({cv.EVENT_RECORDING},Kind: ${{LOCAL(kind)}},Path: ${{{cv.RECORDING}}})"
+    # The dialled number's centre (set from the config) rides along: who may listen.
+    event = (f"UserEvent({cv.EVENT_RECORDING},Kind: ${{LOCAL(kind)}},Path: ${{{cv.RECORDING}}},"
+             f"Centre: ${{{cv.CENTRE}}})")
     assert event in rec
+    hotline_entry = plan_of(sample)["from-carrier"]
+    assert any(p.app == f"Set(__{cv.CENTRE}=province)" for p in hotline_entry)
 
 
 def test_the_root_follows_the_config(sample: str) -> None:

@@ -362,6 +362,31 @@ def test_called_after_the_delay_at_the_stored_number_over_the_carrier(world: Wor
     assert w.svc.schedule("GD-7", "13907910002", T0).id == j.id
 
 
+def test_the_order_s_centre_goes_with_the_survey_call(world: World, tmp_path: Path) -> None:
+    """So the survey call's recording is placed in the order's centre (the dialplan's
+    UserEvent reports HOTLINE_CENTRE); a closed order passes its centre on."""
+    from hotline import channel_vars as cv
+    from workorders.plugin import open_store
+    from workorders.survey_plugin import connect
+
+    w = world
+    orders = open_store(lambda: w.cfg, tmp_path)
+    connect(orders, w.svc)
+    from datetime import UTC
+
+    closed = {"ref": "GD-30", "caller": "13907910001", "centre": "ganzhou",
+              "closed_at": datetime.fromtimestamp(T0, UTC)}
+    orders._fire_closed(closed)  # what WorkOrderStore.act does when an order closes
+    j = w.svc.store.recent(order_ref="GD-30")[0]
+    assert j.centre == "ganzhou"
+    w.svc.schedule("GD-31", "13907910002", T0)  # by hand: no centre
+    w.tick(60)
+    sent = {o["variables"][sn.ORDER]: o["variables"] for o in w.ami.originates}
+    assert sent["GD-30"] == {sn.JOB: j.id, sn.ORDER: "GD-30", cv.CENTRE: "ganzhou"}
+    assert cv.CENTRE not in sent["GD-31"]
+    orders.close()
+
+
 def test_answer_reported_once_through_the_sink(world: World) -> None:
     w = world
     j = w.svc.schedule("GD-8", "13907910001", T0 - 30)
@@ -481,8 +506,12 @@ def test_refused_originate_is_a_try_and_never_the_same_channel_id(world: World) 
     assert w.svc.store.get(j.id).state == State.FAILED  # type: ignore[union-attr]
 
 
-def test_http_rights_and_listing(world: World) -> None:
+def test_http_rights_and_listing(world: World, tmp_path: Path) -> None:
+    from workorders.plugin import open_store
+
     w = world
+    orders = open_store(lambda: w.cfg, tmp_path)  # the orders decide who reads a survey
+    w.svc.visible_orders = orders.visible_refs
     with pytest.raises(Forbidden):
         w.svc.create(SUP, "GD-16", "13907910001")
     with pytest.raises(Forbidden):
@@ -499,6 +528,10 @@ def test_http_rights_and_listing(world: World) -> None:
     assert w.svc.get(SUP, made["id"])["state"] == "scheduled"
     with pytest.raises(BadRequest, match="state must be one of"):
         w.svc.listing(SUP, "sleeping")
+    # GD-16 is no work order: placed in no centre, so not a city centre's supervisor's
+    city = Principal("sup-nanchang", "supervisor", centre="nanchang")
+    assert w.svc.listing(city, "all") == []
+    orders.close()
 
 
 # ------------------------------------------------------------------ the AGI script
