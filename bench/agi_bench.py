@@ -50,9 +50,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from dialplan.loader import ConfigError
+from hotline import cpus
 from hotline.runtime import AsteriskRoot, SetupError
 from ivr.server import FastAgiServer, loop_factory
 from tests.integration.sipp import free_port
@@ -84,6 +85,7 @@ class Options:
     interference_pct: float = 10.0  # others' CPU (% of a core) that earns a failed step a re-run
     keep: bool = False
     controller: bool = True  # diagnostics: run without the controller (no AMI session)
+    shared: bool = False  # no CPU layout: Asterisk, controller, SIPp share every CPU
     silence: bool = True  # diagnostics: transmit_silence = no in asterisk.conf
 
 
@@ -340,11 +342,44 @@ async def run(hotline: BenchHotline, server_port: int, opts: Options, workdir: P
             report.others_pct = sum(r.others_pct for r in bench.steps) / len(bench.steps)
 
 
-def setup_line(opts: Options) -> str:
+@dataclass(frozen=True)
+class Layout:
+    """Which CPUs Asterisk gets and which the rest (controller, Redis, SIPp, the bench's
+    FastAGI server) gets: the hotline's ``cpus:`` keys, as a deployment would set them."""
+
+    asterisk: frozenset[int] | None
+    others: frozenset[int] | None
+
+    @classmethod
+    def choose(cls, shared: bool) -> Layout:
+        """Asterisk on the first CPU, everything else on the others (the figures are per
+        Asterisk core, the issue's unit); ``shared``, or one CPU: no constraint."""
+        here = sorted(cpus.available())
+        if shared or len(here) < 2:
+            return cls(None, None)
+        return cls(frozenset(here[:1]), frozenset(here[1:]))
+
+    def apply(self, cfg: dict[str, Any]) -> None:
+        """Into the bench hotline's config, and onto this process (SIPp and Redis, started
+        from it, inherit its CPUs)."""
+        if self.asterisk is None or self.others is None:
+            return
+        cfg["cpus"] = {"asterisk": sorted(self.asterisk), "controller": sorted(self.others)}
+        cpus.pin_self(set(self.others))
+
+    def describe(self) -> str:
+        if self.asterisk is None or self.others is None:
+            return "shared CPUs (no layout)"
+        return (f"Asterisk on CPU {cpus.describe(set(self.asterisk))}, controller, Redis, "
+                f"SIPp and the bench on CPU {cpus.describe(set(self.others))}")
+
+
+def setup_line(opts: Options, layout: Layout) -> str:
     loop = "uvloop" if loop_factory() is not None else "asyncio"
     return (f"setup: controller {'on' if opts.controller else 'off'}, transmit_silence "
             f"{'yes' if opts.silence else 'no'}, {opts.step_s:g} s of calls per step, "
-            f"hold {opts.hold_s} s, resolution {opts.resolution} cps, FastAGI on {loop}")
+            f"hold {opts.hold_s} s, resolution {opts.resolution} cps, FastAGI on {loop}, "
+            f"{layout.describe()}")
 
 
 def asterisk_complaints(hotline: BenchHotline, limit: int = 8) -> list[str]:
@@ -375,13 +410,16 @@ def parse_args(argv: Iterable[str] | None) -> Options:
                    help="diagnostics: do not start the controller (no AMI session in Asterisk)")
     p.add_argument("--no-silence", action="store_true",
                    help="diagnostics: transmit_silence = no in the bench's asterisk.conf")
+    p.add_argument("--shared", action="store_true",
+                   help="no CPU layout: Asterisk, the controller, SIPp and the bench share "
+                        "every CPU (default: Asterisk on the first CPU, the rest on the others)")
     a = p.parse_args(list(argv) if argv is not None else None)
     for name in ("step_seconds", "start_rate", "coarse", "resolution", "max_rate", "budget"):
         if getattr(a, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     return Options(step_s=a.step_seconds, start_rate=a.start_rate, coarse=a.coarse,
                    resolution=a.resolution, max_rate=a.max_rate, budget_s=a.budget, keep=a.keep,
-                   controller=not a.no_controller, silence=not a.no_silence)
+                   controller=not a.no_controller, silence=not a.no_silence, shared=a.shared)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -434,10 +472,13 @@ def main(argv: Iterable[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
-    report = Report(machine_line(root), setup_line(opts))
+    layout = Layout.choose(opts.shared)
+    report = Report(machine_line(root), setup_line(opts, layout))
     workdir = Path(tempfile.mkdtemp(prefix="hotline-bench-"))
     agi_port = free_port()
-    hotline = BenchHotline(workdir, bench_config(),
+    cfg = bench_config()
+    layout.apply(cfg)
+    hotline = BenchHotline(workdir, cfg,
                            BenchNumbers("127.0.0.1", agi_port, opts.hold_s),
                            controller=opts.controller, transmit_silence=opts.silence)
     try:

@@ -563,6 +563,24 @@ Duration = Annotated[int, BeforeValidator(parse_duration)]
 CategoryName = Literal["consultation", "help", "complaint", "opinion", "suggestion"]
 
 
+CpuList = Annotated[
+    tuple[Annotated[int, Field(ge=0, le=4095)], ...], Field(min_length=1, max_length=4096)
+]
+
+
+class Cpus(Strict):
+    # CPU numbers (as `nproc`/`taskset` count them) each part may run on; none: any.
+    asterisk: CpuList | None = None
+    controller: CpuList | None = None  # the controller, and the Redis `hotline up` starts
+
+    @field_validator("asterisk", "controller")
+    @classmethod
+    def _unique(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("a CPU is listed twice")
+        return v
+
+
 class Storage(Strict):
     # SQLAlchemy URL of the work-order database; none = SQLite in the instance state folder.
     url: str | None = None
@@ -642,6 +660,7 @@ class Config(Strict):
     transfers: Transfers = Transfers()
     callbacks: Callbacks = Callbacks()
     storage: Storage = Storage()
+    cpus: Cpus = Cpus()
     units: dict[Ident, Unit] = Field(default_factory=dict)
     workorders: WorkOrders = WorkOrders()
     survey: Survey = Survey()

@@ -33,6 +33,7 @@ from dialplan.loader import ConfigError
 from dialplan.model import Config
 from dialplan.validate import load_config
 
+from . import cpus
 from .runtime import AsteriskProcess, AsteriskRoot, Instance, SetupError, cache_dir
 
 log = logging.getLogger("hotline")
@@ -222,13 +223,20 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("nothing was started; stop what holds these ports or change network: in the YAML",
               file=sys.stderr)
         return 1
+    try:
+        ast_cpus = cpus.check("cpus.asterisk", cfg.cpus.asterisk)
+        ctl_cpus = cpus.check("cpus.controller", cfg.cpus.controller)
+    except SetupError as e:
+        print(e, file=sys.stderr)
+        return 1
     inst.prepare()
     release = build_release(inst, args.file.read_text(encoding="utf-8"), str(args.file), prompt_dirs_for(args.file))
     activate(inst, release.path)
     pidfile.write_text(str(os.getpid()))
     (inst.state / "controller.pid").write_text(str(os.getpid()))
+    cpus.pin_self(ctl_cpus)  # before any thread or child: they inherit it (Redis too)
     redis_proc = _start_redis(inst, cfg)
-    ast = AsteriskProcess(inst)
+    ast = AsteriskProcess(inst, ast_cpus)
     try:
         ast.start()
         _print_banner(cfg, inst)
@@ -380,6 +388,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
 
     inst = _instance(args.instance)
     (inst.state / "controller.pid").write_text(str(os.getpid()))
+    _pin_controller(inst)
     try:
         # uvloop when installed: the FastAGI server needs less CPU per call on it.
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
@@ -388,6 +397,17 @@ def cmd_controller(args: argparse.Namespace) -> int:
         with contextlib.suppress(FileNotFoundError):
             (inst.state / "controller.pid").unlink()
     return 0
+
+
+def _pin_controller(inst: Instance) -> None:
+    """``cpus.controller`` of the active release, before the controller starts a thread."""
+    from .app import load_live_config
+
+    try:
+        cfg, _version = load_live_config(inst)
+        cpus.pin_self(cpus.check("cpus.controller", cfg.cpus.controller))
+    except (ConfigError, SetupError, OSError) as e:
+        log.warning("controller not pinned to cpus.controller: %s", e)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,8 +149,9 @@ class Instance:
 class AsteriskProcess:
     """Start, watch and stop one Asterisk for an :class:`Instance`."""
 
-    def __init__(self, instance: Instance):
+    def __init__(self, instance: Instance, cpus: set[int] | None = None):
         self.instance = instance
+        self.cpus = cpus  # run on these CPUs only (``cpus.asterisk``); None: any
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, boot_timeout: float = 30.0) -> None:
@@ -158,8 +159,10 @@ class AsteriskProcess:
         if not inst.host("asterisk.conf").exists():
             raise SetupError(f"{inst.host('asterisk.conf')} missing: compile the config first")
         logf = open(inst.host("log", "stdout.log"), "ab")  # noqa: SIM115 - owned by the child
+        from .cpus import taskset
+
         self.proc = subprocess.Popen(
-            inst.chroot_cmd("-f", "-n", "-U", "asterisk", "-G", "asterisk"),
+            taskset(self.cpus) + inst.chroot_cmd("-f", "-n", "-U", "asterisk", "-G", "asterisk"),
             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
             start_new_session=True,
         )

@@ -72,7 +72,8 @@ class Hotline:
         self.root = AsteriskRoot.locate()
         self.instance = Instance(self.root, "t" + uuid.uuid4().hex[:10])
         self.config_file = workdir / "hotline.yaml"
-        self.asterisk = AsteriskProcess(self.instance)
+        on = (self.cfg.get("cpus") or {}).get("asterisk")  # the YAML's cpus.asterisk
+        self.asterisk = AsteriskProcess(self.instance, set(on) if on else None)
         self.redis: subprocess.Popen[bytes] | None = None
         self.controller: subprocess.Popen[bytes] | None = None
 

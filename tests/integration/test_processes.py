@@ -24,8 +24,19 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=timeout)
 
 
+def allowed_cpus(pid: int) -> set[str]:
+    """Cpus_allowed_list of every thread of ``pid`` (one entry when they all agree)."""
+    return {
+        re.search(r"^Cpus_allowed_list:\s*(\S+)", (task / "status").read_text(), re.M).group(1)  # type: ignore[union-attr]
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    }
+
+
 def test_up_status_call_restart_down(asterisk_root: AsteriskRoot, tools: None, tmp_path: Path) -> None:
     cfg = test_config()
+    # cpus: Asterisk on the last CPU, the controller (and its Redis) on the first.
+    here = sorted(os.sched_getaffinity(0))
+    cfg["cpus"] = {"asterisk": [here[-1]], "controller": [here[0]]}
     conf = tmp_path / "hotline.yaml"
     conf.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
     name = "up" + uuid.uuid4().hex[:8]
@@ -50,6 +61,12 @@ def test_up_status_call_restart_down(asterisk_root: AsteriskRoot, tools: None, t
             time.sleep(0.3)
         assert re.search(r"^asterisk\s+ok", st.stdout, re.M), st.stdout
         assert re.search(r"^redis\s+ok", st.stdout, re.M), st.stdout
+        asterisk_pid = int((inst.state / "asterisk.pid").read_text())
+        assert allowed_cpus(asterisk_pid) == {str(here[-1])}  # every Asterisk thread
+        assert allowed_cpus(up.pid) == {str(here[0])}  # the controller's threads
+        redis_pid = int(subprocess.run(["pgrep", "-P", str(up.pid), "redis-server"],
+                                       capture_output=True, text=True).stdout.split()[0])
+        assert allowed_cpus(redis_pid) == {str(here[0])}
 
         # The test call exactly as the banner tells a newcomer (with this test's ports).
         m = re.search(r"^\s+(sipp -sn uac .*)$", banner, re.M)
@@ -103,6 +120,7 @@ def test_up_status_call_restart_down(asterisk_root: AsteriskRoot, tools: None, t
             if st.returncode == 0 and new_pid and int(new_pid) != pid:
                 break
             assert time.monotonic() < deadline, st.stdout + (tmp_path / "up.log").read_text()[-3000:]
+        assert allowed_cpus(int(new_pid)) == {str(here[-1])}  # restarted on its CPUs too
 
         down = run("down", "--instance", name)
         assert down.returncode == 0, down.stdout + down.stderr
