@@ -17,6 +17,7 @@ from typing import Any
 
 from dialplan.model import Config
 from dialplan.validate import load_config_text
+from hotline import channel_vars as cv
 from hotline.runtime import Instance
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class App:
             log.info("[%s] call path (no redis): %s", uniqueid, record)
             return
         try:
-            key = f"hotline:call:{uniqueid}"
+            key = cv.call_key(uniqueid)
             await self.redis.hset(key, field, json.dumps(record, ensure_ascii=False))
             await self.redis.expire(key, PATH_TTL)
         except Exception as e:  # noqa: BLE001 - storage trouble must not reach the caller

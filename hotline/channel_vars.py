@@ -121,3 +121,9 @@ def is_seat_channel(channel: str, seat: str) -> bool:
     """``channel`` is a channel of ``seat``'s endpoint: ``PJSIP/<seat>-<8 hex digits>``
     exactly (seat ids may contain ``-``: seat ``yudu`` is not ``PJSIP/yudu-01-...``)."""
     return re.fullmatch(rf"PJSIP/{re.escape(seat)}-[0-9a-f]{{8}}", channel) is not None
+
+
+def call_key(uniqueid: str) -> str:
+    """The Redis hash of a call (fields ``ivr``: the IVR path, ``origin``: how the call
+    came in); written by the controller, read by the call tracker and the transfers."""
+    return f"hotline:call:{uniqueid}"

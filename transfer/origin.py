@@ -78,7 +78,7 @@ async def read_origin(redis: Any, uniqueid: str) -> dict[str, Any] | None:
     if redis is None:
         return None
     try:
-        raw = await redis.hget(f"hotline:call:{uniqueid}", "origin")
+        raw = await redis.hget(cv.call_key(uniqueid), "origin")
     except Exception as e:  # noqa: BLE001 - storage trouble only hides the origin
         log.warning("[%s] could not read the call's origin: %s", uniqueid, e)
         return None

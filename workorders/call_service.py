@@ -48,6 +48,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from dialplan.model import Config
+from hotline import channel_vars as cv
 from hotline.amiproto import fields as _fields
 from hotline.storage import open_engine, store_url
 from queues.stats import read_events
@@ -351,7 +352,7 @@ class CallTrackerService:
         try:
             async with r.pipeline(transaction=False) as pipe:
                 for uid in uniqueids:
-                    pipe.hget(f"hotline:call:{uid}", "ivr")
+                    pipe.hget(cv.call_key(uid), "ivr")
                 raws = await pipe.execute()
         except Exception as e:  # noqa: BLE001 - the facts go out without the paths
             log.warning("IVR paths of %d call(s) not readable: %s", len(uniqueids), e)
