@@ -29,6 +29,7 @@ from workorders import survey_names as sn
 
 from . import legacy
 from .model import Config, Number, Queue
+from .sanitize import text
 from .say import QUEUE_SOUNDS, QUEUE_SOUNDS_OFF, say_conf
 
 # Asterisk modules the generated configuration uses; everything else stays
@@ -91,12 +92,6 @@ class Target:
     @property
     def sounds(self) -> PurePosixPath:
         return self.instance / "current" / "sounds"
-
-
-def text(value: str, limit: int = 80) -> str:
-    """Free text made safe for a config value or comment: no ; \\ " or control chars."""
-    cleaned = "".join(ch for ch in value if ch.isprintable() and ch not in ';\\"[]')
-    return cleaned[:limit]
 
 
 def config_version(yaml_text: str) -> str:

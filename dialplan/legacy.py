@@ -33,14 +33,10 @@ from typing import TYPE_CHECKING, Any
 from hotline import channel_vars as cv
 
 from .model import Number
+from .sanitize import text
 
 if TYPE_CHECKING:
     from .compile import Compiler
-
-
-def _text(value: str, limit: int = 40) -> str:
-    cleaned = "".join(ch for ch in value if ch.isprintable() and ch not in ';\\"[](),|^')
-    return cleaned[:limit]
 
 
 def entry(c: Compiler, n: Number, *, inbound: bool, partner: bool = False) -> str:
@@ -62,7 +58,7 @@ def entry(c: Compiler, n: Number, *, inbound: bool, partner: bool = False) -> st
             f" same => n,Set(__{cv.CENTRE}={n.centre})",
             f" same => n,Set(__{cv.ORIGIN}=legacy)",
             f" same => n,Set(__{cv.DEPARTMENT}={n.department})",
-            f" same => n,Set(CALLERID(name)={n.number} {_text(dept.name if dept else '')})",
+            f" same => n,Set(CALLERID(name)={n.number} {text(dept.name if dept else '', 40, argument=True)})",
             f" same => n,UserEvent({cv.EVENT_ORIGIN},Number: {n.number},Mode: {n.mode},"
             f"Department: {n.department})",
         ]
