@@ -5,7 +5,8 @@ constant here, so that a rename cannot leave the dialplan and the code apart.
 """
 
 import re
-from typing import Final
+from collections.abc import Iterable, Mapping
+from typing import Final, TypeVar
 
 # Contexts written by dialplan.compile
 CTX_FAILURE: Final = "hotline-failure"  # where an aborted AGI step lands
@@ -121,6 +122,14 @@ def is_seat_channel(channel: str, seat: str) -> bool:
     """``channel`` is a channel of ``seat``'s endpoint: ``PJSIP/<seat>-<8 hex digits>``
     exactly (seat ids may contain ``-``: seat ``yudu`` is not ``PJSIP/yudu-01-...``)."""
     return re.fullmatch(rf"PJSIP/{re.escape(seat)}-[0-9a-f]{{8}}", channel) is not None
+
+
+Row = TypeVar("Row", bound=Mapping[str, str])
+
+
+def seat_legs(rows: Iterable[Row], seat: str) -> list[Row]:
+    """The rows of ``CoreShowChannels`` (as field maps) that are ``seat``'s channels."""
+    return [r for r in rows if is_seat_channel(r.get("Channel", ""), seat)]
 
 
 def call_key(uniqueid: str) -> str:

@@ -256,8 +256,8 @@ class RecordingService:
 
     async def seat_call(self, seat: str) -> str:
         """The call id (linkedid) of the seat's current call."""
-        for c in await self._channels():
-            if cv.is_seat_channel(c.get("Channel", ""), seat) and c.get("Linkedid"):
+        for c in cv.seat_legs(await self._channels(), seat):
+            if c.get("Linkedid"):
                 return c["Linkedid"]
         raise NoLiveCall(f"seat {seat} has no call in progress")
 

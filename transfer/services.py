@@ -235,7 +235,7 @@ class TransferService:
             raise NotAllowed(f"{who.name} may not see the calls of seat {seat}")
         ami = self._ami()
         rows = [fields(c) for c in await ami.action_list("CoreShowChannels")]
-        mine = [r for r in rows if cv.is_seat_channel(r.get("Channel", ""), seat)]
+        mine = cv.seat_legs(rows, seat)
         bridged = [r for r in mine if r.get("BridgeId")]
         if not bridged:
             raise NoCall(f"seat {seat} has no call in progress")
@@ -276,7 +276,7 @@ class TransferService:
         if agent_uid is not None:
             mine = [by_uid[agent_uid]] if agent_uid in by_uid else []
         else:
-            mine = [r for r in rows if cv.is_seat_channel(r.get("Channel", ""), seat)]
+            mine = cv.seat_legs(rows, seat)
         bridged = [r for r in mine if r.get("BridgeId")]
         if not bridged:
             raise NoCall(f"seat {seat} has no call in progress")
