@@ -223,8 +223,8 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
     if getattr(app, "transfers", None) is not None:
         from transfer.http import routes as transfer_routes
 
-        for method, path, fn in transfer_routes(app.transfers, error, _json):
-            web_app.router.add_route(method, path, authenticated(auth, fn))
+        for method, path, xfer_handler in transfer_routes(app.transfers, error, _json):
+            web_app.router.add_route(method, path, authenticated(auth, xfer_handler))
     if getattr(app, "callbacks", None) is not None:
         from queues.callback_http import routes as callback_routes
 
