@@ -339,12 +339,14 @@ def test_calls_ending_while_the_controller_is_down_or_after_its_restart(
     f = facts_for(h, "13907910107")
     check_times(f, t0, time.time())
     assert f["outcome"] == "abandoned" and f["queue"] == "province", f
-    assert 4 <= f["wait_seconds"] <= 8, f
+    # In the queue from joining (after the IVR, slower on a loaded machine) to hanging up
+    # 6 s after the key; queue_log counts whole seconds.
+    assert 2 <= f["wait_seconds"] <= 8, f
     assert f["category"] == "complaint" and f["ivr_path"][0]["answer"] == "2"  # path from Redis
     ok(after)  # gives up once the controller is back
     g = facts_for(h, "13907910108")
     check_times(g, t0, time.time())
-    assert g["outcome"] == "abandoned" and 15 <= g["wait_seconds"] <= 20, g
+    assert g["outcome"] == "abandoned" and 14 <= g["wait_seconds"] <= 20, g
     assert h.wait_no_channels(10) == 0
     # Another start, and an Asterisk reconnection, deliver nothing again.
     h.stop_controller()
