@@ -308,7 +308,14 @@ permit = {ami.bind}/255.255.255.255
 read = system,call,agent,user
 write = call,originate,agent,reporting
 writetimeout = 1000
-""" + admin
+""" + self.controller_event_filter() + admin
+
+    def controller_event_filter(self) -> str:
+        # Only the events the controller handles reach its session (a hash match on the
+        # name, no regex): the rest of class call and agent (DialBegin,
+        # NewConnectedLine, Bridge*, DeviceStateChange, MusicOnHold*...) is not written
+        # to its socket nor parsed by it.
+        return "".join(f"eventfilter(name({name})) =\n" for name in sorted(cv.CONTROLLER_EVENTS))
 
     # ------------------------------------------------------------- PJSIP
     def pjsip(self) -> str:

@@ -65,7 +65,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal
@@ -315,6 +315,7 @@ class AmiClient:
         ping_timeout: float = 5.0,
         action_timeout: float = 30.0,
         events: str = "on",
+        receives: Collection[str] | None = None,
     ) -> None:
         if not 0 < min_backoff <= max_backoff:
             raise ValueError("need 0 < min_backoff <= max_backoff")
@@ -339,6 +340,10 @@ class AmiClient:
         self._ping_timeout = ping_timeout
         self._action_timeout = action_timeout
         self._events = events
+        # The event names this user's manager.conf filter lets through (None: any):
+        # on() refuses a name outside it rather than wait forever for an event that
+        # is filtered out.
+        self._receives = None if receives is None else {n.lower() for n in receives}
         self._id_prefix = "hl" + secrets.token_hex(3)
         self._counter = itertools.count(1)
         self._generation = 0
@@ -732,9 +737,16 @@ class AmiClient:
 
         Names compare case-insensitively. A sync callback runs in the reader
         and must not block; an async one runs as its own task, so order across
-        async callbacks is not guaranteed. Exceptions are logged.
+        async callbacks is not guaranteed. Exceptions are logged. A name the
+        session does not receive (``receives``) raises ValueError.
         """
-        self._callbacks.setdefault(event_name.lower(), []).append(callback)
+        name = event_name.lower()
+        if self._receives is not None and name != "*" and name not in self._receives:
+            raise ValueError(
+                f"AMI events {event_name!r} are filtered out for user {self.username!r}: "
+                "add the name to hotline.channel_vars.CONTROLLER_EVENTS"
+            )
+        self._callbacks.setdefault(name, []).append(callback)
         return callback
 
     def off(self, event_name: str, callback: EventCallback) -> None:

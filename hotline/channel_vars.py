@@ -124,6 +124,23 @@ def is_seat_channel(channel: str, seat: str) -> bool:
     return re.fullmatch(rf"PJSIP/{re.escape(seat)}-[0-9a-f]{{8}}", channel) is not None
 
 
+# The AMI events the controller's session ("hotline" user) receives: manager.conf filters
+# every other one out by name (eventfilter(name(...))), and the controller's AMI client
+# refuses to subscribe to a name not listed here (hotline.ami.AmiClient(receives=...)),
+# so the two cannot drift apart. Action responses (CoreShowChannels, QueueStatus...)
+# are not events and are never filtered.
+CONTROLLER_EVENTS: Final = frozenset({
+    # the AMI client itself: boot, shutdown, idempotent Originate
+    "FullyBooted", "Shutdown", "OriginateResponse",
+    # calls (call tracker, transfers, recordings, surveys)
+    "Newchannel", "Newstate", "Hangup", "DialEnd", "ConfbridgeJoin", "UserEvent",
+    # queues and seats (agent state, call-backs, call tracker)
+    "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon",
+    "QueueMember", "QueueMemberAdded", "QueueMemberRemoved", "QueueMemberStatus",
+    "QueueMemberPause",
+    "AgentCalled", "AgentConnect", "AgentComplete", "AgentDump", "AgentRingNoAnswer",
+})
+
 Row = TypeVar("Row", bound=Mapping[str, str])
 
 

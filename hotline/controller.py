@@ -16,6 +16,7 @@ from typing import Any
 
 from agi_scripts import ROUTES, load_all
 from dialplan.apply import ami_secret
+from hotline import channel_vars as cv
 from hotline.app import App
 from hotline.runtime import Instance
 from ivr.listen import Listener, attach, detach
@@ -72,7 +73,9 @@ class Controller:
         await self.agi.start()
         log.info("FastAGI on %s:%s", net.fastagi.bind, self.agi.port)
         self.app.redis = await _redis(net.redis.bind, net.redis.port)
-        self._ami_task = asyncio.create_task(self._ami(), name="ami-connect")
+        # Subscriptions first, here: a handler for an event the session does not receive
+        # stops the start with the reason (not a background task failing silently).
+        self._ami_task = asyncio.create_task(self._ami(self._ami_client()), name="ami-connect")
         await self.callbacks.start()
         await self.orders.start()
         await self.surveys.start()
@@ -81,11 +84,13 @@ class Controller:
         self.http_runner = await http.start(self.app, self, net.http.bind, net.http.port)
         log.info("HTTP on http://%s:%s/", net.http.bind, net.http.port)
 
-    async def _ami(self) -> None:
+    def _ami_client(self) -> Any:
+        """The AMI client with every service's handlers attached (not connected yet)."""
         from hotline.ami import AmiClient  # imported late: keeps unit tests of App light
 
         net = self.app.config.network
-        client = AmiClient(net.ami.bind, net.ami.port, "hotline", ami_secret(self.instance))
+        client = AmiClient(net.ami.bind, net.ami.port, "hotline", ami_secret(self.instance),
+                           receives=cv.CONTROLLER_EVENTS)
         for event in HANDLED_EVENTS:
             client.on(event, self.agents.on_event)
         client.on_booted(self._asterisk_booted)
@@ -94,6 +99,9 @@ class Controller:
         self.surveys.attach(client)
         self.recordings.attach(client)
         self.calls.attach(client)
+        return client
+
+    async def _ami(self, client: Any) -> None:
         self.app.ami = client  # before connecting: on_booted handlers use it
         delay = 0.2
         while not self.stopping.is_set():

@@ -812,3 +812,16 @@ async def test_action_before_connect_is_an_error(fake: FakeAmi) -> None:
         await ami.action("Ping")
     with pytest.raises(ValueError):
         await ami.action("Login", Username="x")
+
+
+def test_a_filtered_out_event_cannot_be_subscribed() -> None:
+    """With ``receives`` (the names manager.conf lets through), on() refuses any other
+    name at once: a handler would otherwise wait for an event that never comes."""
+    from hotline import channel_vars as cv
+
+    client = AmiClient("127.0.0.1", 5038, USER, "secret", receives=cv.CONTROLLER_EVENTS)
+    client.on("hangup", lambda ev: None)  # names compare case-insensitively
+    client.on("*", lambda ev: None)  # every event the session receives
+    with pytest.raises(ValueError, match="'DialBegin' are filtered out for user"):
+        client.on("DialBegin", lambda ev: None)
+    AmiClient("127.0.0.1", 5038, USER, "secret").on("DialBegin", lambda ev: None)  # no filter

@@ -567,3 +567,17 @@ def test_stasis_declines_only_what_nothing_reads(files: dict[str, str]) -> None:
         "ast_device_state_message_type", "queue_caller_join_type", "ast_blind_transfer_type",
     }
     assert "[declined_message_types]" in conf
+
+
+def test_the_controller_receives_only_the_events_it_handles(files: dict[str, str]) -> None:
+    """manager.conf lets exactly channel_vars.CONTROLLER_EVENTS through to the controller's
+    user (by name, advanced filter syntax); the admin user has no filter."""
+    from hotline import channel_vars as cv
+
+    conf = files["manager.conf"]
+    controller = conf.split("[hotline]", 1)[1].split("\n[", 1)[0]
+    names = set(re.findall(r"^eventfilter\(name\(([A-Za-z]+)\)\) =$", controller, re.M))
+    assert names == set(cv.CONTROLLER_EVENTS)
+    assert len(re.findall(r"^eventfilter", controller, re.M)) == len(names)
+    admin = conf.split("[hotline-admin]", 1)[1] if "[hotline-admin]" in conf else ""
+    assert "eventfilter" not in admin
