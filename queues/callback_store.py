@@ -30,9 +30,9 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from hotline.storage import open_engine, store_url
+from hotline.storage import Tables, store_url
 
 from .callback import CallbackRequest
 
@@ -74,8 +74,8 @@ class TransitionRow(Base):
 class CallbackStore:
     def __init__(self, url: str):
         self.url = url
-        self.engine: Engine = open_engine(url)
-        Base.metadata.create_all(self.engine)
+        self.db = Tables(url, Base.metadata, "call-back")
+        self.engine: Engine = self.db.engine
         self._saved_history: dict[str, int] = {}
 
     @classmethod
@@ -91,7 +91,7 @@ class CallbackStore:
     def save(self, r: CallbackRequest) -> None:
         """Write ``r`` and its transitions not written yet, in one transaction."""
         record = json.dumps(r.as_dict(), ensure_ascii=False)
-        with Session(self.engine) as s, s.begin():
+        with self.db.session() as s, s.begin():
             row = s.get(CallbackRow, r.id)
             if row is None:
                 row = CallbackRow(
@@ -128,12 +128,12 @@ class CallbackStore:
             self._saved_history.pop(r.id, None)
 
     def get(self, request_id: str) -> CallbackRequest | None:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             row = s.get(CallbackRow, request_id)
             return None if row is None else CallbackRequest.from_dict(json.loads(row.record))
 
     def open_requests(self) -> list[CallbackRequest]:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             rows = s.scalars(
                 select(CallbackRow)
                 .where(CallbackRow.terminal.is_(False))
@@ -150,7 +150,7 @@ class CallbackStore:
         queues: Iterable[str] | None = None,
         limit: int = 100,
     ) -> list[CallbackRequest]:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             q = select(CallbackRow).order_by(CallbackRow.created_at.desc()).limit(limit)
             if states is not None:
                 q = q.where(CallbackRow.state.in_(list(states)))
@@ -160,11 +160,11 @@ class CallbackStore:
 
     def uniqueids(self) -> set[str]:
         """Every original call that has (or had) a call-back request."""
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             return set(s.scalars(select(CallbackRow.uniqueid)).all())
 
     def transitions(self, request_id: str) -> list[dict[str, Any]]:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             rows = s.scalars(
                 select(TransitionRow)
                 .where(TransitionRow.callback_id == request_id)
@@ -176,4 +176,4 @@ class CallbackStore:
             ]
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.close()

@@ -12,7 +12,7 @@ UserEvent) and completed at hang-up; a reconcile after a controller restart
 adds rows for files that have none and closes rows whose channel is gone
 (:meth:`recordings.service.RecordingService.reconcile`), so a restart loses
 nothing. The table has its own metadata: the same database URL as the other
-stores (:func:`hotline.storage.open_engine`), SQLite in the instance's
+stores (:class:`hotline.storage.Tables`), SQLite in the instance's
 ``state/`` folder by default.
 """
 
@@ -27,9 +27,9 @@ from typing import Any
 from sqlalchemy import JSON, Float, Index, Integer, String, UniqueConstraint, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from hotline.storage import open_engine
+from hotline.storage import Tables
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +107,15 @@ def _plain(r: RecordingRow) -> Recording:
 class RecordingStore:
     def __init__(self, url: str):
         self.url = url
-        self.engine: Engine = open_engine(url)
-        Base.metadata.create_all(self.engine)
+        self.db = Tables(url, Base.metadata, "recording")
+        self.engine: Engine = self.db.engine
 
     @classmethod
     def in_state_dir(cls, state: Path) -> RecordingStore:
         return cls(f"sqlite:///{state / FILENAME}")
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.close()
 
     # ------------------------------------------------------------ writes
     def started(self, *, call_id: str, kind: str, path: str, started_at: float,
@@ -130,7 +130,7 @@ class RecordingStore:
 
     def _started(self, call_id: str, kind: str, path: str, started_at: float, uniqueid: str,
                  channel: str) -> Recording:
-        with Session(self.engine) as s, s.begin():
+        with self.db.session() as s, s.begin():
             row = s.scalars(select(RecordingRow).where(
                 RecordingRow.call_id == call_id, RecordingRow.kind == kind)).first()
             if row is None:
@@ -146,17 +146,17 @@ class RecordingStore:
             return _plain(row)
 
     def ended(self, rec_id: int, ended_at: float, size: int | None) -> None:
-        with Session(self.engine) as s, s.begin():
+        with self.db.session() as s, s.begin():
             s.execute(update(RecordingRow).where(RecordingRow.id == rec_id)
                       .values(ended_at=ended_at, size=size))
 
     def set_seat(self, call_id: str, seat: str) -> None:
-        with Session(self.engine) as s, s.begin():
+        with self.db.session() as s, s.begin():
             s.execute(update(RecordingRow).where(RecordingRow.call_id == call_id,
                                                  RecordingRow.seat.is_(None)).values(seat=seat))
 
     def add_pause(self, rec_id: int, entry: dict[str, Any]) -> Recording:
-        with Session(self.engine) as s, s.begin():
+        with self.db.session() as s, s.begin():
             row = s.get(RecordingRow, rec_id)
             if row is None:
                 raise KeyError(rec_id)
@@ -165,24 +165,24 @@ class RecordingStore:
             return _plain(row)
 
     def mark_purged(self, rec_id: int, at: float) -> None:
-        with Session(self.engine) as s, s.begin():
+        with self.db.session() as s, s.begin():
             s.execute(update(RecordingRow).where(RecordingRow.id == rec_id).values(purged_at=at))
 
     # ------------------------------------------------------------ reads
     def get(self, rec_id: int) -> Recording | None:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             row = s.get(RecordingRow, rec_id)
             return None if row is None else _plain(row)
 
     def for_call(self, call_id: str, kind: str = "call") -> Recording | None:
         """The recording of a call (work orders and the call tracker look it up here)."""
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             row = s.scalars(select(RecordingRow).where(
                 RecordingRow.call_id == call_id, RecordingRow.kind == kind)).first()
             return None if row is None else _plain(row)
 
     def by_path(self, path: str) -> Recording | None:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             row = s.scalars(select(RecordingRow).where(RecordingRow.path == path)).first()
             return None if row is None else _plain(row)
 
@@ -203,24 +203,24 @@ class RecordingStore:
         if not include_purged:
             q = q.where(RecordingRow.purged_at.is_(None))
         q = q.order_by(RecordingRow.started_at.desc(), RecordingRow.id.desc()).limit(limit)
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             return [_plain(r) for r in s.scalars(q)]
 
     def open_rows(self) -> list[Recording]:
         """Recordings not yet ended (their call may still be on)."""
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             q = select(RecordingRow).where(RecordingRow.ended_at.is_(None),
                                            RecordingRow.purged_at.is_(None))
             return [_plain(r) for r in s.scalars(q)]
 
     def kept(self) -> Iterator[Recording]:
         """Every recording whose file has not been purged (the purge selects from these)."""
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             q = (select(RecordingRow).where(RecordingRow.purged_at.is_(None))
                  .order_by(RecordingRow.id))
             rows = [_plain(r) for r in s.scalars(q)]
         yield from rows
 
     def known_paths(self) -> set[str]:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             return set(s.scalars(select(RecordingRow.path)))

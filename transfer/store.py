@@ -30,9 +30,9 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from hotline.storage import open_engine, store_url
+from hotline.storage import Tables, store_url
 
 from .machine import Transfer
 
@@ -78,8 +78,8 @@ class TransferStore:
         """``path``: a SQLite file, or any SQLAlchemy database URL (``scheme://...``)."""
         self.path = str(path)
         url = self.path if "://" in self.path else f"sqlite:///{self.path}"
-        self.engine: Engine = open_engine(url)
-        Base.metadata.create_all(self.engine)
+        self.db = Tables(url, Base.metadata, "transfer")
+        self.engine: Engine = self.db.engine
         self._saved_history: dict[str, int] = {}
 
     @classmethod
@@ -94,7 +94,7 @@ class TransferStore:
     def save(self, t: Transfer, now: float) -> None:
         """Write ``t`` and the transitions not written yet, in one transaction."""
         record = json.dumps(t.as_dict(), ensure_ascii=False)
-        with Session(self.engine) as s, s.begin():
+        with self.db.session() as s, s.begin():
             row = s.get(TransferRow, t.id)
             new = row is None
             if row is None:
@@ -132,12 +132,12 @@ class TransferStore:
         return t
 
     def get(self, transfer_id: str) -> Transfer | None:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             row = s.get(TransferRow, transfer_id)
             return None if row is None else Transfer.from_dict(json.loads(row.record))
 
     def open_transfers(self) -> list[Transfer]:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             rows = s.scalars(
                 select(TransferRow)
                 .where(TransferRow.terminal.is_(False))
@@ -146,14 +146,14 @@ class TransferStore:
             return [self._load(r) for r in rows]
 
     def recent(self, limit: int = 100, seat: str | None = None) -> list[dict[str, Any]]:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             q = select(TransferRow).order_by(TransferRow.requested_at.desc()).limit(limit)
             if seat is not None:
                 q = q.where(TransferRow.seat == seat)
             return [json.loads(r.record) for r in s.scalars(q).all()]
 
     def transitions(self, transfer_id: str) -> list[dict[str, Any]]:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             rows = s.scalars(
                 select(TransitionRow)
                 .where(TransitionRow.transfer_id == transfer_id)
@@ -165,4 +165,4 @@ class TransferStore:
             ]
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.close()

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from sqlalchemy import Boolean, Float, ForeignKey, String, Text, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from hotline.storage import open_engine
+from hotline.storage import Tables
 
 from .survey import SurveyJob
 
@@ -63,8 +63,8 @@ class SurveyAttemptRow(Base):
 class SurveyStore:
     def __init__(self, url: str):
         self.url = url
-        self.engine: Engine = open_engine(url)
-        Base.metadata.create_all(self.engine)
+        self.db = Tables(url, Base.metadata, "survey")
+        self.engine: Engine = self.db.engine
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> SurveyStore:
@@ -72,7 +72,7 @@ class SurveyStore:
 
     def save(self, j: SurveyJob) -> None:
         """Write ``j`` and its attempts, in one transaction."""
-        with Session(self.engine) as s, s.begin():
+        with self.db.session() as s, s.begin():
             row = s.get(SurveyJobRow, j.id)
             if row is None:
                 row = SurveyJobRow(id=j.id, order_ref=j.order_ref, created_at=j.created_at)
@@ -91,13 +91,13 @@ class SurveyStore:
                 arow.outcome, arow.result = a["outcome"], a["result"]
 
     def get(self, job_id: str) -> SurveyJob | None:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             row = s.get(SurveyJobRow, job_id)
             return None if row is None else SurveyJob.from_dict(json.loads(row.record))
 
     def open_jobs(self) -> list[SurveyJob]:
         """Jobs not finished, and finished jobs whose result the sink has not taken yet."""
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             rows = s.scalars(
                 select(SurveyJobRow)
                 .where(SurveyJobRow.terminal.is_(False) | SurveyJobRow.reported.is_(False))
@@ -107,7 +107,7 @@ class SurveyStore:
 
     def recent(self, states: Iterable[str] | None = None, limit: int = 100,
                order_ref: str | None = None) -> list[SurveyJob]:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             q = select(SurveyJobRow).order_by(SurveyJobRow.created_at.desc()).limit(limit)
             if states is not None:
                 q = q.where(SurveyJobRow.state.in_(list(states)))
@@ -116,7 +116,7 @@ class SurveyStore:
             return [SurveyJob.from_dict(json.loads(r.record)) for r in s.scalars(q).all()]
 
     def attempts(self, job_id: str) -> list[dict[str, object]]:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             rows = s.scalars(
                 select(SurveyAttemptRow)
                 .where(SurveyAttemptRow.job_id == job_id)
@@ -129,4 +129,4 @@ class SurveyStore:
             ]
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.close()

@@ -492,6 +492,7 @@ def test_http_rights_and_listing(world: World) -> None:
     with pytest.raises(BadRequest, match="closed_at"):
         w.svc.create(ADMIN, "GD-16", "13907910001", "yesterday")
     made = w.svc.create(ADMIN, "GD-16", "13907910001")
+    asyncio.run(w.svc.saved())  # what POST /surveys waits for before it answers
     assert made["created_by"] == "admin" and made["not_before"] == T0 + 30
     assert [j["id"] for j in w.svc.listing(SUP, "open")] == [made["id"]]
     assert w.svc.listing(SUP, "answered") == []
