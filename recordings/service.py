@@ -11,6 +11,10 @@ How a recording is followed (AMI, user ``hotline``: read ``call`` and ``user``):
 * ``Hangup`` of that channel ends it: ``ended_at`` and, once MixMonitor has
   closed the file, its size.
 * ``AgentConnect`` (app_queue) names the seat that answered (who may listen).
+* The rows are written on the store's one writer thread
+  (:meth:`hotline.storage.Tables.submit`), off the event loop that serves the
+  callers' FastAGI sessions, in the order of the events: a row exists before
+  its seat or its end is written, also when the Hangup comes first.
 * After a controller restart (every AMI connection to a booted Asterisk):
   files in the dated folders without a row get one (call id, kind and date
   from the name, times from the file), and rows whose channel is gone are

@@ -11,7 +11,9 @@ winner's reference.
 
 Transitions (:meth:`act`) are checked by :mod:`workorders.lifecycle` and each
 writes one ``order_events`` row. The store is synchronous: every call is one
-short local transaction; the aiohttp handlers call it directly.
+short transaction; the aiohttp handlers and the supervision job call it in worker
+threads (``asyncio.to_thread``), off the event loop of the FastAGI sessions, so
+``on_closed`` listeners run in such a thread too.
 
 A call row holds ``outcome='in_progress'`` between ``reserve`` and ``record_call``.
 """

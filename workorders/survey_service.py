@@ -212,14 +212,14 @@ class SurveyService:
             self.open.pop(j.id, None)
 
     async def saved(self) -> None:
-        """Wait until every save handed in is written; the first that failed is raised."""
-        writes, self._writes = self._writes, []
-        failed: BaseException | None = None
-        for w in writes:
-            try:
-                await asyncio.wrap_future(w)
-            except Exception as e:  # noqa: BLE001 - raised below, once all are done
-                failed = failed or e
+        """Wait until every save handed in so far is written (also those another task
+        waits for); the first that failed is raised."""
+        pending = list(self._writes)
+        if not pending:
+            return
+        await asyncio.wait([asyncio.wrap_future(w) for w in pending])
+        self._writes = [w for w in self._writes if w not in pending]  # handed in meanwhile
+        failed = next((e for e in (w.exception() for w in pending) if e is not None), None)
         if failed is not None:
             raise failed
 
