@@ -66,12 +66,15 @@ async def survey(ch: Any, app: App) -> None:
         # Hung up during a prompt: Asterisk answers STREAM FILE with result=-1
         # (AgiCommandError) before the HANGUP line arrives (ChannelHungUp).
         svc.finish(attempt, Outcome.HUNG_UP, detail=f"hung up before choosing ({e})")
+        await svc.saved()  # written (off the event loop) before the session ends
         raise
     if result is None:
         svc.finish(attempt, Outcome.NO_CHOICE, detail=", then ".join(tried))
+        await svc.saved()
         ch.log.info("survey %s: no choice (%s)", job.id, ", ".join(tried))
         return
     svc.finish(attempt, Outcome.ANSWERED, result=result, detail=f"by {via}")
+    await svc.saved()
     ch.log.info("survey %s of order %s: %s", job.id, job.order_ref, result)
     thanks = app.config.survey.thanks_prompt
     await ch.stream_file(app.prompt(thanks), "", max_wait=app.prompt_wait(thanks))

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from hotline.ami import AmiError
 from hotline.auth import AuthError, Forbidden, Principal, verify_password
+from hotline.storage import UNAVAILABLE, reason
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request, Principal], Awaitable[web.Response]]
@@ -84,6 +85,10 @@ def authenticated(auth: Authenticator, handler: Handler) -> Callable[[web.Reques
         except AmiError as e:
             log.warning("Asterisk refused %s %s for %s: %s", request.method, request.path, who.name, e)
             return error(502, "asterisk-refused", str(e))
+        except UNAVAILABLE as e:  # a store's database is down (hotline.storage.Tables)
+            log.error("database unavailable for %s %s: %s", request.method, request.path, reason(e))
+            return error(503, "database-unavailable",
+                         "the database is unavailable; try again later", reason=reason(e))
     return wrapped
 
 

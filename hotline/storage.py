@@ -4,19 +4,30 @@ SQLite by default (a file in the instance's host-only ``state/`` folder), in
 WAL mode with ``synchronous=NORMAL``: a process crash loses nothing, writes
 are small local transactions well under a millisecond. Any other SQLAlchemy
 URL (PostgreSQL) is used as given.
+
+:class:`Tables` is how every store opens its database: the tables are created
+on the first use that reaches it, so a database that is down when the
+controller starts does not stop it, and the features that need it work again
+once it is back (meanwhile their uses raise :data:`UNAVAILABLE`, which the HTTP
+API answers with 503).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Table, create_engine, event, inspect, text
+from sqlalchemy import MetaData, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -28,10 +39,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def open_engine(url: str) -> Engine:
-    engine = create_engine(url)
     if url.startswith("sqlite"):
+        engine = create_engine(url)
         event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
+        return engine
+    # a pooled connection from before a server restart is replaced, not handed out
+    return create_engine(url, pool_pre_ping=True)
 
 
 def store_url(url: str | None, state_dir: Path, filename: str) -> str:
@@ -72,3 +85,108 @@ def add_missing_columns(engine: Engine, table: Table) -> list[str]:
         log.info("database %s: column %s.%s added", engine.url.render_as_string(),
                  table.name, col.name)
     return added
+
+
+# ---------------------------------------------------------------- a database that may be down
+
+UNAVAILABLE = (OperationalError, InterfaceError)
+"""What SQLAlchemy raises when the database cannot be reached (server down, connection
+lost, file not openable, busy): the HTTP API answers 503 ``database-unavailable``."""
+
+
+def reason(e: BaseException) -> str:
+    """The driver's one-line message (never the URL: it may carry a password)."""
+    msg = str(getattr(e, "orig", None) or e).strip()
+    return msg.splitlines()[0] if msg else type(e).__name__
+
+
+class Tables:
+    """A feature's tables in one database, created on the first use that reaches it.
+
+    A database that is down when the controller starts must not stop it (calls go
+    on without it): the constructor tries once and logs; every later use
+    (:meth:`session`, :meth:`ensure`) tries ``create_all`` again until it succeeds,
+    so the feature works as soon as the database is back, without a restart. While
+    it is down a use raises one of :data:`UNAVAILABLE`. ``create_all`` only adds
+    missing tables, under a lock (stores are used from worker threads).
+
+    :meth:`submit` runs a function on the store's one writer thread, in the order
+    of submission: for writes whose order matters (a recording's row before its end).
+
+    ``migrate(engine)`` runs right after ``create_all``, in the same first use that
+    reaches the database (e.g. :func:`add_missing_columns` for a table an older
+    release made), so it is done also when the database comes up late.
+    """
+
+    def __init__(self, url: str, metadata: MetaData, feature: str,
+                 setup: Callable[[Engine], None] | None = None,
+                 migrate: Callable[[Engine], object] | None = None) -> None:
+        self.url = url
+        self.feature = feature
+        self.metadata = metadata
+        self._migrate = migrate
+        self.engine: Engine = open_engine(url)
+        if setup is not None:
+            setup(self.engine)  # engine events, before the first connection
+        self._ready = False
+        self._down = False
+        self._lock = threading.Lock()
+        self._writer: ThreadPoolExecutor | None = None
+        try:
+            self.ensure()
+        except UNAVAILABLE as e:
+            self.unavailable(e, "tables not created yet; trying again on each use")
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def ensure(self) -> None:
+        """Create the tables if not done yet; raises one of :data:`UNAVAILABLE` while down."""
+        if self._ready:
+            return
+        with self._lock:
+            if self._ready:
+                return
+            self.metadata.create_all(self.engine)
+            if self._migrate is not None:
+                self._migrate(self.engine)
+            self._ready = True
+            if self._down:
+                log.warning("%s database %s reachable again", self.feature, self.engine.url)
+                self._down = False
+
+    def unavailable(self, e: BaseException, what: str) -> None:
+        """Log an outage: an error the first time, then quietly until it is back."""
+        if self._down and not self._ready:
+            log.debug("%s database still unreachable (%s): %s", self.feature, what, reason(e))
+            return
+        self._down = True
+        log.error("%s database %s unreachable (%s): %s", self.feature, self.engine.url, what,
+                  reason(e))
+
+    def session(self) -> Session:
+        self.ensure()
+        return Session(self.engine)
+
+    def submit(self, fn: Callable[..., T], *args: Any, **kw: Any) -> Future[T]:
+        """Run ``fn(*args, **kw)`` on this store's writer thread, after everything
+        submitted before it (``asyncio.wrap_future`` to await it)."""
+        if self._writer is None:
+            with self._lock:
+                if self._writer is None:
+                    self._writer = ThreadPoolExecutor(
+                        1, thread_name_prefix=f"db-{self.feature.replace(' ', '-')}")
+        return self._writer.submit(fn, *args, **kw)
+
+    def drain(self) -> None:
+        """Block until every write submitted so far has run (tests, shutdown)."""
+        if self._writer is not None:
+            self._writer.submit(lambda: None).result()
+
+    def close(self) -> None:
+        """Wait for the writes handed in, then close the connections."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        self.engine.dispose()

@@ -40,6 +40,7 @@ from dialplan.model import Config
 from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
 from hotline.auth import Forbidden, Principal, may_act_on_queue
+from hotline.storage import UNAVAILABLE
 
 from .agents import BadRequest, NotFound, centres_under
 from .callback import (
@@ -172,13 +173,26 @@ class CallbackService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reconcile = True
+        self.loaded = False  # the open requests of the store are in ``open``
 
     # ----------------------------------------------------------------- life cycle
-    def load(self) -> None:
-        """The open requests from the store; the next look reconciles them with Asterisk."""
-        self.open = {r.id: r for r in self.store.open_requests()}
+    def load(self) -> bool:
+        """The open requests from the store; the next look reconciles them with Asterisk.
+
+        A database that is down does not stop the start: ``False``, and every look
+        tries again until it is back (nothing is launched before)."""
+        try:
+            stored = self.store.open_requests()
+        except UNAVAILABLE as e:
+            self.store.db.unavailable(e, "open call-backs not loaded")
+            return False
+        for r in stored:
+            self.open.setdefault(r.id, r)  # one booked since is newer than its row
+        self.loaded = True
         self._reconcile = True
-        log.info("call-backs: %d open request(s) loaded from %s", len(self.open), self.store.url)
+        log.info("call-backs: %d open request(s) loaded from %s", len(self.open),
+                 self.store.db.engine.url)
+        return True
 
     async def start(self) -> None:
         self.load()
@@ -233,6 +247,8 @@ class CallbackService:
             self.rest_until[seat] = now + q.wrapup
 
     async def tick(self) -> None:
+        if not self.loaded and not self.load():
+            return
         ami = self.ami()
         if ami is None or not ami.connected:
             return

@@ -6,6 +6,7 @@ controllers later). One row per request in ``callbacks`` (the whole record as
 JSON plus the columns lists filter on) and one row per state change in
 ``callback_transitions``. The service saves a request *before* it acts on the
 new state, so a controller restarted at any point finds every open request.
+Saving, loading and the transitions are :class:`hotline.record_store.RecordStore`'s.
 
 Writes are single small transactions; on the local SQLite file (WAL,
 ``synchronous=NORMAL``: a process crash loses nothing) they take well under
@@ -14,7 +15,6 @@ a millisecond and run inline on the event loop, as transfer/store.py does.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,10 +29,10 @@ from sqlalchemy import (
     Text,
     select,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from hotline.storage import open_engine, store_url
+from hotline.record_store import Columns, RecordStore
+from hotline.storage import store_url
 
 from .callback import CallbackRequest
 
@@ -71,12 +71,11 @@ class TransitionRow(Base):
 
 
 
-class CallbackStore:
-    def __init__(self, url: str):
-        self.url = url
-        self.engine: Engine = open_engine(url)
-        Base.metadata.create_all(self.engine)
-        self._saved_history: dict[str, int] = {}
+class CallbackStore(RecordStore[CallbackRequest]):
+    FEATURE = "call-back"
+    ROW = CallbackRow
+    TRANSITION = TransitionRow
+    OWNER = "callback_id"
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> CallbackStore:
@@ -88,61 +87,17 @@ class CallbackStore:
         ``postgresql+psycopg://...``), or by default a SQLite file in ``state_dir``."""
         return cls(store_url(url, state_dir, FILENAME))
 
-    def save(self, r: CallbackRequest) -> None:
-        """Write ``r`` and its transitions not written yet, in one transaction."""
-        record = json.dumps(r.as_dict(), ensure_ascii=False)
-        with Session(self.engine) as s, s.begin():
-            row = s.get(CallbackRow, r.id)
-            if row is None:
-                row = CallbackRow(
-                    id=r.id,
-                    queue=r.queue,
-                    uniqueid=r.uniqueid,
-                    first_queued=r.first_queued,
-                    created_at=r.created_at,
-                )
-                s.add(row)
-                self._saved_history[r.id] = 0
-            row.state, row.terminal = r.state.value, r.terminal
-            row.updated_at, row.record = r.updated_at, record
-            s.flush()  # the transitions below refer to the row
-            done = self._saved_history.get(r.id)
-            if done is None:  # loaded by another process or before a restart
-                done = len(
-                    s.scalars(
-                        select(TransitionRow.id).where(TransitionRow.callback_id == r.id)
-                    ).all()
-                )
-            for h in r.history[done:]:
-                s.add(
-                    TransitionRow(
-                        callback_id=r.id,
-                        at=h["at"],
-                        from_state=h["from"],
-                        to_state=h["to"],
-                        reason=h["reason"],
-                    )
-                )
-        self._saved_history[r.id] = len(r.history)
-        if r.terminal:
-            self._saved_history.pop(r.id, None)
+    def decode(self, record: dict[str, Any]) -> CallbackRequest:
+        return CallbackRequest.from_dict(record)
 
-    def get(self, request_id: str) -> CallbackRequest | None:
-        with Session(self.engine) as s:
-            row = s.get(CallbackRow, request_id)
-            return None if row is None else CallbackRequest.from_dict(json.loads(row.record))
+    def columns(self, r: CallbackRequest, now: float | None) -> Columns:
+        first = {"queue": r.queue, "uniqueid": r.uniqueid, "first_queued": r.first_queued,
+                 "created_at": r.created_at}
+        return first, {"state": r.state.value, "terminal": r.terminal, "updated_at": r.updated_at}
 
     def open_requests(self) -> list[CallbackRequest]:
-        with Session(self.engine) as s:
-            rows = s.scalars(
-                select(CallbackRow)
-                .where(CallbackRow.terminal.is_(False))
-                .order_by(CallbackRow.first_queued)
-            ).all()
-            out = [CallbackRequest.from_dict(json.loads(row.record)) for row in rows]
-        for r in out:
-            self._saved_history[r.id] = len(r.history)
-        return out
+        return self._records(select(CallbackRow).where(CallbackRow.terminal.is_(False))
+                             .order_by(CallbackRow.first_queued), loaded=True)
 
     def recent(
         self,
@@ -150,30 +105,14 @@ class CallbackStore:
         queues: Iterable[str] | None = None,
         limit: int = 100,
     ) -> list[CallbackRequest]:
-        with Session(self.engine) as s:
-            q = select(CallbackRow).order_by(CallbackRow.created_at.desc()).limit(limit)
-            if states is not None:
-                q = q.where(CallbackRow.state.in_(list(states)))
-            if queues is not None:
-                q = q.where(CallbackRow.queue.in_(list(queues)))
-            return [CallbackRequest.from_dict(json.loads(row.record)) for row in s.scalars(q).all()]
+        q = select(CallbackRow).order_by(CallbackRow.created_at.desc()).limit(limit)
+        if states is not None:
+            q = q.where(CallbackRow.state.in_(list(states)))
+        if queues is not None:
+            q = q.where(CallbackRow.queue.in_(list(queues)))
+        return self._records(q)
 
     def uniqueids(self) -> set[str]:
         """Every original call that has (or had) a call-back request."""
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             return set(s.scalars(select(CallbackRow.uniqueid)).all())
-
-    def transitions(self, request_id: str) -> list[dict[str, Any]]:
-        with Session(self.engine) as s:
-            rows = s.scalars(
-                select(TransitionRow)
-                .where(TransitionRow.callback_id == request_id)
-                .order_by(TransitionRow.id)
-            ).all()
-            return [
-                {"at": r.at, "from": r.from_state, "to": r.to_state, "reason": r.reason}
-                for r in rows
-            ]
-
-    def close(self) -> None:
-        self.engine.dispose()

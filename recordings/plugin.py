@@ -111,7 +111,9 @@ def placing_recordings(sink: Callable[[Any], Any], store: RecordingStore) -> Cal
     def deliver(batch: Any) -> Any:
         result = sink(batch)
         try:
-            store.set_centres({f.call_id: f.centre for f in batch})
+            # on the store's writer thread: after the rows of these calls' recordings,
+            # which the service hands to it when the recording starts
+            store.db.submit(store.set_centres, {f.call_id: f.centre for f in batch}).result()
         except SQLAlchemyError as e:
             log.error("recordings of %d call(s) not placed in their centres: %s", len(batch), e)
         return result

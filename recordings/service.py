@@ -15,6 +15,10 @@ How a recording is followed (AMI, user ``hotline``: read ``call`` and ``user``):
   recording's first centre; the call tracker's, when the call's facts are
   delivered, replaces it (:meth:`recordings.store.RecordingStore.set_centres`).
 * ``AgentConnect`` (app_queue) names the seat that answered (who may listen).
+* The rows are written on the store's one writer thread
+  (:meth:`hotline.storage.Tables.submit`), off the event loop that serves the
+  callers' FastAGI sessions, in the order of the events: a row exists before
+  its seat or its end is written, also when the Hangup comes first.
 * After a controller restart (every AMI connection to a booted Asterisk):
   files in the dated folders without a row get one (call id, kind and date
   from the name, times from the file), and rows whose channel is gone are
@@ -43,18 +47,20 @@ import wave
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dialplan.model import IDENT_RE
 from hotline import channel_vars as cv
 from hotline.amiproto import fields
 from hotline.auth import CentreScope, Forbidden, Principal, centre_scope, may_act_on_seat
+from hotline.storage import UNAVAILABLE
 from queues.agents import centres_under
 
 from .paths import PathRefused, parse_rel, resolve_inside, scan
 from .store import Recording, RecordingStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EVENTS = ("UserEvent", "Hangup", "AgentConnect")
 SETTLE_S = 0.2  # MixMonitor closes the file in its own thread just after the hang-up
@@ -90,26 +96,45 @@ class RecordingService:
     config: Callable[[], Any] | None = None  # the live dialplan.model.Config (centres, seats)
     live: dict[str, int] = field(default_factory=dict)  # recorded uniqueid -> row id
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # recorded uniqueid -> its row being written (until then a Hangup waits for it)
+    _starting: dict[str, asyncio.Future[Recording]] = field(default_factory=dict)
 
-    def load(self) -> None:
-        for r in self.store.open_rows():
+    def load(self) -> bool:
+        """The recordings still open (controller start). A database that is down does not
+        stop the start: ``False``; the reconcile of every AMI (re)connection reads them."""
+        try:
+            rows = self.store.open_rows()
+        except UNAVAILABLE as e:
+            self.store.db.unavailable(e, "open recordings not loaded")
+            return False
+        for r in rows:
             if r.uniqueid:
                 self.live[r.uniqueid] = r.id
+        return True
 
     async def close(self) -> None:
         for t in list(self._tasks):
             t.cancel()
-        self.store.close()
+        await asyncio.to_thread(self.store.close)  # the rows handed in are written first
+
+    def _write(self, fn: Callable[..., T], *args: Any, **kw: Any) -> asyncio.Future[T]:
+        """``fn`` on the store's writer thread, off the event loop, after every write
+        handed in before it: a row exists before its seat or its end is written."""
+        return asyncio.wrap_future(self.store.db.submit(fn, *args, **kw))
 
     # ------------------------------------------------------------ events
     def on_event(self, event: Any) -> Awaitable[None] | None:
         name = event.get("Event") or ""
         if name == "UserEvent":
             if (event.get("UserEvent") or "") == cv.EVENT_RECORDING:
-                self._started(fields(event))
+                return self._started(fields(event))
             return None
         if name == "Hangup":
-            rid = self.live.pop(event.get("Uniqueid") or "", None)
+            uid = event.get("Uniqueid") or ""
+            starting = self._starting.pop(uid, None)
+            if starting is not None:  # its row is still being written
+                return self._finish_started(starting, self.clock())
+            rid = self.live.pop(uid, None)
             if rid is not None:
                 return self._finish(rid, self.clock())
             return None
@@ -118,33 +143,48 @@ class RecordingService:
             seat = (ev.get("Interface") or "").removeprefix("PJSIP/")
             call_id = ev.get("Linkedid") or ""
             if seat and "@" not in seat and call_id:
-                self.store.set_seat(call_id, ev.get("MemberName") or seat)
+                return self._write(self.store.set_seat, call_id, ev.get("MemberName") or seat)
         return None
 
-    def _started(self, ev: dict[str, str]) -> None:
+    def _started(self, ev: dict[str, str]) -> Awaitable[None] | None:
         uid, call_id = ev.get("Uniqueid", ""), ev.get("Linkedid", "")
         try:
             rel = parse_rel(ev.get("Path", ""))
         except PathRefused as e:
             log.error("[%s] recording event refused: %s", uid, e)
-            return
+            return None
         centre = ev.get("Centre") or None
         if centre is not None and not re.fullmatch(IDENT_RE, centre):
             log.warning("[%s] recording event with a strange centre %r: not placed", uid, centre)
             centre = None
-        rec = self.store.started(call_id=call_id or rel.call_id, kind=rel.kind, path=rel.path,
-                                 started_at=self.clock(), uniqueid=uid,
-                                 channel=ev.get("Channel", ""), centre=centre)
-        self.live[uid] = rec.id
+        row = self._write(self.store.started, call_id=call_id or rel.call_id, kind=rel.kind,
+                          path=rel.path, started_at=self.clock(), uniqueid=uid,
+                          channel=ev.get("Channel", ""), centre=centre)
+        self._starting[uid] = row
+        return self._note_started(uid, row)
+
+    async def _note_started(self, uid: str, row: asyncio.Future[Recording]) -> None:
+        try:
+            rec = await row
+        finally:
+            mine = self._starting.get(uid) is row  # else its Hangup took it over
+            if mine:
+                del self._starting[uid]
+        if mine:
+            self.live[uid] = rec.id
         log.info("[%s] recording %s started: call %s (centre %s), %s", uid, rec.id, rec.call_id,
                  rec.centre, rec.path)
 
+    async def _finish_started(self, row: asyncio.Future[Recording], ended_at: float) -> None:
+        rec = await row
+        await self._finish(rec.id, ended_at)
+
     async def _finish(self, rid: int, ended_at: float) -> None:
-        rec = self.store.get(rid)
+        rec = await self._write(self.store.get, rid)
         if rec is None:
             return
         size = await self._settled_size(rec)
-        self.store.ended(rid, ended_at, size)
+        await self._write(self.store.ended, rid, ended_at, size)
         log.info("recording %s of call %s ended: %s bytes", rid, rec.call_id, size)
 
     async def _settled_size(self, rec: Recording) -> int | None:
@@ -176,7 +216,7 @@ class RecordingService:
             if ami is None or not ami.connected:
                 return
             up = {fields(c).get("Uniqueid", "") for c in await ami.action_list("CoreShowChannels")}
-            for r in self.store.open_rows():
+            for r in await self._write(self.store.open_rows):
                 if r.uniqueid in up:
                     self.live[r.uniqueid] = r.id
                     continue
@@ -264,7 +304,7 @@ class RecordingService:
     # ------------------------------------------------------------ pause / resume
     async def set_paused(self, who: Principal, call_id: str, paused: bool) -> Recording:
         """Mute (``paused``) or unmute the recording of a live call, both directions."""
-        rec = self.store.for_call(call_id)
+        rec = await self._write(self.store.for_call, call_id)
         if rec is None:
             raise NotFound(f"no recording for call {call_id!r}")
         chans = await self._channels()
@@ -279,8 +319,8 @@ class RecordingService:
         await self.ami().action("MixMonitorMute", Channel=chan["Channel"], Direction="both",
                                 State="1" if paused else "0")
         action = "pause" if paused else "resume"
-        rec = self.store.add_pause(rec.id, {"action": action, "at": self.clock(),
-                                            "by": who.name, "role": who.role})
+        rec = await self._write(self.store.add_pause, rec.id, {
+            "action": action, "at": self.clock(), "by": who.name, "role": who.role})
         await self.audit(who, f"recording-{action}", who.seat or "", call_id=call_id,
                          recording=rec.id)
         log.info("[%s] recording %s %sd by %s", rec.uniqueid, rec.id, action, who.name)

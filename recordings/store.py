@@ -13,7 +13,8 @@ number's ``HOTLINE_CENTRE``) and is replaced by the call tracker's when the
 call's facts are delivered (:meth:`RecordingStore.set_centres`); until either
 is known it is NULL, and only admins and the supervisors over every centre see
 the recording. ``centre`` was added after the first release: the store adds the
-column to an older table when it opens it (:func:`hotline.storage.add_missing_columns`),
+column to an older table on the first use that reaches the database, with its
+tables (:func:`hotline.storage.add_missing_columns` as the ``Tables`` migration),
 and the plugin places such rows from the work orders' calls
 (:meth:`recordings.plugin.RecordingsPlugin.place_from_orders`).
 
@@ -22,7 +23,7 @@ UserEvent) and completed at hang-up; a reconcile after a controller restart
 adds rows for files that have none and closes rows whose channel is gone
 (:meth:`recordings.service.RecordingService.reconcile`), so a restart loses
 nothing. The table has its own metadata: the same database URL as the other
-stores (:func:`hotline.storage.open_engine`), SQLite in the instance's
+stores (:class:`hotline.storage.Tables`), SQLite in the instance's
 ``state/`` folder by default.
 """
 
@@ -48,9 +49,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from hotline.storage import add_missing_columns, open_engine
+from hotline.storage import Tables, add_missing_columns
 
 log = logging.getLogger(__name__)
 
@@ -127,19 +128,24 @@ def _plain(r: RecordingRow) -> Recording:
     )
 
 
+def _add_centre_column(engine: Engine) -> None:
+    add_missing_columns(engine, cast(Table, RecordingRow.__table__))
+
+
 class RecordingStore:
     def __init__(self, url: str):
         self.url = url
-        self.engine: Engine = open_engine(url)
-        Base.metadata.create_all(self.engine)
-        add_missing_columns(self.engine, cast(Table, RecordingRow.__table__))
+        # the centre column is added to a table an older release made, on the first use
+        # that reaches the database (also when it comes up after the controller)
+        self.db = Tables(url, Base.metadata, "recording", migrate=_add_centre_column)
+        self.engine: Engine = self.db.engine
 
     @classmethod
     def in_state_dir(cls, state: Path) -> RecordingStore:
         return cls(f"sqlite:///{state / FILENAME}")
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.close()
 
     # ------------------------------------------------------------ writes
     def started(self, *, call_id: str, kind: str, path: str, started_at: float,
@@ -154,7 +160,7 @@ class RecordingStore:
 
     def _started(self, call_id: str, kind: str, path: str, started_at: float, uniqueid: str,
                  channel: str, centre: str | None) -> Recording:
-        with Session(self.engine) as s, s.begin():
+        with self.db.session() as s, s.begin():
             row = s.scalars(select(RecordingRow).where(
                 RecordingRow.call_id == call_id, RecordingRow.kind == kind)).first()
             if row is None:
@@ -171,12 +177,12 @@ class RecordingStore:
             return _plain(row)
 
     def ended(self, rec_id: int, ended_at: float, size: int | None) -> None:
-        with Session(self.engine) as s, s.begin():
+        with self.db.session() as s, s.begin():
             s.execute(update(RecordingRow).where(RecordingRow.id == rec_id)
                       .values(ended_at=ended_at, size=size))
 
     def set_seat(self, call_id: str, seat: str) -> None:
-        with Session(self.engine) as s, s.begin():
+        with self.db.session() as s, s.begin():
             s.execute(update(RecordingRow).where(RecordingRow.call_id == call_id,
                                                  RecordingRow.seat.is_(None)).values(seat=seat))
 
@@ -190,7 +196,7 @@ class RecordingStore:
         for call_id, centre in centres.items():
             if centre:
                 by_centre.setdefault(centre, []).append(call_id)
-        with Session(self.engine) as s, s.begin():
+        with self.db.session() as s, s.begin():
             for centre, ids in by_centre.items():
                 for i in range(0, len(ids), 500):  # well below any database's parameter limit
                     done = s.execute(update(RecordingRow).where(
@@ -201,7 +207,7 @@ class RecordingStore:
         return n
 
     def add_pause(self, rec_id: int, entry: dict[str, Any]) -> Recording:
-        with Session(self.engine) as s, s.begin():
+        with self.db.session() as s, s.begin():
             row = s.get(RecordingRow, rec_id)
             if row is None:
                 raise KeyError(rec_id)
@@ -210,18 +216,18 @@ class RecordingStore:
             return _plain(row)
 
     def mark_purged(self, rec_id: int, at: float) -> None:
-        with Session(self.engine) as s, s.begin():
+        with self.db.session() as s, s.begin():
             s.execute(update(RecordingRow).where(RecordingRow.id == rec_id).values(purged_at=at))
 
     # ------------------------------------------------------------ reads
     def get(self, rec_id: int) -> Recording | None:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             row = s.get(RecordingRow, rec_id)
             return None if row is None else _plain(row)
 
     def for_call(self, call_id: str, kind: str = "call") -> Recording | None:
         """The recording of a call (work orders and the call tracker look it up here)."""
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             row = s.scalars(select(RecordingRow).where(
                 RecordingRow.call_id == call_id, RecordingRow.kind == kind)).first()
             return None if row is None else _plain(row)
@@ -230,13 +236,13 @@ class RecordingStore:
         """call id -> the path of its recording, for the calls that have one (one query)."""
         if not call_ids:
             return {}
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             return {cid: path for cid, path in s.execute(
                 select(RecordingRow.call_id, RecordingRow.path).where(
                     RecordingRow.call_id.in_(list(call_ids)), RecordingRow.kind == kind))}
 
     def by_path(self, path: str) -> Recording | None:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             row = s.scalars(select(RecordingRow).where(RecordingRow.path == path)).first()
             return None if row is None else _plain(row)
 
@@ -265,19 +271,19 @@ class RecordingStore:
         if not include_purged:
             q = q.where(RecordingRow.purged_at.is_(None))
         q = q.order_by(RecordingRow.started_at.desc(), RecordingRow.id.desc()).limit(limit)
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             return [_plain(r) for r in s.scalars(q)]
 
     def open_rows(self) -> list[Recording]:
         """Recordings not yet ended (their call may still be on)."""
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             q = select(RecordingRow).where(RecordingRow.ended_at.is_(None),
                                            RecordingRow.purged_at.is_(None))
             return [_plain(r) for r in s.scalars(q)]
 
     def kept(self) -> Iterator[Recording]:
         """Every recording whose file has not been purged (the purge selects from these)."""
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             q = (select(RecordingRow).where(RecordingRow.purged_at.is_(None))
                  .order_by(RecordingRow.id))
             rows = [_plain(r) for r in s.scalars(q)]
@@ -285,12 +291,12 @@ class RecordingStore:
 
     def unplaced_calls(self) -> list[str]:
         """The calls whose recording has no centre yet (kind ``call``, file kept)."""
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             q = select(RecordingRow.call_id).where(
                 RecordingRow.centre.is_(None), RecordingRow.kind == "call",
                 RecordingRow.purged_at.is_(None)).order_by(RecordingRow.id)
             return list(s.scalars(q))
 
     def known_paths(self) -> set[str]:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             return set(s.scalars(select(RecordingRow.path)))

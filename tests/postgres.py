@@ -114,25 +114,8 @@ class TempPostgres:
         last: Exception | None = None
         for _ in range(5):
             self.port = free_port()
-            opts = (
-                f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-                f"-c unix_socket_directories={self.tmp} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
-            )
             try:
-                self._run(
-                    str(self.bindir / "pg_ctl"),
-                    "-D",
-                    str(self.datadir),
-                    "-w",
-                    "-t",
-                    "30",
-                    "-l",
-                    str(self.tmp / "log"),
-                    "-o",
-                    opts,
-                    "start",
-                )
+                self._pg_ctl_start()
                 break
             except RuntimeError as e:
                 last = e
@@ -152,6 +135,37 @@ class TempPostgres:
             self.database,
         )
         return self
+
+    def _pg_ctl_start(self) -> None:
+        assert self.tmp is not None
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+            f"-c unix_socket_directories={self.tmp} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-w",
+            "-t",
+            "30",
+            "-l",
+            str(self.tmp / "log"),
+            "-o",
+            opts,
+            "start",
+        )
+
+    def halt(self) -> None:
+        """Stop the server and keep its data and port: :meth:`resume` starts it again
+        (a database that goes down and comes back)."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w",
+                  "stop")
+
+    def resume(self) -> None:
+        """Start the server :meth:`halt` stopped, on the same port (same URL)."""
+        self._pg_ctl_start()
 
     def stop(self) -> None:
         if self.tmp is None:

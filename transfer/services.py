@@ -50,6 +50,7 @@ from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
 from hotline.amiproto import fields
 from hotline.auth import Principal, may_act_on_seat
+from hotline.storage import UNAVAILABLE
 from queues.agents import centres_under
 
 from . import machine as m
@@ -114,14 +115,26 @@ class TransferService:
     _watchdogs: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _channels: dict[str, str] = field(default_factory=dict)  # uniqueid -> channel name
     _starting: set[str] = field(default_factory=set)  # callers whose transfer is being set up
+    loaded: bool = False  # the open transfers of the store are in ``open``
 
     # ------------------------------------------------------------ life
-    def load(self) -> None:
-        """Open transfers from the store (controller start); reconciled once AMI is up."""
-        for t in self.store.open_transfers():
-            self._track(t)
+    def load(self) -> bool:
+        """Open transfers from the store (controller start); reconciled once AMI is up.
+
+        A database that is down does not stop the start: ``False``, and the next
+        reconcile (every AMI (re)connection) loads them again."""
+        try:
+            stored = self.store.open_transfers()
+        except UNAVAILABLE as e:
+            self.store.db.unavailable(e, "open transfers not loaded")
+            return False
+        for t in stored:
+            if t.id not in self.open:  # one started since is newer than its row
+                self._track(t)
+        self.loaded = True
         if self.open:
             log.info("%d open transfer(s) to reconcile: %s", len(self.open), ", ".join(self.open))
+        return True
 
     async def close(self) -> None:
         tasks = list(self._watchdogs.values())
@@ -622,7 +635,7 @@ class TransferService:
     # ------------------------------------------------------------ restart
     async def reconcile_all(self, _event: Any = None) -> None:
         """After (re)connecting to a booted Asterisk: finish every open transfer."""
-        if not self.open:
+        if not self.open or not self.loaded:
             self.load()
         for tid in list(self.open):
             t = self.open.get(tid)

@@ -6,6 +6,8 @@ the columns reports filter on) and one row per state change in
 ``transfer_transitions``. A transfer is saved before the service acts on its
 new state, so a controller restarted at any point finds every open transfer
 and reconciles it against Asterisk (:func:`transfer.machine.reconcile`).
+Saving, loading and the transitions are :class:`hotline.record_store.RecordStore`'s;
+this module has the tables and what lists filter on.
 
 Writes are small transactions on a local file in WAL mode with
 ``synchronous=NORMAL`` (no fsync per commit; a power cut may lose the last
@@ -29,10 +31,10 @@ from sqlalchemy import (
     Text,
     select,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from hotline.storage import open_engine, store_url
+from hotline.record_store import Columns, RecordStore
+from hotline.storage import store_url
 
 from .machine import Transfer
 
@@ -73,14 +75,16 @@ class TransitionRow(Base):
 
 
 
-class TransferStore:
+class TransferStore(RecordStore[Transfer]):
+    FEATURE = "transfer"
+    ROW = TransferRow
+    TRANSITION = TransitionRow
+    OWNER = "transfer_id"
+
     def __init__(self, path: Path | str):
         """``path``: a SQLite file, or any SQLAlchemy database URL (``scheme://...``)."""
         self.path = str(path)
-        url = self.path if "://" in self.path else f"sqlite:///{self.path}"
-        self.engine: Engine = open_engine(url)
-        Base.metadata.create_all(self.engine)
-        self._saved_history: dict[str, int] = {}
+        super().__init__(self.path if "://" in self.path else f"sqlite:///{self.path}")
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> TransferStore:
@@ -91,78 +95,24 @@ class TransferStore:
         """The store at the configured database ``url``, or a SQLite file in ``state_dir``."""
         return cls(store_url(url, state_dir, FILENAME))
 
-    def save(self, t: Transfer, now: float) -> None:
-        """Write ``t`` and the transitions not written yet, in one transaction."""
-        record = json.dumps(t.as_dict(), ensure_ascii=False)
-        with Session(self.engine) as s, s.begin():
-            row = s.get(TransferRow, t.id)
-            new = row is None
-            if row is None:
-                row = TransferRow(
-                    id=t.id,
-                    line=t.line,
-                    origin=t.origin,
-                    caller_uniqueid=t.caller_uniqueid,
-                    seat=t.seat,
-                    requested_at=t.times.get("requested", now),
-                )
-            row.state, row.terminal, row.outcome = t.state.value, t.terminal, t.outcome
-            row.updated_at, row.record = now, record
-            if new:
-                s.add(row)
-                s.flush()  # the transitions below refer to it
-            done = self._saved_history.get(t.id, 0)
-            for h in t.history[done:]:
-                s.add(
-                    TransitionRow(
-                        transfer_id=t.id,
-                        at=h["at"],
-                        from_state=h["from"],
-                        to_state=h["to"],
-                        reason=h["reason"],
-                    )
-                )
-        self._saved_history[t.id] = len(t.history)
-        if t.terminal:
-            self._saved_history.pop(t.id, None)
+    def decode(self, record: dict[str, Any]) -> Transfer:
+        return Transfer.from_dict(record)
 
-    def _load(self, row: TransferRow) -> Transfer:
-        t = Transfer.from_dict(json.loads(row.record))
-        self._saved_history[t.id] = len(t.history)
-        return t
-
-    def get(self, transfer_id: str) -> Transfer | None:
-        with Session(self.engine) as s:
-            row = s.get(TransferRow, transfer_id)
-            return None if row is None else Transfer.from_dict(json.loads(row.record))
+    def columns(self, t: Transfer, now: float | None) -> Columns:
+        assert now is not None, "a transfer is saved with the time of its change"
+        first = {"line": t.line, "origin": t.origin, "caller_uniqueid": t.caller_uniqueid,
+                 "seat": t.seat, "requested_at": t.times.get("requested", now)}
+        every = {"state": t.state.value, "terminal": t.terminal, "outcome": t.outcome,
+                 "updated_at": now}
+        return first, every
 
     def open_transfers(self) -> list[Transfer]:
-        with Session(self.engine) as s:
-            rows = s.scalars(
-                select(TransferRow)
-                .where(TransferRow.terminal.is_(False))
-                .order_by(TransferRow.requested_at)
-            ).all()
-            return [self._load(r) for r in rows]
+        return self._records(select(TransferRow).where(TransferRow.terminal.is_(False))
+                             .order_by(TransferRow.requested_at), loaded=True)
 
     def recent(self, limit: int = 100, seat: str | None = None) -> list[dict[str, Any]]:
-        with Session(self.engine) as s:
-            q = select(TransferRow).order_by(TransferRow.requested_at.desc()).limit(limit)
-            if seat is not None:
-                q = q.where(TransferRow.seat == seat)
+        q = select(TransferRow).order_by(TransferRow.requested_at.desc()).limit(limit)
+        if seat is not None:
+            q = q.where(TransferRow.seat == seat)
+        with self.db.session() as s:
             return [json.loads(r.record) for r in s.scalars(q).all()]
-
-    def transitions(self, transfer_id: str) -> list[dict[str, Any]]:
-        with Session(self.engine) as s:
-            rows = s.scalars(
-                select(TransitionRow)
-                .where(TransitionRow.transfer_id == transfer_id)
-                .order_by(TransitionRow.id)
-            ).all()
-            return [
-                {"at": r.at, "from": r.from_state, "to": r.to_state, "reason": r.reason}
-                for r in rows
-            ]
-
-    def close(self) -> None:
-        self.engine.dispose()

@@ -17,10 +17,14 @@ Who may act: agents on the orders of calls they answered, supervisors on their
 centre's (and the centres below), units on the orders dispatched to them, admins
 on all. An order the user may not see answers 404; a transition the status does
 not allow answers 409 with the reason; a role that may never do it 403.
+
+The store's transactions run in worker threads (``asyncio.to_thread``), never on
+the event loop that also serves the callers' FastAGI sessions.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -84,12 +88,13 @@ def routes(
                     filters[key] = parse_time(q[key])
         except ValueError as e:
             return error(400, "bad-request", f"bad query: {e}")
-        orders = store.find(who, limit=limit, **filters)
+        orders = await asyncio.to_thread(store.find, who, limit=limit, **filters)
         return web.json_response(jsonable(orders))
 
     async def one(request: web.Request, who: Principal) -> web.Response:
         try:
-            return web.json_response(jsonable(store.get(request.match_info["ref"], who)))
+            order = await asyncio.to_thread(store.get, request.match_info["ref"], who)
+            return web.json_response(jsonable(order))
         except OrderNotFound as e:
             return failed(e)
 
@@ -99,7 +104,7 @@ def routes(
             return error(404, "not-found", f"no such action {action!r}", known=list(ACTIONS))
         body = await read_json(request)
         try:
-            order = store.act(ref, action, who, body)
+            order = await asyncio.to_thread(store.act, ref, action, who, body)
         except (lc.TransitionError, OrderNotFound) as e:
             return failed(e)
         if audit is not None:
@@ -114,7 +119,8 @@ def routes(
         now = datetime.now(UTC)
         near: list[dict[str, Any]] = []
         overdue: list[dict[str, Any]] = []
-        for o in store.running_near(now, remind_before()):
+        running = await asyncio.to_thread(store.running_near, now, remind_before())
+        for o in running:
             if store.may_see(who, o):
                 (overdue if o["deadline"] <= now else near).append(o)
         return web.json_response(jsonable({"at": now, "near_deadline": near, "overdue": overdue}))

@@ -11,7 +11,9 @@ winner's reference.
 
 Transitions (:meth:`act`) are checked by :mod:`workorders.lifecycle` and each
 writes one ``order_events`` row. The store is synchronous: every call is one
-short local transaction; the aiohttp handlers call it directly.
+short transaction; the aiohttp handlers and the supervision job call it in worker
+threads (``asyncio.to_thread``), off the event loop of the FastAGI sessions, so
+``on_closed`` listeners run in such a thread too.
 
 A call row holds ``outcome='in_progress'`` between ``reserve`` and ``record_call``.
 """
@@ -33,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from hotline.auth import Principal, centre_scope
-from hotline.storage import open_engine
+from hotline.storage import Tables
 
 from . import lifecycle as lc
 from .facts import CallFacts, Outcome
@@ -191,26 +193,16 @@ class WorkOrderStore:
         centres_under: Callable[[], Mapping[str, set[str]]] | None = None,
     ) -> None:
         self.url = url
-        self.engine: Engine = open_engine(url)
-        if url.startswith("sqlite"):
-            _sqlite_immediate(self.engine)
+        # A database down at start does not stop the controller (calls go on): the
+        # tables are created on the first use that reaches it (hotline.storage.Tables).
+        self.db = Tables(url, Base.metadata, "work-order",
+                         setup=_sqlite_immediate if url.startswith("sqlite") else None)
+        self.engine: Engine = self.db.engine
         self._policy = policy or lc.Policy()
         self.clock = clock
         self._centres_under = centres_under or dict
         self._closed: list[ClosedListener] = []
         self.retries = 0  # transactions retried after a unique-key race or a busy database
-        self._schema_ready = False
-        try:
-            self._ensure_schema()
-        except OperationalError as e:
-            # A database that is down at start must not stop the controller (calls
-            # go on); the tables are created on the first use that reaches it.
-            log.error("work-order database %s unreachable: %s", self.engine.url, e.orig)
-
-    def _ensure_schema(self) -> None:
-        if not self._schema_ready:
-            Base.metadata.create_all(self.engine)
-            self._schema_ready = True
 
     @classmethod
     def in_state_dir(cls, state: Path, **kw: Any) -> WorkOrderStore:
@@ -224,7 +216,7 @@ class WorkOrderStore:
         return p if isinstance(p, lc.Policy) else p()
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.close()
 
     def on_closed(self, callback: ClosedListener) -> None:
         """``callback(order)`` after an order is closed by a transition (not at intake:
@@ -235,14 +227,14 @@ class WorkOrderStore:
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        self._ensure_schema()
+        self.db.ensure()
         with self.engine.begin() as c:
             yield c
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         """A read-only connection (on SQLite a deferred BEGIN: readers never wait for writers)."""
-        self._ensure_schema()
+        self.db.ensure()
         with self.engine.connect() as c:
             yield c.execution_options(**{READ_ONLY: True})
 

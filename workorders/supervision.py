@@ -20,6 +20,8 @@ from typing import Any
 
 import aiohttp
 
+from hotline.storage import UNAVAILABLE, reason
+
 from .lifecycle import Due
 from .store import WorkOrderStore
 
@@ -61,7 +63,8 @@ class Supervision:
 
     async def run_once(self, now: datetime | None = None) -> list[Due]:
         """One round: mark what is due, then send the notices."""
-        done = self.store.supervise(now or self.clock())
+        # the transaction runs in a worker thread, off the loop of the FastAGI sessions
+        done = await asyncio.to_thread(self.store.supervise, now or self.clock())
         s = self.settings()
         for d in done:
             log.info("order %s %s (unit %s, deadline %s)", d.ref, d.action, d.unit, d.deadline)
@@ -83,6 +86,9 @@ class Supervision:
         while True:
             try:
                 await self.run_once()
+            except UNAVAILABLE as e:
+                log.warning("supervision: database unavailable (%s); next round in %.0f s",
+                            reason(e), self.settings().every)
             except Exception:  # noqa: BLE001 - a bad round must not stop supervision
                 log.exception("supervision round failed")
             await asyncio.sleep(self.settings().every)

@@ -46,6 +46,7 @@ def routes(
     async def create(request: web.Request, who: Principal) -> web.Response:
         body = await read_json(request)
         made = service.create(who, body.get("order"), body.get("number"), body.get("closed_at"))
+        await service.saved()  # written (off the event loop) before it is confirmed
         return web.json_response(made, status=201)
 
     return [

@@ -6,6 +6,8 @@ and the survey's answer is stored with the order (which may reopen it).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from datetime import UTC, datetime
@@ -48,13 +50,15 @@ def connect(orders: Any, service: SurveyService) -> None:
     a supervisor reads the surveys of the orders they may see (``visible_refs``)."""
 
     def closed(order: dict[str, Any]) -> None:
+        # called where the transition ran: a worker thread of the HTTP handler
         at = order.get("closed_at")
-        service.schedule(order["ref"], order["caller"], at.timestamp() if at else time.time(),
-                         centre=order.get("centre"))
+        service.soon(functools.partial(service.schedule, centre=order.get("centre")),
+                     order["ref"], order["caller"], at.timestamp() if at else time.time())
 
-    def result(ref: str, outcome: str, at: float) -> None:
+    async def result(ref: str, outcome: str, at: float) -> None:
         try:
-            orders.record_survey(ref, outcome, datetime.fromtimestamp(at or time.time(), UTC))
+            await asyncio.to_thread(orders.record_survey, ref, outcome,
+                                    datetime.fromtimestamp(at or time.time(), UTC))
         except OrderNotFound:  # a survey an admin scheduled by hand for no order: done
             log.warning("survey result %s for order %s: no such work order", outcome, ref)
 

@@ -35,6 +35,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection
+from concurrent.futures import Future
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +43,7 @@ from dialplan.model import IDENT_RE, Config
 from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
 from hotline.auth import Forbidden, Principal
+from hotline.storage import UNAVAILABLE, reason
 from queues.agents import BadRequest, NotFound
 from queues.callback import normalize_number
 from queues.callback_service import hotline_number
@@ -114,24 +116,51 @@ class SurveyService:
         self._facts: dict[str, dict[str, Any]] = {}  # attempt id -> what AMI said
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writes: list[Future[None]] = []  # saves handed to the store's writer thread
+        self.loaded = False  # the open jobs of the store are in ``open``
 
     # ----------------------------------------------------------------- life cycle
-    def load(self) -> None:
-        """Open jobs from the store; the next look reconciles them with Asterisk."""
-        jobs = self.store.open_jobs()
-        self.open = {j.id: j for j in jobs if not (j.terminal and self.on_result is None)}
+    def load(self) -> bool:
+        """Open jobs from the store; the next look reconciles them with Asterisk.
+
+        A database that is down does not stop the start: ``False``, and every look
+        tries again until it is back (nothing is called before)."""
+        try:
+            jobs = self.store.open_jobs()
+        except UNAVAILABLE as e:
+            self.store.db.unavailable(e, "open surveys not loaded")
+            return False
+        for j in jobs:
+            if not (j.terminal and self.on_result is None):
+                self.open.setdefault(j.id, j)  # one scheduled since is newer than its row
+        self.loaded = True
         log.info("surveys: %d open job(s) loaded from %s", len(self.open), self.store.engine.url)
+        return True
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.load()
         self._task = asyncio.create_task(self._run(), name="surveys")
+
+    def soon(self, fn: Callable[..., object], *args: Any) -> None:
+        """``fn(*args)`` on the service's event loop: at once when called on it, else
+        (from a worker thread, e.g. a work-order transition) as soon as the loop can."""
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if self._loop is None or here is self._loop or self._loop.is_closed():
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self.store.close()
+        await asyncio.to_thread(self.store.close)  # the saves handed in are written first
 
     def asterisk_booted(self, _event: object = None) -> None:
         self._wake.set()
@@ -146,6 +175,9 @@ class SurveyService:
                 await self.tick()
             except (AmiError, ConnectionError, TimeoutError) as e:
                 log.warning("surveys: Asterisk not reachable (%s); next look in %.0f s", e,
+                            self.TICK)
+            except UNAVAILABLE as e:
+                log.warning("surveys: database unavailable (%s); next look in %.0f s", reason(e),
                             self.TICK)
             except Exception:
                 log.exception("surveys: the scheduler failed; next look in %.0f s", self.TICK)
@@ -181,11 +213,33 @@ class SurveyService:
 
     # ----------------------------------------------------------------- the loop
     def _save(self, j: SurveyJob) -> None:
-        self.store.save(j)
+        """Hand a copy of ``j`` to the store's writer thread (saves run in the order
+        handed in, off the event loop); :meth:`saved` waits for them."""
+        self._writes.append(self.store.db.submit(self.store.save, SurveyJob.from_dict(j.as_dict())))
         if j.terminal and (j.reported_at or self.on_result is None):
             self.open.pop(j.id, None)
 
+    async def saved(self) -> None:
+        """Wait until every save handed in so far is written (also those another task
+        waits for); the first that failed is raised."""
+        pending = list(self._writes)
+        if not pending:
+            return
+        await asyncio.wait([asyncio.wrap_future(w) for w in pending])
+        self._writes = [w for w in self._writes if w not in pending]  # handed in meanwhile
+        failed = next((e for e in (w.exception() for w in pending) if e is not None), None)
+        if failed is not None:
+            raise failed
+
     async def tick(self) -> None:
+        try:
+            await self._tick()
+        finally:
+            await self.saved()
+
+    async def _tick(self) -> None:
+        if not self.loaded and not self.load():
+            return
         await self._report()
         ami = self.ami()
         if ami is None or not ami.connected:
@@ -232,6 +286,7 @@ class SurveyService:
             return
         aid = start_attempt(j, now)
         self._save(j)  # before the Originate: a restart checks the channel, never re-sends
+        await self.saved()
         sv = cfg.survey
         shown = hotline_number(cfg)
         try:

@@ -6,21 +6,21 @@ as JSON plus the columns lists filter on), ``survey_attempts`` one row per
 call with its outcome (for reports: how many calls a survey took, how they
 ended). The service saves a job *before* it acts on the new state, so a
 controller restarted at any point finds every open job -- as
-queues/callback_store.py does for call-backs.
+queues/callback_store.py does for call-backs (both on
+:class:`hotline.record_store.RecordStore`; the attempts instead of transitions).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Boolean, Float, ForeignKey, String, Text, select
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from hotline.storage import open_engine
+from hotline.record_store import Columns, RecordStore
 
 from .survey import SurveyJob
 
@@ -60,65 +60,54 @@ class SurveyAttemptRow(Base):
     result: Mapped[str] = mapped_column(String(20))
 
 
-class SurveyStore:
-    def __init__(self, url: str):
-        self.url = url
-        self.engine: Engine = open_engine(url)
-        Base.metadata.create_all(self.engine)
+class SurveyStore(RecordStore[SurveyJob]):
+    FEATURE = "survey"
+    ROW = SurveyJobRow
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> SurveyStore:
         return cls(f"sqlite:///{state_dir / FILENAME}")
 
-    def save(self, j: SurveyJob) -> None:
-        """Write ``j`` and its attempts, in one transaction."""
-        with Session(self.engine) as s, s.begin():
-            row = s.get(SurveyJobRow, j.id)
-            if row is None:
-                row = SurveyJobRow(id=j.id, order_ref=j.order_ref, created_at=j.created_at)
-                s.add(row)
-            row.state, row.terminal, row.result = j.state.value, j.terminal, j.result
-            row.reported = j.reported_at > 0
-            row.not_before, row.updated_at = j.not_before, j.updated_at
-            row.record = json.dumps(j.as_dict(), ensure_ascii=False)
-            s.flush()  # the attempts refer to the row
-            for a in j.attempts:
-                arow = s.get(SurveyAttemptRow, a["id"])
-                if arow is None:
-                    arow = SurveyAttemptRow(id=a["id"], job_id=j.id, started_at=a["started_at"])
-                    s.add(arow)
-                arow.answered_at, arow.ended_at = a["answered_at"], a["ended_at"]
-                arow.outcome, arow.result = a["outcome"], a["result"]
+    def decode(self, record: dict[str, Any]) -> SurveyJob:
+        return SurveyJob.from_dict(record)
 
-    def get(self, job_id: str) -> SurveyJob | None:
-        with Session(self.engine) as s:
-            row = s.get(SurveyJobRow, job_id)
-            return None if row is None else SurveyJob.from_dict(json.loads(row.record))
+    def columns(self, j: SurveyJob, now: float | None) -> Columns:
+        first = {"order_ref": j.order_ref, "created_at": j.created_at}
+        every = {"state": j.state.value, "terminal": j.terminal, "result": j.result,
+                 "reported": j.reported_at > 0, "not_before": j.not_before,
+                 "updated_at": j.updated_at}
+        return first, every
+
+    def _children(self, s: Session, j: SurveyJob) -> None:
+        """One row per call, its outcome updated as it goes (not the state changes)."""
+        for a in j.attempts:
+            arow = s.get(SurveyAttemptRow, a["id"])
+            if arow is None:
+                arow = SurveyAttemptRow(id=a["id"], job_id=j.id, started_at=a["started_at"])
+                s.add(arow)
+            arow.answered_at, arow.ended_at = a["answered_at"], a["ended_at"]
+            arow.outcome, arow.result = a["outcome"], a["result"]
 
     def open_jobs(self) -> list[SurveyJob]:
         """Jobs not finished, and finished jobs whose result the sink has not taken yet."""
-        with Session(self.engine) as s:
-            rows = s.scalars(
-                select(SurveyJobRow)
-                .where(SurveyJobRow.terminal.is_(False) | SurveyJobRow.reported.is_(False))
-                .order_by(SurveyJobRow.created_at)
-            ).all()
-            return [SurveyJob.from_dict(json.loads(r.record)) for r in rows]
+        return self._records(
+            select(SurveyJobRow)
+            .where(SurveyJobRow.terminal.is_(False) | SurveyJobRow.reported.is_(False))
+            .order_by(SurveyJobRow.created_at))
 
     def recent(self, states: Iterable[str] | None = None, limit: int = 100,
                order_ref: str | None = None, offset: int = 0) -> list[SurveyJob]:
-        with Session(self.engine) as s:
-            q = (select(SurveyJobRow)
-                 .order_by(SurveyJobRow.created_at.desc(), SurveyJobRow.id.desc())
-                 .limit(limit).offset(offset))
-            if states is not None:
-                q = q.where(SurveyJobRow.state.in_(list(states)))
-            if order_ref is not None:
-                q = q.where(SurveyJobRow.order_ref == order_ref)
-            return [SurveyJob.from_dict(json.loads(r.record)) for r in s.scalars(q).all()]
+        q = (select(SurveyJobRow)
+             .order_by(SurveyJobRow.created_at.desc(), SurveyJobRow.id.desc())
+             .limit(limit).offset(offset))
+        if states is not None:
+            q = q.where(SurveyJobRow.state.in_(list(states)))
+        if order_ref is not None:
+            q = q.where(SurveyJobRow.order_ref == order_ref)
+        return self._records(q)
 
     def attempts(self, job_id: str) -> list[dict[str, object]]:
-        with Session(self.engine) as s:
+        with self.db.session() as s:
             rows = s.scalars(
                 select(SurveyAttemptRow)
                 .where(SurveyAttemptRow.job_id == job_id)
@@ -129,6 +118,3 @@ class SurveyStore:
                  "ended_at": r.ended_at, "outcome": r.outcome, "result": r.result}
                 for r in rows
             ]
-
-    def close(self) -> None:
-        self.engine.dispose()

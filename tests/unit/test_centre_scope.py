@@ -134,6 +134,29 @@ def test_an_older_table_gets_the_centre_column(old_database: str,
     again.close()
 
 
+def test_the_centre_column_is_added_when_the_database_comes_up_late(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The migration runs with the tables, on the first use that reaches the database."""
+    folder = tmp_path / "later"
+    url = f"sqlite:///{folder / 'old.sqlite'}"
+    s = RecordingStore(url)  # the folder is not there yet: down at start
+    with pytest.raises(OperationalError):
+        s.listing()
+    folder.mkdir()
+    eng = create_engine(url)
+    with eng.begin() as c:  # an older release's table appears meanwhile
+        c.execute(text(OLD_TABLE))
+        c.execute(text("INSERT INTO recordings (call_id, kind, uniqueid, channel, path, "
+                       "started_at, pauses) VALUES ('1.1', 'call', '', '', "
+                       "'2026/11/27/1.1-call.wav', 1, '[]')"))
+    eng.dispose()
+    with caplog.at_level(logging.INFO, logger="hotline.storage"):
+        assert s.set_centres({"1.1": "nanchang"}) == 1
+    assert "column recordings.centre added" in caplog.text
+    assert [(r.call_id, r.centre) for r in s.listing()] == [("1.1", "nanchang")]
+    s.close()
+
+
 def test_the_tracker_s_centre_replaces_the_dialled_number_s(store: RecordingStore) -> None:
     a = store.started(call_id="1.1", kind="call", path="2026/11/27/1.1-call.wav",
                       started_at=NOW, centre="province")
@@ -166,12 +189,15 @@ def user_event(uid: str, path: str, centre: str | None) -> dict[str, str]:
     return ev
 
 
-def test_the_start_event_places_the_recording(store: RecordingStore, tmp_path: Path,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_start_event_places_the_recording(store: RecordingStore, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
     svc = recording_service(store, tmp_path, None)
-    svc.on_event(user_event("1.1", "2026/11/27/1.1-call.wav", "province"))
-    svc.on_event(user_event("2.2", "2026/11/27/2.2-call.wav", ""))  # 110 transfers: unknown
-    svc.on_event(user_event("3.3", "2026/11/27/3.3-call.wav", "x\r\nAction: Hangup"))
+    for ev in (user_event("1.1", "2026/11/27/1.1-call.wav", "province"),
+               user_event("2.2", "2026/11/27/2.2-call.wav", ""),  # 110 transfers: unknown
+               user_event("3.3", "2026/11/27/3.3-call.wav", "x\r\nAction: Hangup")):
+        written = svc.on_event(ev)  # the row is written off the event loop
+        assert written is not None
+        await written
     assert [(r.call_id, r.centre) for r in store.listing()] == [
         ("3.3", None), ("2.2", None), ("1.1", "province")]
     assert "strange centre 'x\\r\\nAction: Hangup': not placed" in caplog.text
@@ -202,12 +228,12 @@ def test_the_call_sink_places_the_recordings_after_the_work_order(
     with pytest.raises(ConnectionError):  # the delivery is retried: nothing placed yet
         sink([facts("bad", "nanchang")])
     store.engine.dispose()
-    broken = RecordingStore.__new__(RecordingStore)
-    broken.engine = create_engine("sqlite:////nonexistent/dir/x.sqlite")
+    broken = RecordingStore("sqlite:////nonexistent/dir/x.sqlite")  # down: each use fails
     assert placing_recordings(orders, broken)([facts("2.2", "nanchang")]) == ["GD-1"]
     assert "recordings of 1 call(s) not placed in their centres" in caplog.text
     with pytest.raises(OperationalError):  # what the sink logged
         broken.set_centres({"2.2": "nanchang"})
+    broken.close()
 
 
 # ------------------------------------------------------------------ both APIs over HTTP

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -218,11 +219,15 @@ async def test_events_make_and_close_the_row(store: RecordingStore, root: Path) 
     start = {"Event": "UserEvent", "UserEvent": "HotlineRecording", "Kind": "call",
              "Path": "2026/11/27/1764250000.1-call.wav", "Uniqueid": "1764250000.1",
              "Linkedid": "1764250000.1", "Channel": "PJSIP/carrier-00000001"}
-    assert svc.on_event(start) is None
+    written = svc.on_event(start)  # the row is written off the event loop
+    assert written is not None
+    await written
     r = store.for_call("1764250000.1")
     assert r is not None and r.started_at == NOW and r.uniqueid == "1764250000.1"
-    svc.on_event({"Event": "AgentConnect", "Interface": "PJSIP/1001", "MemberName": "1001",
-                  "Linkedid": "1764250000.1"})
+    seat = svc.on_event({"Event": "AgentConnect", "Interface": "PJSIP/1001", "MemberName": "1001",
+                         "Linkedid": "1764250000.1"})
+    assert seat is not None
+    await seat
     wav_file(root, r.path, _tiny_wav())
     svc.clock = lambda: NOW + 9
     done = svc.on_event({"Event": "Hangup", "Uniqueid": "1764250000.1"})
@@ -234,6 +239,28 @@ async def test_events_make_and_close_the_row(store: RecordingStore, root: Path) 
     bad = dict(start, Path="../../etc/passwd", Uniqueid="2.2", Linkedid="2.2")
     svc.on_event(bad)
     assert store.for_call("2.2") is None
+
+
+async def test_a_hangup_before_the_row_is_written_still_ends_it(store: RecordingStore,
+                                                                  root: Path) -> None:
+    """The rows are written on the store's one writer thread in the order of the events:
+    a short call's Hangup (and its AgentConnect) may come before the row exists."""
+    svc = service(store, root)
+    start = {"Event": "UserEvent", "UserEvent": "HotlineRecording", "Kind": "call",
+             "Path": "2026/11/27/1764250000.7-call.wav", "Uniqueid": "1764250000.7",
+             "Linkedid": "1764250000.7", "Channel": "PJSIP/carrier-00000007"}
+    wav_file(root, "2026/11/27/1764250000.7-call.wav", _tiny_wav())
+    written = svc.on_event(start)
+    seat = svc.on_event({"Event": "AgentConnect", "Interface": "PJSIP/1002",
+                         "MemberName": "1002", "Linkedid": "1764250000.7"})
+    svc.clock = lambda: NOW + 4
+    done = svc.on_event({"Event": "Hangup", "Uniqueid": "1764250000.7"})
+    assert written is not None and seat is not None and done is not None
+    await asyncio.gather(done, seat, written)
+    r = store.for_call("1764250000.7")
+    assert r is not None and r.ended_at == NOW + 4 and r.seat == "1002"
+    assert r.size == len(_tiny_wav())
+    assert "1764250000.7" not in svc.live  # ended: nothing left to end at a reconcile
 
 
 def test_files_without_rows_are_adopted(store: RecordingStore, root: Path) -> None:

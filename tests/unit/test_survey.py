@@ -10,6 +10,7 @@ creates a channel whose uniqueid is the ChannelId.
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -521,6 +522,7 @@ def test_http_rights_and_listing(world: World, tmp_path: Path) -> None:
     with pytest.raises(BadRequest, match="closed_at"):
         w.svc.create(ADMIN, "GD-16", "13907910001", "yesterday")
     made = w.svc.create(ADMIN, "GD-16", "13907910001")
+    asyncio.run(w.svc.saved())  # what POST /surveys waits for before it answers
     assert made["created_by"] == "admin" and made["not_before"] == T0 + 30
     assert [j["id"] for j in w.svc.listing(SUP, "open")] == [made["id"]]
     assert w.svc.listing(SUP, "answered") == []
@@ -662,3 +664,58 @@ def test_a_closed_order_without_a_callable_number_is_accounted_for(world: World)
     assert w.ami.originates == [] and w.results == [("GD-23", "no_answer", T0)]
     with pytest.raises(BadRequest, match="order reference"):
         w.svc.schedule("GD 24", "13907910001", T0)
+
+
+class Orders:
+    """Stands in for the work-order store in :func:`workorders.survey_plugin.connect`."""
+
+    def __init__(self) -> None:
+        self.closed: list[Any] = []
+        self.surveys: list[tuple[str, str, threading.Thread]] = []
+
+    def on_closed(self, callback: Any) -> None:
+        self.closed.append(callback)
+
+    def record_survey(self, ref: str, result: str, at: datetime) -> None:
+        self.surveys.append((ref, result, threading.current_thread()))
+
+    def visible_refs(self, who: Any, refs: Any) -> set[str]:
+        return set(refs)
+
+
+async def test_an_order_closed_in_a_worker_thread_is_surveyed_from_the_event_loop(
+    tmp_path: Path, cfg: Config
+) -> None:
+    """The HTTP handlers run the work-order transitions in worker threads: the survey of an
+    order closed there is scheduled on the loop, and its result goes back off the loop."""
+    from workorders.survey_plugin import connect
+
+    w = World(tmp_path, cfg)
+    orders = Orders()
+    await w.svc.start()
+    try:
+        connect(orders, w.svc)
+        scheduled_in: list[threading.Thread] = []
+        schedule = w.svc.schedule
+
+        def spy(*args: Any, **kw: Any) -> SurveyJob:
+            scheduled_in.append(threading.current_thread())
+            return schedule(*args, **kw)
+
+        w.svc.schedule = spy  # type: ignore[method-assign]
+        (closed,) = orders.closed
+        await asyncio.to_thread(closed, {"ref": "GD-40", "caller": "13907910001",
+                                         "closed_at": None, "centre": "nanchang"})
+        assert scheduled_in == [threading.current_thread()]  # the loop's thread
+        (job,) = [j for j in w.svc.open.values() if j.order_ref == "GD-40"]
+        assert job.centre == "nanchang"  # the order's centre goes with its survey
+        await w.svc.saved()
+        assert w.svc.store.get(job.id) is not None
+        assert w.svc.on_result is not None
+        done = w.svc.on_result("GD-40", "satisfied", T0)
+        assert done is not None
+        await done
+        assert [(r, s) for r, s, _ in orders.surveys] == [("GD-40", "satisfied")]
+        assert orders.surveys[0][2] is not threading.current_thread()
+    finally:
+        await w.svc.stop()
