@@ -190,3 +190,13 @@ class Tables:
             self._writer.shutdown(wait=True)
             self._writer = None
         self.engine.dispose()
+
+
+def read_while_up(db: Tables, read: Callable[[], T], what: str) -> T | None:
+    """``read()``, or None (logged by ``db``) while the database is down: what a
+    service's start loads, so that an outage does not stop the controller."""
+    try:
+        return read()
+    except UNAVAILABLE as e:
+        db.unavailable(e, what)
+        return None

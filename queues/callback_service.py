@@ -40,7 +40,7 @@ from dialplan.model import Config
 from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
 from hotline.auth import Forbidden, Principal, may_act_on_queue
-from hotline.storage import UNAVAILABLE
+from hotline.storage import read_while_up
 
 from .agents import BadRequest, NotFound, centres_under
 from .callback import (
@@ -181,10 +181,9 @@ class CallbackService:
 
         A database that is down does not stop the start: ``False``, and every look
         tries again until it is back (nothing is launched before)."""
-        try:
-            stored = self.store.open_requests()
-        except UNAVAILABLE as e:
-            self.store.db.unavailable(e, "open call-backs not loaded")
+        stored = read_while_up(self.store.db, self.store.open_requests,
+                               "open call-backs not loaded")
+        if stored is None:
             return False
         for r in stored:
             self.open.setdefault(r.id, r)  # one booked since is newer than its row

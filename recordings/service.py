@@ -53,7 +53,7 @@ from dialplan.model import IDENT_RE
 from hotline import channel_vars as cv
 from hotline.amiproto import fields
 from hotline.auth import CentreScope, Forbidden, Principal, centre_scope, may_act_on_seat
-from hotline.storage import UNAVAILABLE
+from hotline.storage import read_while_up
 from queues.agents import centres_under
 
 from .paths import PathRefused, parse_rel, resolve_inside, scan
@@ -102,10 +102,8 @@ class RecordingService:
     def load(self) -> bool:
         """The recordings still open (controller start). A database that is down does not
         stop the start: ``False``; the reconcile of every AMI (re)connection reads them."""
-        try:
-            rows = self.store.open_rows()
-        except UNAVAILABLE as e:
-            self.store.db.unavailable(e, "open recordings not loaded")
+        rows = read_while_up(self.store.db, self.store.open_rows, "open recordings not loaded")
+        if rows is None:
             return False
         for r in rows:
             if r.uniqueid:

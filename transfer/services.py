@@ -50,7 +50,7 @@ from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
 from hotline.amiproto import fields
 from hotline.auth import Principal, may_act_on_seat
-from hotline.storage import UNAVAILABLE
+from hotline.storage import read_while_up
 from queues.agents import centres_under
 
 from . import machine as m
@@ -123,10 +123,9 @@ class TransferService:
 
         A database that is down does not stop the start: ``False``, and the next
         reconcile (every AMI (re)connection) loads them again."""
-        try:
-            stored = self.store.open_transfers()
-        except UNAVAILABLE as e:
-            self.store.db.unavailable(e, "open transfers not loaded")
+        stored = read_while_up(self.store.db, self.store.open_transfers,
+                               "open transfers not loaded")
+        if stored is None:
             return False
         for t in stored:
             if t.id not in self.open:  # one started since is newer than its row

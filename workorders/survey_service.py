@@ -43,7 +43,7 @@ from dialplan.model import IDENT_RE, Config
 from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
 from hotline.auth import Forbidden, Principal
-from hotline.storage import UNAVAILABLE, reason
+from hotline.storage import UNAVAILABLE, read_while_up, reason
 from queues.agents import BadRequest, NotFound
 from queues.callback import normalize_number
 from queues.callback_service import hotline_number
@@ -126,10 +126,8 @@ class SurveyService:
 
         A database that is down does not stop the start: ``False``, and every look
         tries again until it is back (nothing is called before)."""
-        try:
-            jobs = self.store.open_jobs()
-        except UNAVAILABLE as e:
-            self.store.db.unavailable(e, "open surveys not loaded")
+        jobs = read_while_up(self.store.db, self.store.open_jobs, "open surveys not loaded")
+        if jobs is None:
             return False
         for j in jobs:
             if not (j.terminal and self.on_result is None):
