@@ -158,9 +158,14 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
     web_app.router.add_get("/stats/queues", authenticated(auth, queue_stats))
     from workorders.kpi_http import routes as kpi_routes  # the five KPIs, JSON and CSV
 
+    def orders_ready() -> None:  # in the KPI worker thread, before the query
+        db = getattr(getattr(app, "orders", None), "db", None)
+        if db is not None:
+            db.ensure()
+
     for method, path, kpi_handler in kpi_routes(
         lambda: getattr(getattr(app, "orders", None), "engine", None), lambda: app.config, error,
-        app.agents.audit if app.agents is not None else None,
+        app.agents.audit if app.agents is not None else None, ensure=orders_ready,
     ):
         web_app.router.add_route(method, path, authenticated(auth, kpi_handler))
 

@@ -38,13 +38,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
+CONNECT_TIMEOUT = 5  # s, PostgreSQL (libpq connect_timeout)
+
+
 def open_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    # a pooled connection from before a server restart is replaced, not handed out
-    return create_engine(url, pool_pre_ping=True)
+    # A pooled connection from before a server restart is replaced, not handed out; a
+    # server that does not answer at all (a host gone, packets dropped) costs at most
+    # CONNECT_TIMEOUT per attempt, not the kernel's minutes, unless the URL says otherwise.
+    args = {} if "connect_timeout" in url else {"connect_timeout": CONNECT_TIMEOUT}
+    return create_engine(url, pool_pre_ping=True, connect_args=args)
 
 
 def store_url(url: str | None, state_dir: Path, filename: str) -> str:

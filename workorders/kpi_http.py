@@ -92,7 +92,10 @@ def routes(
     config: Callable[[], Any],
     error: Callable[..., web.Response],
     audit: Audit | None = None,
+    ensure: Callable[[], None] = lambda: None,
 ) -> list[tuple[str, str, Handler]]:
+    """``ensure()``: the tables exist (created on the first use that reaches a database
+    that was down at start; raises while it is still down: 503)."""
     async def report(
         request: web.Request, who: Principal, fmt: str
     ) -> tuple[Any, ...] | web.Response:
@@ -106,6 +109,7 @@ def routes(
                         unit=flt.unit, category=flt.category, group_by=group_by)
 
         def run() -> dict[str | None, Any]:
+            ensure()
             with eng.connect() as conn:
                 return compute_grouped(conn, flt, group_by)
 

@@ -41,7 +41,9 @@ from workorders.survey_plugin import SurveyPlugin, connect
 
 SAMPLE = Path(__file__).resolve().parents[2] / "config" / "hotline.yaml"
 ADMIN = "Basic " + base64.b64encode(b"admin:admin-pw").decode()
-LISTINGS = ("/orders", "/callbacks", "/transfers", "/surveys", "/recordings")
+# /kpis first: after the outage it is the first use of the work-order tables
+LISTINGS = ("/kpis?from=2026-11-01&to=2026-12-01", "/orders", "/callbacks", "/transfers",
+            "/surveys", "/recordings")
 FEATURES = ("transfer", "call-back", "work-order", "survey", "recording")
 
 
@@ -156,3 +158,32 @@ def facts(call_id: str) -> CallFacts:
     return CallFacts(call_id=call_id, uniqueid=call_id, caller="13900000002", called="12345",
                      outcome=Outcome.ANSWERED, started_at=t0, ended_at=t0 + timedelta(minutes=2),
                      centre="province", agent="zhangwei")
+
+
+def test_a_server_that_does_not_answer_costs_seconds_not_minutes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A "server" that takes the TCP connection and never says a word (a hung host): the
+    connection attempt gives up after CONNECT_TIMEOUT, unless the URL sets its own."""
+    import socket
+    import time as _time
+
+    from sqlalchemy.exc import OperationalError
+
+    from hotline import storage
+
+    need("psycopg (PostgreSQL driver)", _have_driver(), "make venv")
+    monkeypatch.setattr(storage, "CONNECT_TIMEOUT", 1)
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(8)  # the kernel completes the handshake; nobody ever answers
+    try:
+        url = f"postgresql+psycopg://hotline@127.0.0.1:{mute.getsockname()[1]}/hotline"
+        engine = storage.open_engine(url)
+        started = _time.monotonic()
+        with pytest.raises(OperationalError, match="timeout"):
+            engine.connect()
+        assert _time.monotonic() - started < 5
+        engine.dispose()
+    finally:
+        mute.close()
