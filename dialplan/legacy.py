@@ -58,7 +58,8 @@ def entry(c: Compiler, n: Number, *, inbound: bool, partner: bool = False) -> st
             f" same => n,Set(__{cv.CENTRE}={n.centre})",
             f" same => n,Set(__{cv.ORIGIN}=legacy)",
             f" same => n,Set(__{cv.DEPARTMENT}={n.department})",
-            f" same => n,Set(CALLERID(name)={n.number} {text(dept.name if dept else '', 40, argument=True)})",
+            f" same => n,Set(CALLERID(name)={n.number} "
+            f"{text(dept.name if dept else '', 40, argument=True)})",
             f" same => n,UserEvent({cv.EVENT_ORIGIN},Number: {n.number},Mode: {n.mode},"
             f"Department: {n.department})",
         ]

@@ -62,7 +62,8 @@ def test_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     return cfg
 
 
-test_config.__test__ = False  # type: ignore[attr-defined]  # a helper: modules import it, pytest must not collect it
+# a helper: modules import it, pytest must not collect it
+test_config.__test__ = False  # type: ignore[attr-defined]
 
 
 class Hotline:
