@@ -102,8 +102,8 @@ def test_up_status_call_restart_down(asterisk_root: AsteriskRoot, tools: None, t
             queue_log = inst.host("log", "queue_log")
             citizen = Sipp(tmp_path, "citizen", caller_scenario(pause(1000) + dtmf("0", then_ms=5000)),
                            local_ip="127.0.0.2", target=target, timeout_s=30)
-            res = citizen.wait(40)
-            assert res.returncode == 0, res.explain()
+            heard = citizen.wait(40)
+            assert heard.returncode == 0, heard.explain()
             assert "|1001|CONNECT|" in queue_log.read_text(), queue_log.read_text()
         finally:
             agent.stop()
