@@ -173,6 +173,7 @@ class CallbackService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reconcile = True
+        self._booking: set[str] = set()  # abandoned calls whose call-back is being saved
         self.loaded = False  # the open requests of the store are in ``open``
 
     # ----------------------------------------------------------------- life cycle
@@ -520,7 +521,10 @@ class CallbackService:
         queues = self.visible_queues(who)
         missed = await asyncio.to_thread(self._missed)
         row = next((m for m in missed if m["uniqueid"] == uniqueid), None)
-        if row is None or row["queue"] not in queues:
+        # checked and claimed without an await in between: two supervisors at once
+        # (each read the store in a thread) cannot both book the same call
+        if (row is None or row["queue"] not in queues or uniqueid in self._booking
+                or any(r.uniqueid == uniqueid for r in self.open.values())):
             raise NotFound(f"no abandoned call {uniqueid!r} without a call-back")
         chosen = normalize_number(number) if number is not None else row["number"]
         if not chosen:
@@ -529,15 +533,19 @@ class CallbackService:
                 "give one: a mobile or a fixed line with its area code"
             )
         cfg = self.config()
-        r = await self._new_request(
-            queue=row["queue"],
-            number=chosen,
-            first_queued=float(row["first_queued"]),
-            uniqueid=uniqueid,
-            source="abandoned",
-            created_by=who.name,
-            service_number=hotline_number(cfg),
-        )
+        self._booking.add(uniqueid)
+        try:
+            r = await self._new_request(
+                queue=row["queue"],
+                number=chosen,
+                first_queued=float(row["first_queued"]),
+                uniqueid=uniqueid,
+                source="abandoned",
+                created_by=who.name,
+                service_number=hotline_number(cfg),
+            )
+        finally:
+            self._booking.discard(uniqueid)
         await self._audit(who, "callback-from-abandoned", r)
         return r.as_dict()
 

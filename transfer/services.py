@@ -405,9 +405,14 @@ class TransferService:
             agent.channel if agent else "-",
         )
         async with self._lock(t.id):
-            await self._write(t, now)  # requested: recorded before anything moves
             if supersede is None:
-                self._track(t)
+                self._track(t)  # before the save's wait: the caller's events find it
+            try:
+                await self._write(t, now)  # requested: recorded before anything moves
+            except BaseException:
+                if supersede is None:
+                    self._untrack(t)
+                raise
             try:
                 await ami.action("Setvar", Channel=caller.channel, Variable=cv.XFER, Value=t.id)
                 redirect = {

@@ -22,6 +22,7 @@ from dialplan.model import Config
 from dialplan.validate import load_config
 from hotline.auth import Principal
 from queues import callback_http
+from queues.agents import NotFound
 from queues.callback import CallbackRequest, State
 from queues.callback_service import CallbackService
 from queues.callback_store import CallbackStore
@@ -221,3 +222,47 @@ async def test_transfer_saves_are_off_the_loop_and_precede_the_originate(
     assert stored is not None and stored.state.value == "dialling"
     assert "dialled_1" in stored.times  # the attempt was on record before the Originate
     await svc.close()
+
+
+async def test_a_callers_hangup_while_the_request_is_saved_is_not_lost(tmp_path: Path) -> None:
+    """The request's first save no longer holds the loop: an event of the caller that
+    comes meanwhile finds the transfer (it waits for its lock) and is applied after."""
+    cfg = config()
+    ami = FakeAmi()
+    store = TransferStore(tmp_path / "t.sqlite")
+    svc = TransferService(config=lambda: cfg, ami=lambda: ami, store=store, clock=Clock())
+    slowed(store, "save")
+    caller = ami.channels[0]
+    asked = asyncio.create_task(svc.request(ZHANGWEI, "1001", "119"))
+    await asyncio.sleep(SLOW / 3)  # the request's first save is being written
+    tid = svc.index.get(caller["Uniqueid"])
+    assert tid is not None and svc.open[tid].state.value == "requested"
+    gone = svc.on_event({"Event": "Hangup", "Uniqueid": caller["Uniqueid"], "Cause": "16",
+                         "Channel": caller["Channel"]})
+    assert gone is not None
+    record = await asyncio.wait_for(asyncio.gather(asked, gone), 10 * SLOW)
+    assert record[0]["state"] == "dialling"  # the request as it answered
+    stored = store.get(tid)
+    assert stored is not None and stored.state.value == "done" and not stored.present
+    assert tid not in svc.open
+    await svc.close()
+
+
+async def test_two_supervisors_book_one_abandoned_call_once(tmp_path: Path) -> None:
+    """Each reads the abandoned calls in a thread and the save is awaited: the call is
+    still claimed before the first await, so the second is refused, not a duplicate."""
+    cfg = config()
+    log = tmp_path / "queue_log"
+    log.write_text("1000|c9|province|NONE|ENTERQUEUE||13907910009|1\n"
+                   "1030|c9|province|NONE|ABANDON|1|1|30\n")
+    svc = CallbackService(config=lambda: cfg, ami=lambda: None,
+                          store=CallbackStore(f"sqlite:///{tmp_path / 'c.sqlite'}"),
+                          queue_log=log, arrivals=Arrivals())
+    slowed(svc.store, "save")
+    got = await asyncio.gather(svc.from_abandoned(ADMIN, "c9"), svc.from_abandoned(ADMIN, "c9"),
+                               return_exceptions=True)
+    made = [g for g in got if isinstance(g, dict)]
+    refused = [g for g in got if isinstance(g, NotFound)]
+    assert len(made) == 1 and len(refused) == 1, got
+    assert [r.uniqueid for r in svc.store.recent(["pending"], {"province"}, 10)] == ["c9"]
+    await svc.stop()
