@@ -13,7 +13,6 @@ as ``GET /orders``; another's survey answers 404).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,8 +37,7 @@ def routes(
             return error(400, "bad-request", "limit must be a number",
                          limit=request.query.get("limit"))
         state = request.query.get("state", "all")
-        jobs = await asyncio.to_thread(service.listing, who, state, limit,
-                                       request.query.get("order"))
+        jobs = await service.read_listing(who, state, limit, request.query.get("order"))
         return web.json_response({"state": state, "surveys": jobs})
 
     async def one(request: web.Request, who: Principal) -> web.Response:

@@ -424,10 +424,24 @@ class SurveyService:
         self._check(who)
         return self._readable(who, job_id, self.open.get(job_id))
 
-    async def read(self, who: Principal, job_id: str) -> dict[str, Any]:
-        """:meth:`get` for the event loop: an open job is copied on the loop (where it
-        changes), the databases are read in a worker thread."""
+    async def _written(self) -> None:
+        """Until the saves handed in so far have run (written or failed: :meth:`saved`
+        reports those), so that a read after it sees them."""
+        await asyncio.wrap_future(self.store.db.submit(lambda: None))
+
+    async def read_listing(self, who: Principal, group: str = "open", limit: int = 100,
+                           order_ref: str | None = None) -> list[dict[str, Any]]:
+        """:meth:`listing` for the event loop: after the saves handed in, in a worker
+        thread."""
         self._check(who)
+        await self._written()
+        return await asyncio.to_thread(self.listing, who, group, limit, order_ref)
+
+    async def read(self, who: Principal, job_id: str) -> dict[str, Any]:
+        """:meth:`get` for the event loop: after the saves handed in; an open job is
+        copied on the loop (where it changes), the databases are read in a worker thread."""
+        self._check(who)
+        await self._written()
         j = self.open.get(job_id)
         copy = None if j is None else SurveyJob.from_dict(j.as_dict())
         return await asyncio.to_thread(self._readable, who, job_id, copy)
