@@ -95,7 +95,7 @@ async def book(ch: Any, app: App, *, queue: str, first_queued: float, source: st
         return None
 
     try:
-        req = svc.request_from_offer(
+        req = await svc.request_from_offer(
             queue=queue,
             number=chosen,
             first_queued=first_queued,

@@ -15,6 +15,7 @@ are checked by the service. Errors keep the API's shape: status, ``error_id``,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,10 +41,12 @@ def routes(
                 400, "bad-request", "limit must be a number", limit=request.query.get("limit")
             )
         state = request.query.get("state", "open")
-        return web.json_response({"state": state, "callbacks": service.listing(who, state, limit)})
+        found = await asyncio.to_thread(service.listing, who, state, limit)
+        return web.json_response({"state": state, "callbacks": found})
 
     async def one(request: web.Request, who: Principal) -> web.Response:
-        return web.json_response(service.get(who, request.match_info["id"]))
+        found = await asyncio.to_thread(service.get, who, request.match_info["id"])
+        return web.json_response(found)
 
     async def cancel(request: web.Request, who: Principal) -> web.Response:
         return web.json_response(await service.cancel(who, request.match_info["id"]))
@@ -60,9 +63,8 @@ def routes(
                 since=request.query.get("since"),
                 until=request.query.get("until"),
             )
-        return web.json_response(
-            {"since": since, "until": until, "abandoned": service.abandoned(who, since, until)}
-        )
+        rows = await asyncio.to_thread(service.abandoned, who, since, until)
+        return web.json_response({"since": since, "until": until, "abandoned": rows})
 
     async def from_abandoned(request: web.Request, who: Principal) -> web.Response:
         body = await read_json(request)

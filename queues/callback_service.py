@@ -173,6 +173,7 @@ class CallbackService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reconcile = True
+        self._booking: set[str] = set()  # abandoned calls whose call-back is being saved
         self.loaded = False  # the open requests of the store are in ``open``
 
     # ----------------------------------------------------------------- life cycle
@@ -202,7 +203,7 @@ class CallbackService:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self.store.close()
+        await asyncio.to_thread(self.store.close)  # the saves handed in are written first
 
     def asterisk_booted(self, _event: object = None) -> None:
         """(Re)connected to a booted Asterisk: reconcile before anything is sent."""
@@ -234,8 +235,11 @@ class CallbackService:
             max_attempts=1 + cfg.callbacks.retries, retry_delay=float(cfg.callbacks.retry_delay)
         )
 
-    def _save(self, r: CallbackRequest) -> None:
-        self.store.save(r)
+    async def _save(self, r: CallbackRequest) -> None:
+        """Write a copy of ``r`` (the loop goes on changing ``r``) on the store's writer
+        thread, off the event loop, in the order handed in, and wait until it is written."""
+        snapshot = CallbackRequest.from_dict(r.as_dict())
+        await asyncio.wrap_future(self.store.db.submit(self.store.save, snapshot))
         if r.terminal:
             self.open.pop(r.id, None)
 
@@ -273,7 +277,7 @@ class CallbackService:
             if apply_log_event(r, ev, policy):
                 if r.state == State.DONE:
                     self._rest(cfg, seat, queue, now)
-                self._save(r)
+                await self._save(r)
 
         if channels is not None:
             grace = 0.0 if self._reconcile else self.VANISH_GRACE
@@ -284,7 +288,7 @@ class CallbackService:
                 settle_vanished(r, now, policy)
                 if r.state == State.DONE:
                     self._rest(cfg, seat, queue, now)
-                self._save(r)
+                await self._save(r)
         self._reconcile = False
 
         snap = Snapshot(
@@ -311,15 +315,15 @@ class CallbackService:
             return
         if isinstance(action, Requeue):
             transition(r, State.PENDING, now, "retry delay over")
-            self._save(r)
+            await self._save(r)
         elif isinstance(action, Release):
             r.result = action.reason
             transition(r, State.PENDING, now, action.reason)
-            self._save(r)
+            await self._save(r)
         elif isinstance(action, Reserve):
             transition(r, State.RESERVED, now, f"oldest in {r.queue}; seat {action.seat} reserved")
             r.seat, r.interface = action.seat, action.interface
-            self._save(r)
+            await self._save(r)
             try:
                 await self._queue_pause(ami, action.interface, True)
             except AmiError as e:
@@ -331,7 +335,7 @@ class CallbackService:
                     e,
                 )
                 transition(r, State.PENDING, now, f"seat {action.seat} could not be paused")
-                self._save(r)
+                await self._save(r)
         elif isinstance(action, Launch):
             await self._launch(r, cfg, ami, now)
         elif isinstance(action, Overflow):
@@ -344,7 +348,7 @@ class CallbackService:
         r.history.append({"at": now, "from": r.state.value, "to": r.state.value,
                           "reason": f"overflow {old} -> {action.to} ({action.reason})"})
         r.queue, r.queue_since, r.updated_at = action.to, now, now
-        self._save(r)
+        await self._save(r)
         log.info("[%s] call-back %s overflows %s -> %s: %s", r.uniqueid, r.id, old, action.to,
                  action.reason)
         try:
@@ -367,13 +371,13 @@ class CallbackService:
         if normalize_number(r.number) != r.number:  # never dial what did not pass the check
             r.result = "BADNUMBER"
             transition(r, State.FAILED, now, "the stored number is not a callable number")
-            self._save(r)
+            await self._save(r)
             return
         aid = attempt_id_for(r)
         r.launches += 1
         r.attempt_id, r.launched_at = aid, now
         transition(r, State.CALLING_AGENT, now, f"ringing seat {r.seat} (attempt {aid})")
-        self._save(r)  # before the Originate: a restart then checks the channel, never re-sends
+        await self._save(r)  # before the Originate: a restart checks the channel, never re-sends
         variables = {
             cv.CB_ATTEMPT: aid,
             cv.CB_NUMBER: r.number,
@@ -399,14 +403,14 @@ class CallbackService:
             log.warning("[%s] call-back %s: Originate %s refused: %s", r.uniqueid, r.id, aid, e)
             r.result = "ORIGINATE-REFUSED"
             transition(r, State.PENDING, now, f"Originate refused: {e.message}")
-            self._save(r)
+            await self._save(r)
         except AmiError as e:  # outcome unknown: the channel check of the next looks decides
             log.warning(
                 "[%s] call-back %s: Originate %s outcome unknown: %s", r.uniqueid, r.id, aid, e
             )
 
     # ----------------------------------------------------------------- requests
-    def _new_request(self, **kw: Any) -> CallbackRequest:
+    async def _new_request(self, **kw: Any) -> CallbackRequest:
         now = self.clock()
         r = CallbackRequest(id="cb" + secrets.token_hex(5), created_at=now, updated_at=now, **kw)
         r.history.append(
@@ -417,7 +421,7 @@ class CallbackService:
                 "reason": f"requested ({r.source}) by {r.created_by}",
             }
         )
-        self._save(r)
+        await self._save(r)
         self.open[r.id] = r
         log.info(
             "[%s] call-back %s requested in %s for %s (first queued %.0f, %s)",
@@ -431,7 +435,7 @@ class CallbackService:
         self._wake.set()
         return r
 
-    def request_from_offer(
+    async def request_from_offer(
         self,
         *,
         queue: str,
@@ -451,7 +455,7 @@ class CallbackService:
             if r.uniqueid == uniqueid:  # pressed 1 again in the same call
                 log.info("[%s] call-back %s already requested", uniqueid, r.id)
                 return r
-        return self._new_request(
+        return await self._new_request(
             queue=queue,
             number=number,
             first_queued=first_queued,
@@ -495,7 +499,7 @@ class CallbackService:
                 f"call-back {request_id} is {r.state.value}: it cannot be withdrawn now"
             )
         transition(r, State.CANCELLED, self.clock(), f"withdrawn by {who.name}")
-        self._save(r)
+        await self._save(r)
         await self._audit(who, "callback-cancel", r)
         self._wake.set()
         return r.as_dict()
@@ -515,8 +519,12 @@ class CallbackService:
         self, who: Principal, uniqueid: str, number: str | None = None
     ) -> dict[str, Any]:
         queues = self.visible_queues(who)
-        row = next((m for m in self._missed() if m["uniqueid"] == uniqueid), None)
-        if row is None or row["queue"] not in queues:
+        missed = await asyncio.to_thread(self._missed)
+        row = next((m for m in missed if m["uniqueid"] == uniqueid), None)
+        # checked and claimed without an await in between: two supervisors at once
+        # (each read the store in a thread) cannot both book the same call
+        if (row is None or row["queue"] not in queues or uniqueid in self._booking
+                or any(r.uniqueid == uniqueid for r in self.open.values())):
             raise NotFound(f"no abandoned call {uniqueid!r} without a call-back")
         chosen = normalize_number(number) if number is not None else row["number"]
         if not chosen:
@@ -525,15 +533,19 @@ class CallbackService:
                 "give one: a mobile or a fixed line with its area code"
             )
         cfg = self.config()
-        r = self._new_request(
-            queue=row["queue"],
-            number=chosen,
-            first_queued=float(row["first_queued"]),
-            uniqueid=uniqueid,
-            source="abandoned",
-            created_by=who.name,
-            service_number=hotline_number(cfg),
-        )
+        self._booking.add(uniqueid)
+        try:
+            r = await self._new_request(
+                queue=row["queue"],
+                number=chosen,
+                first_queued=float(row["first_queued"]),
+                uniqueid=uniqueid,
+                source="abandoned",
+                created_by=who.name,
+                service_number=hotline_number(cfg),
+            )
+        finally:
+            self._booking.discard(uniqueid)
         await self._audit(who, "callback-from-abandoned", r)
         return r.as_dict()
 

@@ -21,6 +21,7 @@ lead outside the root is 404.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from typing import cast
@@ -61,8 +62,8 @@ def routes(service: RecordingService, error: ErrorFn) -> list[tuple[str, str, Ha
             return error(400, "bad-request", BAD_CALL_ID)
         if kind is not None and kind not in ("call", "survey"):
             return error(400, "bad-request", "kind is call or survey")
-        recs = service.listing(who, since=since, until=until, call_id=call_id, kind=kind,
-                               limit=limit)
+        recs = await asyncio.to_thread(service.listing, who, since=since, until=until,
+                                       call_id=call_id, kind=kind, limit=limit)
         return web.json_response([r.as_dict() for r in recs])
 
     def rec_id(request: web.Request) -> int:
@@ -70,7 +71,7 @@ def routes(service: RecordingService, error: ErrorFn) -> list[tuple[str, str, Ha
 
     async def one(request: web.Request, who: Principal) -> web.Response:
         try:
-            rec = service.one(who, rec_id(request))
+            rec = await asyncio.to_thread(service.one, who, rec_id(request))
         except PathRefused as e:
             return error(400, "bad-recording-id", str(e))
         except NotFound as e:

@@ -343,7 +343,7 @@ class RecordingService:
 
     async def open_for_download(self, who: Principal, rec_id: int) -> tuple[Recording, Path]:
         """The row and its file (always resolved from the row, inside the root); audited."""
-        rec = self.one(who, rec_id)
+        rec = await asyncio.to_thread(self.one, who, rec_id)
         if rec.purged_at is not None:
             raise NotFound(f"recording {rec_id} was purged (retention)")
         f = resolve_inside(self.root(), rec.path)  # PathRefused: the caller answers 404

@@ -19,6 +19,7 @@ Errors carry an HTTP status, a stable ``error_id`` and ``details``, as every rou
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -79,7 +80,7 @@ def routes(
         )
 
     async def one(request: web.Request, who: Principal) -> web.Response:
-        record = service.get(request.match_info["id"])
+        record = await service.read(request.match_info["id"])
         if record is None or not visible(who, record):
             return error(404, "not-found", f"no transfer {request.match_info['id']!r}")
         return web.json_response(record)
@@ -94,7 +95,7 @@ def routes(
             if who.seat is None:
                 return error(403, "forbidden", f"{who.name} has no seat")
             seat = who.seat
-        return web.json_response(service.recent(limit, seat))
+        return web.json_response(await asyncio.to_thread(service.recent, limit, seat))
 
     return [
         ("POST", "/calls/{seat}/transfer", start),

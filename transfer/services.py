@@ -42,6 +42,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,7 +142,7 @@ class TransferService:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        self.store.close()
+        await asyncio.to_thread(self.store.close)  # the saves handed in are written first
 
     def _track(self, t: Transfer) -> None:
         self.open[t.id] = t
@@ -177,8 +178,27 @@ class TransferService:
             raise AsteriskUnavailable("Asterisk is not reachable over AMI right now")
         return ami
 
-    def _save(self, t: Transfer) -> None:
-        self.store.save(t, self.clock())
+    def _hand_in(self, t: Transfer, now: float) -> Future[None]:
+        """A copy of ``t`` (the loop goes on changing ``t``) saved on the store's writer
+        thread, off the event loop, after every save handed in before it."""
+        return self.store.db.submit(self.store.save, Transfer.from_dict(t.as_dict()), now)
+
+    async def _write(self, t: Transfer, now: float) -> None:
+        """Save ``t`` off the event loop and wait until it is written (or raise)."""
+        await asyncio.wrap_future(self._hand_in(t, now))
+
+    def _write_soon(self, t: Transfer, now: float) -> None:
+        """Save ``t`` off the event loop without waiting (from an event handler that
+        cannot wait; the awaited save of :meth:`_apply` that follows it keeps the
+        order and reports a database that is down)."""
+        def failed(f: Future[None]) -> None:
+            if (e := f.exception()) is not None:
+                log.error("[%s] transfer %s not saved: %s", t.caller_uniqueid, t.id, e)
+
+        self._hand_in(t, now).add_done_callback(failed)
+
+    async def _save(self, t: Transfer) -> None:
+        await self._write(t, self.clock())
         if t.terminal:
             log.info(
                 "[%s] transfer %s line %s finished: %s; outcome %s; timings %s",
@@ -385,9 +405,14 @@ class TransferService:
             agent.channel if agent else "-",
         )
         async with self._lock(t.id):
-            self.store.save(t, now)  # requested: recorded before anything moves
             if supersede is None:
-                self._track(t)
+                self._track(t)  # before the save's wait: the caller's events find it
+            try:
+                await self._write(t, now)  # requested: recorded before anything moves
+            except BaseException:
+                if supersede is None:
+                    self._untrack(t)
+                raise
             try:
                 await ami.action("Setvar", Channel=caller.channel, Variable=cv.XFER, Value=t.id)
                 redirect = {
@@ -424,7 +449,7 @@ class TransferService:
                         f"Asterisk refused to move the call: {e.message}",
                         self.clock(),
                     )
-                    self._save(t)
+                    await self._save(t)
                     raise CallMoved(
                         f"the call could not be moved: {e.message}", transfer=t.id
                     ) from None
@@ -445,7 +470,7 @@ class TransferService:
                     m.transition(
                         supersede, State.DONE, f"superseded by transfer {t.id}", self.clock()
                     )
-                    self._save(supersede)
+                    await self._save(supersede)
                 self._track(t)
             await self._apply(t, m.start(t, self.clock()))
         return t
@@ -577,7 +602,7 @@ class TransferService:
             elif state == "6":  # AST_STATE_UP: answered (200)
                 t.mark("answered", self.clock())
                 self._answered(t, uid)
-            self.store.save(t, self.clock())
+            self._write_soon(t, self.clock())
         return []
 
     def _on_originate_response(self, t: Transfer, ev: dict[str, str]) -> list[m.Command]:
@@ -609,7 +634,7 @@ class TransferService:
             t.mark("caller_joined", now)
             if Role.DISPATCHER in t.present:
                 t.mark("bridged", now)
-            self.store.save(t, now)
+            self._write_soon(t, now)
             return []
         if role is Role.DISPATCHER:
             cmds = m.dispatcher_joined(t, t.attempt, now)
@@ -698,7 +723,7 @@ class TransferService:
     # ------------------------------------------------------------ commands
     async def _apply(self, t: Transfer, cmds: list[m.Command]) -> None:
         """Save ``t`` (its new state), then carry out ``cmds``; failures feed back in."""
-        self._save(t)
+        await self._save(t)
         for cmd in cmds:
             more = await self._run(t, cmd)
             if more:
@@ -761,7 +786,7 @@ class TransferService:
         now = self.clock()
         t.mark("dialled", now)
         t.times[f"dialled_{attempt}"] = now
-        self.store.save(t, now)
+        await self._write(t, now)  # before the Originate: a restart checks the channel
         try:
             await self._ami().originate(
                 oid,
@@ -871,10 +896,24 @@ class TransferService:
 
     # ------------------------------------------------------------ reading
     def get(self, transfer_id: str) -> dict[str, Any] | None:
-        t = self.open.get(transfer_id) or self.store.get(transfer_id)
-        if t is None:
-            return None
-        return {**t.as_dict(), "transitions": self.store.transitions(transfer_id)}
+        t = self.open.get(transfer_id)
+        return self._stored(transfer_id, None if t is None else t.as_dict())
+
+    async def read(self, transfer_id: str) -> dict[str, Any] | None:
+        """:meth:`get` for the event loop: an open transfer is copied on the loop (where
+        it changes), the store is read in a worker thread."""
+        t = self.open.get(transfer_id)
+        return await asyncio.to_thread(self._stored, transfer_id,
+                                       None if t is None else t.as_dict())
+
+    def _stored(self, transfer_id: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
+        """``record`` (else the stored one) with its transitions from the store."""
+        if record is None:
+            t = self.store.get(transfer_id)
+            if t is None:
+                return None
+            record = t.as_dict()
+        return {**record, "transitions": self.store.transitions(transfer_id)}
 
     def recent(self, limit: int = 100, seat: str | None = None) -> list[dict[str, Any]]:
         return self.store.recent(limit, seat)

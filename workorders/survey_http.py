@@ -37,11 +37,11 @@ def routes(
             return error(400, "bad-request", "limit must be a number",
                          limit=request.query.get("limit"))
         state = request.query.get("state", "all")
-        jobs = service.listing(who, state, limit, request.query.get("order"))
+        jobs = await service.read_listing(who, state, limit, request.query.get("order"))
         return web.json_response({"state": state, "surveys": jobs})
 
     async def one(request: web.Request, who: Principal) -> web.Response:
-        return web.json_response(service.get(who, request.match_info["id"]))
+        return web.json_response(await service.read(who, request.match_info["id"]))
 
     async def create(request: web.Request, who: Principal) -> web.Response:
         body = await read_json(request)

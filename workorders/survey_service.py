@@ -422,7 +422,33 @@ class SurveyService:
 
     def get(self, who: Principal, job_id: str) -> dict[str, Any]:
         self._check(who)
-        j = self.open.get(job_id) or self.store.get(job_id)
+        return self._readable(who, job_id, self.open.get(job_id))
+
+    async def _written(self) -> None:
+        """Until the saves handed in so far have run (written or failed: :meth:`saved`
+        reports those), so that a read after it sees them."""
+        await asyncio.wrap_future(self.store.db.submit(lambda: None))
+
+    async def read_listing(self, who: Principal, group: str = "open", limit: int = 100,
+                           order_ref: str | None = None) -> list[dict[str, Any]]:
+        """:meth:`listing` for the event loop: after the saves handed in, in a worker
+        thread."""
+        self._check(who)
+        await self._written()
+        return await asyncio.to_thread(self.listing, who, group, limit, order_ref)
+
+    async def read(self, who: Principal, job_id: str) -> dict[str, Any]:
+        """:meth:`get` for the event loop: after the saves handed in; an open job is
+        copied on the loop (where it changes), the databases are read in a worker thread."""
+        self._check(who)
+        await self._written()
+        j = self.open.get(job_id)
+        copy = None if j is None else SurveyJob.from_dict(j.as_dict())
+        return await asyncio.to_thread(self._readable, who, job_id, copy)
+
+    def _readable(self, who: Principal, job_id: str, j: SurveyJob | None) -> dict[str, Any]:
+        """``j`` (else the stored job), if ``who`` may read it."""
+        j = j or self.store.get(job_id)
         if j is None or j.order_ref not in self._visible(who, {j.order_ref}):
             raise NotFound(f"no survey {job_id!r}")
         return j.as_dict()

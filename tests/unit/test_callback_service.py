@@ -152,14 +152,14 @@ class World:
     def request(
         self, number: str = "13907910001", uniqueid: str = "1800.1", first: float = -300.0
     ) -> str:
-        r = self.svc.request_from_offer(
+        r = asyncio.run(self.svc.request_from_offer(
             queue="province",
             number=number,
             first_queued=self.clock.now + first,
             uniqueid=uniqueid,
             city="nanchang",
             service_number="12345",
-        )
+        ))
         return r.id
 
     def state(self, rid: str) -> State:
@@ -343,7 +343,8 @@ def test_requests_are_persistent_and_idempotent_per_call(world: World) -> None:
     svc = w.restart()
     assert sorted(r.number for r in svc.open.values()) == ["13907910001", "13907910002"]
     with pytest.raises(BadRequest):
-        svc.request_from_offer(queue="province", number="110", first_queued=1.0, uniqueid="x")
+        asyncio.run(svc.request_from_offer(queue="province", number="110", first_queued=1.0,
+                                           uniqueid="x"))
 
 
 def test_rights_listing_and_cancel(world: World) -> None:

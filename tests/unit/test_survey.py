@@ -378,6 +378,7 @@ def test_the_order_s_centre_goes_with_the_survey_call(world: World, tmp_path: Pa
     closed = {"ref": "GD-30", "caller": "13907910001", "centre": "ganzhou",
               "closed_at": datetime.fromtimestamp(T0, UTC)}
     orders._fire_closed(closed)  # what WorkOrderStore.act does when an order closes
+    w.svc.store.db.drain()  # the job's save is on the store's writer thread
     j = w.svc.store.recent(order_ref="GD-30")[0]
     assert j.centre == "ganzhou"
     w.svc.schedule("GD-31", "13907910002", T0)  # by hand: no centre
