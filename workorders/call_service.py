@@ -339,7 +339,11 @@ class CallTrackerService:
                 batch: list[CallState] = []
                 while self._settling and self._settling[0][0] <= now and len(batch) < BATCH:
                     batch.append(self._settling.popleft()[1])
-                await self._deliver(batch, "ami")
+                try:
+                    await self._deliver(batch, "ami")
+                except Exception:  # e.g. calls.sqlite unreadable: the CDR scan has them
+                    log.exception("%d ended call(s) not delivered now; left to the CDR scan",
+                                  len(batch))
         finally:
             self._flusher = None
 

@@ -434,3 +434,40 @@ async def test_calls_ending_together_are_delivered_in_one_batch(
     }
     assert len(svc.recent) == 3
     await svc.close()
+
+
+async def test_a_failed_live_delivery_does_not_stop_the_next_ones(
+    tmp_path: Path, cfg: Config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """calls.sqlite unreadable for one batch: that batch is left to the CDR scan (logged)
+    and the calls settling behind it are still delivered live (one call per batch here)."""
+    import asyncio
+
+    from workorders import call_service
+
+    monkeypatch.setattr(call_service, "SETTLE", 0.01)
+    monkeypatch.setattr(call_service, "COALESCE", 0.01)
+    monkeypatch.setattr(call_service, "BATCH", 1)
+    sink = Sink()
+    svc = service(tmp_path, cfg, sink)
+    await svc.scan()
+    real = svc.store.emitted_among
+    failures = [OSError("disk I/O error")]
+
+    def flaky(ids: Any) -> set[str]:
+        if failures:
+            raise failures.pop()
+        return real(ids)
+
+    svc.store.emitted_among = flaky  # type: ignore[method-assign]
+    for n, caller in enumerate(("13907910300", "13907910301")):  # both end at once
+        uid = f"1795786600.{n}"
+        svc.on_event(newchannel(uid, caller))
+        svc.on_event({**newchannel(uid, caller), "Event": "Hangup", "Cause": "16"})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not sink.got and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert [f.caller for f in sink.got] == ["13907910301"]
+    assert "1 ended call(s) not delivered now; left to the CDR scan" in caplog.text
+    await svc.close()
