@@ -425,7 +425,7 @@ async def test_calls_ending_together_are_delivered_in_one_batch(
     # The delivery's last step is the in-memory list (after the sink and the marks).
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
-    while len(svc.recent) < 3 and loop.time() < deadline:
+    while len(svc.recent) < 3 and loop.time() < deadline:  # noqa: ASYNC110 - no event to await
         await asyncio.sleep(0.02)
     assert batches[0] == [f"1390791020{n}" for n in range(4)]  # together, then one by one
     assert sorted(f.caller for f in sink.got) == ["13907910200", "13907910201", "13907910203"]
@@ -459,14 +459,14 @@ async def test_a_failed_live_delivery_does_not_stop_the_next_ones(
             raise failures.pop()
         return real(ids)
 
-    svc.store.emitted_among = flaky  # type: ignore[method-assign]
+    monkeypatch.setattr(svc.store, "emitted_among", flaky)
     for n, caller in enumerate(("13907910300", "13907910301")):  # both end at once
         uid = f"1795786600.{n}"
         svc.on_event(newchannel(uid, caller))
         svc.on_event({**newchannel(uid, caller), "Event": "Hangup", "Cause": "16"})
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
-    while not sink.got and loop.time() < deadline:
+    while not sink.got and loop.time() < deadline:  # noqa: ASYNC110 - no event to await
         await asyncio.sleep(0.01)
     assert [f.caller for f in sink.got] == ["13907910301"]
     assert "1 ended call(s) not delivered now; left to the CDR scan" in caplog.text
