@@ -182,8 +182,17 @@ class CallbackService:
 
         A database that is down does not stop the start: ``False``, and every look
         tries again until it is back (nothing is launched before)."""
-        stored = read_while_up(self.store.db, self.store.open_requests,
-                               "open call-backs not loaded")
+        return self._adopt(self._read_open())
+
+    async def reload(self) -> bool:
+        """:meth:`load` from the event loop: the database read in a worker thread."""
+        return self._adopt(await asyncio.to_thread(self._read_open))
+
+    def _read_open(self) -> list[CallbackRequest] | None:
+        return read_while_up(self.store.db, self.store.open_requests,
+                             "open call-backs not loaded")
+
+    def _adopt(self, stored: list[CallbackRequest] | None) -> bool:
         if stored is None:
             return False
         for r in stored:
@@ -250,7 +259,7 @@ class CallbackService:
             self.rest_until[seat] = now + q.wrapup
 
     async def tick(self) -> None:
-        if not self.loaded and not self.load():
+        if not self.loaded and not await self.reload():
             return
         ami = self.ami()
         if ami is None or not ami.connected:

@@ -124,8 +124,17 @@ class TransferService:
 
         A database that is down does not stop the start: ``False``, and the next
         reconcile (every AMI (re)connection) loads them again."""
-        stored = read_while_up(self.store.db, self.store.open_transfers,
-                               "open transfers not loaded")
+        return self._adopt(self._read_open())
+
+    async def reload(self) -> bool:
+        """:meth:`load` from the event loop: the database read in a worker thread."""
+        return self._adopt(await asyncio.to_thread(self._read_open))
+
+    def _read_open(self) -> list[Transfer] | None:
+        return read_while_up(self.store.db, self.store.open_transfers,
+                             "open transfers not loaded")
+
+    def _adopt(self, stored: list[Transfer] | None) -> bool:
         if stored is None:
             return False
         for t in stored:
@@ -660,7 +669,7 @@ class TransferService:
     async def reconcile_all(self, _event: Any = None) -> None:
         """After (re)connecting to a booted Asterisk: finish every open transfer."""
         if not self.open or not self.loaded:
-            self.load()
+            await self.reload()
         for tid in list(self.open):
             t = self.open.get(tid)
             if t is None:

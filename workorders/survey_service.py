@@ -126,7 +126,16 @@ class SurveyService:
 
         A database that is down does not stop the start: ``False``, and every look
         tries again until it is back (nothing is called before)."""
-        jobs = read_while_up(self.store.db, self.store.open_jobs, "open surveys not loaded")
+        return self._adopt(self._read_open())
+
+    async def reload(self) -> bool:
+        """:meth:`load` from the event loop: the database read in a worker thread."""
+        return self._adopt(await asyncio.to_thread(self._read_open))
+
+    def _read_open(self) -> list[SurveyJob] | None:
+        return read_while_up(self.store.db, self.store.open_jobs, "open surveys not loaded")
+
+    def _adopt(self, jobs: list[SurveyJob] | None) -> bool:
         if jobs is None:
             return False
         for j in jobs:
@@ -236,7 +245,7 @@ class SurveyService:
             await self.saved()
 
     async def _tick(self) -> None:
-        if not self.loaded and not self.load():
+        if not self.loaded and not await self.reload():
             return
         await self._report()
         ami = self.ami()

@@ -266,3 +266,34 @@ async def test_two_supervisors_book_one_abandoned_call_once(tmp_path: Path) -> N
     assert len(made) == 1 and len(refused) == 1, got
     assert [r.uniqueid for r in svc.store.recent(["pending"], {"province"}, 10)] == ["c9"]
     await svc.stop()
+
+
+async def test_open_records_are_read_off_the_loop_when_loaded_late(tmp_path: Path) -> None:
+    """What a service loads after its start (a reconnection to Asterisk, a scheduler look
+    after a database outage) is read in a worker thread, then adopted on the loop."""
+    cfg = config()
+    transfers = TransferService(config=lambda: cfg, ami=lambda: None,
+                                store=TransferStore(tmp_path / "t.sqlite"))
+    transfers.store.save(Transfer(id="tr-2", line="110", origin="agent",
+                                  caller_uniqueid="1.3", caller_channel="PJSIP/carrier-3",
+                                  routes=[], answer_timeout=20), 1000.0)
+    callbacks = CallbackService(config=lambda: cfg, ami=lambda: None,
+                                store=CallbackStore(f"sqlite:///{tmp_path / 'c.sqlite'}"),
+                                queue_log=tmp_path / "queue_log", arrivals=Arrivals())
+    callbacks.store.save(CallbackRequest(id="cb-2", queue="province", number="13907910001",
+                                         first_queued=1000.0, uniqueid="1.4"))
+    surveys = SurveyService(config=lambda: cfg, ami=lambda: None,
+                            store=SurveyStore(f"sqlite:///{tmp_path / 's.sqlite'}"))
+    job = surveys.schedule("GD-2", "13907910001", 1000.0, created_by="admin")
+    await surveys.saved()
+    surveys.open.clear()
+    slowed(transfers.store, "open_transfers")
+    slowed(callbacks.store, "open_requests")
+    slowed(surveys.store, "open_jobs")
+    for service, loaded in ((transfers, "tr-2"), (callbacks, "cb-2"), (surveys, job.id)):
+        ok, held, took = await while_ticking(service.reload())
+        assert ok and loaded in service.open, type(service).__name__
+        assert took >= SLOW and held < HELD, (type(service).__name__, held)
+    await transfers.close()
+    await callbacks.stop()
+    await surveys.stop()
