@@ -17,6 +17,7 @@ start only makes the store's uses fail until it is back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -24,7 +25,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from hotline.storage import Tables
+from hotline.storage import Tables, read_while_up
 
 
 class Record(Protocol):
@@ -124,3 +125,39 @@ class RecordStore(Generic[R]):
 
     def close(self) -> None:
         self.db.close()
+
+
+class LoadsOpenRecords(Generic[R]):
+    """A service whose open records live in a :class:`RecordStore` that may be down.
+
+    :meth:`load` (at start) and :meth:`reload` (from the event loop: the read in a
+    worker thread) read them with ``_open_records`` and hand them to ``_adopt`` on the
+    calling thread; while the database is down nothing is adopted (the outage is
+    logged by the store) and both return ``False``, so the caller tries again later.
+    ``_adopt`` must keep records the service made since (they are newer than rows)."""
+
+    OPEN_WHAT: ClassVar[str]  # "open transfers", for the log
+    store: Any  # the service's RecordStore (its ``db`` is the hotline.storage.Tables)
+
+    def _open_records(self) -> list[R]:
+        raise NotImplementedError
+
+    def _adopt(self, records: list[R]) -> None:
+        raise NotImplementedError
+
+    def _read_open(self) -> list[R] | None:
+        return read_while_up(self.store.db, self._open_records, f"{self.OPEN_WHAT} not loaded")
+
+    def load(self) -> bool:
+        records = self._read_open()
+        if records is None:
+            return False
+        self._adopt(records)
+        return True
+
+    async def reload(self) -> bool:
+        records = await asyncio.to_thread(self._read_open)
+        if records is None:
+            return False
+        self._adopt(records)
+        return True

@@ -40,7 +40,7 @@ from dialplan.model import Config
 from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
 from hotline.auth import Forbidden, Principal, may_act_on_queue
-from hotline.storage import read_while_up
+from hotline.record_store import LoadsOpenRecords
 
 from .agents import BadRequest, NotFound, centres_under
 from .callback import (
@@ -145,7 +145,7 @@ def member_from(item: Mapping[str, str]) -> Member:
     )
 
 
-class CallbackService:
+class CallbackService(LoadsOpenRecords[CallbackRequest]):
     TICK = 1.0  # seconds between two looks when nothing happens
     MIN_GAP = 0.2  # at most five looks a second however many events arrive
     VANISH_GRACE = 3.0  # an Originate's channel exists within this after it was sent
@@ -177,31 +177,20 @@ class CallbackService:
         self.loaded = False  # the open requests of the store are in ``open``
 
     # ----------------------------------------------------------------- life cycle
-    def load(self) -> bool:
-        """The open requests from the store; the next look reconciles them with Asterisk.
+    # load() / reload(): hotline.record_store.LoadsOpenRecords; the next look reconciles
+    # the requests with Asterisk (nothing is launched before they are loaded).
+    OPEN_WHAT = "open call-backs"
 
-        A database that is down does not stop the start: ``False``, and every look
-        tries again until it is back (nothing is launched before)."""
-        return self._adopt(self._read_open())
+    def _open_records(self) -> list[CallbackRequest]:
+        return self.store.open_requests()
 
-    async def reload(self) -> bool:
-        """:meth:`load` from the event loop: the database read in a worker thread."""
-        return self._adopt(await asyncio.to_thread(self._read_open))
-
-    def _read_open(self) -> list[CallbackRequest] | None:
-        return read_while_up(self.store.db, self.store.open_requests,
-                             "open call-backs not loaded")
-
-    def _adopt(self, stored: list[CallbackRequest] | None) -> bool:
-        if stored is None:
-            return False
-        for r in stored:
+    def _adopt(self, records: list[CallbackRequest]) -> None:
+        for r in records:
             self.open.setdefault(r.id, r)  # one booked since is newer than its row
         self.loaded = True
         self._reconcile = True
         log.info("call-backs: %d open request(s) loaded from %s", len(self.open),
                  self.store.db.engine.url)
-        return True
 
     async def start(self) -> None:
         self.load()

@@ -51,7 +51,7 @@ from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
 from hotline.amiproto import fields
 from hotline.auth import Principal, may_act_on_seat
-from hotline.storage import read_while_up
+from hotline.record_store import LoadsOpenRecords
 from queues.agents import centres_under
 
 from . import machine as m
@@ -103,7 +103,7 @@ class Party:
 
 
 @dataclass
-class TransferService:
+class TransferService(LoadsOpenRecords[Transfer]):
     config: Callable[[], Config]
     ami: Callable[[], Any]  # the hotline.ami.AmiClient, or None
     store: TransferStore
@@ -119,31 +119,20 @@ class TransferService:
     loaded: bool = False  # the open transfers of the store are in ``open``
 
     # ------------------------------------------------------------ life
-    def load(self) -> bool:
-        """Open transfers from the store (controller start); reconciled once AMI is up.
+    # load() / reload(): hotline.record_store.LoadsOpenRecords; reconciled once AMI is
+    # up, and loaded again at every AMI (re)connection while the database was down.
+    OPEN_WHAT = "open transfers"
 
-        A database that is down does not stop the start: ``False``, and the next
-        reconcile (every AMI (re)connection) loads them again."""
-        return self._adopt(self._read_open())
+    def _open_records(self) -> list[Transfer]:
+        return self.store.open_transfers()
 
-    async def reload(self) -> bool:
-        """:meth:`load` from the event loop: the database read in a worker thread."""
-        return self._adopt(await asyncio.to_thread(self._read_open))
-
-    def _read_open(self) -> list[Transfer] | None:
-        return read_while_up(self.store.db, self.store.open_transfers,
-                             "open transfers not loaded")
-
-    def _adopt(self, stored: list[Transfer] | None) -> bool:
-        if stored is None:
-            return False
-        for t in stored:
+    def _adopt(self, records: list[Transfer]) -> None:
+        for t in records:
             if t.id not in self.open:  # one started since is newer than its row
                 self._track(t)
         self.loaded = True
         if self.open:
             log.info("%d open transfer(s) to reconcile: %s", len(self.open), ", ".join(self.open))
-        return True
 
     async def close(self) -> None:
         tasks = list(self._watchdogs.values())

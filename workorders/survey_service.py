@@ -43,7 +43,8 @@ from dialplan.model import IDENT_RE, Config
 from hotline import channel_vars as cv
 from hotline.ami import AmiActionError, AmiError
 from hotline.auth import Forbidden, Principal
-from hotline.storage import UNAVAILABLE, read_while_up, reason
+from hotline.record_store import LoadsOpenRecords
+from hotline.storage import UNAVAILABLE, reason
 from queues.agents import BadRequest, NotFound
 from queues.callback import normalize_number
 from queues.callback_service import hotline_number
@@ -89,7 +90,7 @@ def log_result(order_ref: str, result: str, at: float) -> None:
     log.info("survey result for order %s: %s (at %.0f)", order_ref, result, at)
 
 
-class SurveyService:
+class SurveyService(LoadsOpenRecords[SurveyJob]):
     TICK = 1.0  # seconds between two looks when nothing happens
     MIN_GAP = 0.2  # at most five looks a second however many events arrive
     VANISH_GRACE = 3.0  # after this, a gone channel with no word on how it ended is settled
@@ -121,29 +122,19 @@ class SurveyService:
         self.loaded = False  # the open jobs of the store are in ``open``
 
     # ----------------------------------------------------------------- life cycle
-    def load(self) -> bool:
-        """Open jobs from the store; the next look reconciles them with Asterisk.
+    # load() / reload(): hotline.record_store.LoadsOpenRecords; the next look reconciles
+    # the jobs with Asterisk (nothing is called before they are loaded).
+    OPEN_WHAT = "open surveys"
 
-        A database that is down does not stop the start: ``False``, and every look
-        tries again until it is back (nothing is called before)."""
-        return self._adopt(self._read_open())
+    def _open_records(self) -> list[SurveyJob]:
+        return self.store.open_jobs()
 
-    async def reload(self) -> bool:
-        """:meth:`load` from the event loop: the database read in a worker thread."""
-        return self._adopt(await asyncio.to_thread(self._read_open))
-
-    def _read_open(self) -> list[SurveyJob] | None:
-        return read_while_up(self.store.db, self.store.open_jobs, "open surveys not loaded")
-
-    def _adopt(self, jobs: list[SurveyJob] | None) -> bool:
-        if jobs is None:
-            return False
-        for j in jobs:
+    def _adopt(self, records: list[SurveyJob]) -> None:
+        for j in records:
             if not (j.terminal and self.on_result is None):
                 self.open.setdefault(j.id, j)  # one scheduled since is newer than its row
         self.loaded = True
         log.info("surveys: %d open job(s) loaded from %s", len(self.open), self.store.engine.url)
-        return True
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

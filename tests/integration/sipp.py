@@ -330,21 +330,28 @@ def free_port(host: str = "127.0.0.1", udp_and_tcp: bool = True) -> int:
         port = random.choice(span)
         if (host, port) in _HANDED_OUT:
             continue
-        socks = []
-        try:
-            kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM) if udp_and_tcp else (socket.SOCK_DGRAM,)
-            for kind in kinds:
-                sk = socket.socket(socket.AF_INET, kind)
-                socks.append(sk)
-                sk.bind((host, port))
-        except OSError:
+        kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM) if udp_and_tcp else (socket.SOCK_DGRAM,)
+        if not _can_bind(host, [(port, kind) for kind in kinds]):
             continue
-        finally:
-            for sk in socks:
-                sk.close()
         _HANDED_OUT.add((host, port))
         return port
     raise RuntimeError(f"no free port on {host} in {span.start}-{span.stop - 1}")
+
+
+def _can_bind(host: str, wanted: list[tuple[int, socket.SocketKind]]) -> bool:
+    """Every (port, socket kind) can be bound on ``host`` right now (all released again)."""
+    socks = []
+    try:
+        for port, kind in wanted:
+            sk = socket.socket(socket.AF_INET, kind)
+            socks.append(sk)
+            sk.bind((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for sk in socks:
+            sk.close()
 
 
 def free_media_port(host: str) -> int:
@@ -355,18 +362,8 @@ def free_media_port(host: str) -> int:
     span = _worker_slice(*MEDIA_PORTS)
     for _ in range(200):
         base = random.randrange(span.start, span.stop - 4, 2)
-        socks = []
-        try:
-            for p in range(base, base + 4):
-                sk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sk)
-                sk.bind((host, p))
-        except OSError:
-            continue
-        finally:
-            for sk in socks:
-                sk.close()
-        return base
+        if _can_bind(host, [(p, socket.SOCK_DGRAM) for p in range(base, base + 4)]):
+            return base
     raise RuntimeError("no free media port range")
 
 
