@@ -560,6 +560,44 @@ def parse_duration(v: object) -> int:
 
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]
+
+_WORKING_DAYS = re.compile(r"^([0-9]+)\s*wd$")
+
+
+@dataclass(frozen=True)
+class TimeLimit:
+    """A time limit (办理时限): calendar time, or whole working days.
+
+    Working days are counted on ``workorders.calendar``: the clock runs on working
+    days and stops on the others (weekends, holidays), so 1 working day from a
+    Friday 15:00 ends on Monday 15:00.
+    """
+
+    seconds: int = 0  # calendar time
+    working_days: int = 0  # or this many working days (seconds is then 0)
+
+    def __str__(self) -> str:
+        return f"{self.working_days}wd" if self.working_days else f"{self.seconds}s"
+
+
+def parse_time_limit(v: object) -> TimeLimit:
+    """``TimeLimit`` from a duration (``2h``, ``7d``, seconds) or working days (``5wd``)."""
+    if isinstance(v, TimeLimit):
+        return v
+    if isinstance(v, str) and (m := _WORKING_DAYS.match(v.strip())):
+        days = int(m[1])
+        if not 1 <= days <= 366:
+            raise ValueError(f"{v!r}: working days must be 1 to 366")
+        return TimeLimit(working_days=days)
+    try:
+        return TimeLimit(seconds=parse_duration(v))
+    except ValueError:
+        raise ValueError(
+            f"{v!r} is not a time limit such as 2h, 7d, a number of seconds, or 5wd (working days)"
+        ) from None
+
+
+TimeLimitValue = Annotated[TimeLimit, BeforeValidator(parse_time_limit)]
 CategoryName = Literal["consultation", "help", "complaint", "opinion", "suggestion"]
 
 
@@ -604,9 +642,16 @@ class Unit(Strict):
 class WorkOrders(Strict):
     """Work orders (工单): time limits, supervision (督办), the survey's effect. See workorders/."""
 
-    time_limits: dict[Ident, Duration] = Field(
-        default_factory=lambda: {"urgent": 7200, "utilities": 86400, "general": 604800, "complex": 1296000}
+    time_limits: dict[Ident, TimeLimitValue] = Field(
+        default_factory=lambda: {
+            "urgent": TimeLimit(seconds=7200),
+            "utilities": TimeLimit(seconds=86400),
+            "general": TimeLimit(seconds=604800),
+            "complex": TimeLimit(seconds=1296000),
+        }
     )
+    # The timetable (under hours:) whose working days the `wd` time limits count.
+    calendar: Ident | Literal["always"] | None = None
     category_limits: dict[CategoryName, Ident] = Field(default_factory=dict)
     default_limit: Ident = "general"
     remind_before: Duration = 3600

@@ -316,6 +316,27 @@ def _workorder_refs(cfg: Config, src: SourceMap) -> list[ConfigIssue]:
     _ref(out, src, ("workorders", "default_limit"), "time_limits", wo.default_limit, wo.time_limits)
     for cat, limit in wo.category_limits.items():
         _ref(out, src, ("workorders", "category_limits", cat), "time_limits", limit, wo.time_limits)
+    out.extend(_calendar_issues(cfg, src))
+    return out
+
+
+def _calendar_issues(cfg: Config, src: SourceMap) -> list[ConfigIssue]:
+    """Time limits in working days (``5wd``) count the days of ``workorders.calendar``."""
+    wo, out = cfg.workorders, []
+    in_days = sorted(name for name, tl in wo.time_limits.items() if tl.working_days)
+    if wo.calendar is None:
+        if in_days:
+            out.append(src.issue(
+                ("workorders", "time_limits", in_days[0]),
+                f"time limit {in_days[0]!r} counts working days: name the timetable whose "
+                "working days count as workorders.calendar (an id under hours:, or always)"))
+    elif wo.calendar != "always":
+        _ref(out, src, ("workorders", "calendar"), "hours", wo.calendar, cfg.hours)
+        cal = cfg.hours.get(wo.calendar)
+        if cal is not None and not cal.always and not any(cal.weekly.values()):
+            out.append(src.issue(
+                ("workorders", "calendar"),
+                f"timetable {wo.calendar!r} has no working day in its week (weekly: is empty)"))
     return out
 
 

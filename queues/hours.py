@@ -1,14 +1,19 @@
-"""Opening hours of a centre, from ``hours:`` in the YAML (pure, no I/O).
+"""Timetables from ``hours:`` in the YAML: opening hours and working days (pure, no I/O).
 
 A centre is open when its hours are ``always``, or when ``now`` (in the
 hotline's time zone) falls in one of the weekly spans of its weekday, unless
 the date is a holiday; a *workday* (調休, a weekend day worked in exchange for
 a holiday) is open with the Monday spans.
+
+A *working day* of a timetable is a day it opens at all: a weekday with spans
+or a workday, and not a holiday (every day for ``always``).  Work-order time
+limits in working days run on those days only (:func:`add_working_days`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from dialplan.model import DAYS, Config, Hours
@@ -42,6 +47,55 @@ def is_open(hours: Hours, now: datetime) -> bool:
     day = "mon" if today in hours.workdays else DAYS[today.weekday()]
     t = now.time()
     return any(start <= t < end for start, end in _spans(hours, day))
+
+
+def is_working_day(hours: Hours | None, day: date) -> bool:
+    """``day`` (a local date) is a working day of ``hours`` (``None``: ``always``)."""
+    if hours is None or hours.always:
+        return True
+    if day in hours.holidays:
+        return False
+    return day in hours.workdays or bool(_spans(hours, DAYS[day.weekday()]))
+
+
+def add_working_days(
+    start: datetime, days: int, working: Callable[[date], bool], tz: ZoneInfo = DEFAULT_TZ
+) -> datetime:
+    """When ``days`` x 24 h have run on a clock that runs on working days only.
+
+    Days are the local dates of ``tz``; the clock stops at midnight before a rest
+    day and starts again at the midnight that begins the next working day.  So one
+    working day from Friday 15:00 ends on Monday 15:00, and from Saturday 10:00 at
+    the end of Monday.  The result is in ``start``'s time zone.  Raises
+    ``ValueError`` when a year and more passes without enough working days (a
+    calendar that never works; validation refuses those).
+    """
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    if days <= 0:
+        return start
+    t = start.astimezone(tz)
+    left = timedelta(days=days)
+    day = t.date()
+    for _ in range(days + 400):
+        midnight = datetime.combine(day + timedelta(days=1), time(0), tz)
+        if working(day):
+            if left <= midnight - t:
+                return (t + left).astimezone(start.tzinfo)
+            left -= midnight - t
+        t, day = midnight, day + timedelta(days=1)
+    raise ValueError(f"fewer than {days} working days in the year after {start.isoformat()}")
+
+
+def working_calendar(cfg: Config) -> Callable[[date], bool]:
+    """The working-day test of ``workorders.calendar`` (every day: unset or ``always``)."""
+    name = cfg.workorders.calendar
+    hours = cfg.hours.get(name) if name not in (None, "always") else None
+
+    def working(day: date) -> bool:
+        return is_working_day(hours, day)
+
+    return working
 
 
 def centre_open(cfg: Config, centre_id: str, now: datetime | None = None) -> bool:

@@ -22,12 +22,14 @@ dispatched to it) is :func:`may_see`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from dialplan.model import TimeLimit
 from hotline.auth import Principal, centre_scope
+from queues.hours import add_working_days
 
 from .facts import Category, Outcome
 
@@ -123,23 +125,29 @@ TRANSITIONS: dict[str, Transition] = {
 
 
 DEFAULT_TIME_LIMITS = {
-    "urgent": 2 * 3600,  # a risk to people or property
-    "utilities": 24 * 3600,  # water, power, gas, heat (水电气暖)
-    "general": 7 * 86400,
-    "complex": 15 * 86400,
+    "urgent": TimeLimit(seconds=2 * 3600),  # a risk to people or property
+    "utilities": TimeLimit(seconds=24 * 3600),  # water, power, gas, heat (水电气暖)
+    "general": TimeLimit(seconds=7 * 86400),
+    "complex": TimeLimit(seconds=15 * 86400),
 }
+
+
+def every_day(_day: date) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
 class Policy:
     """What the config says about orders (built from ``workorders:`` and ``units:``)."""
 
-    time_limits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_TIME_LIMITS))
+    time_limits: Mapping[str, TimeLimit] = field(default_factory=lambda: dict(DEFAULT_TIME_LIMITS))
     category_limits: Mapping[str, str] = field(default_factory=dict)
     default_limit: str = "general"
     units: Mapping[str, str] = field(default_factory=dict)  # unit id -> centre
     remind_before: int = 3600
     reopen_on_dissatisfied: bool = True
+    #: Which local dates count for time limits in working days (workorders.calendar).
+    working_day: Callable[[date], bool] = every_day
 
     def limit_for(self, category: str | None, asked: str | None) -> str:
         if asked is not None:
@@ -162,7 +170,10 @@ class Change:
 
 
 def deadline(start: datetime, limit: str, policy: Policy) -> datetime:
-    return start + timedelta(seconds=policy.time_limits[limit])
+    tl = policy.time_limits[limit]
+    if tl.working_days:
+        return add_working_days(start, tl.working_days, policy.working_day)
+    return start + timedelta(seconds=tl.seconds)
 
 
 def _text(params: Mapping[str, Any], key: str, what: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from dialplan.model import Config
+from queues.hours import working_calendar
 
 from .lifecycle import Policy
 from .store import WorkOrderStore
@@ -21,6 +22,7 @@ def policy_of(cfg: Config) -> Policy:
         units={uid: u.centre for uid, u in cfg.units.items()},
         remind_before=wo.remind_before,
         reopen_on_dissatisfied=wo.reopen_on_dissatisfied,
+        working_day=working_calendar(cfg),
     )
 
 

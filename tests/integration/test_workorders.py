@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from dialplan.validate import load_config
+from queues.hours import add_working_days, working_calendar
 from workorders.facts import CallFacts, Outcome
 from workorders.store import WorkOrderStore
 
@@ -84,6 +86,11 @@ def test_orders_through_the_controller(clean: Hotline, notices: list[dict[str, A
         st, o = api(h, "zhangwei", "POST", f"/orders/{ref}/complete",
                     {"content": "路面塌陷", "category": "help", "unit": "nc-housing"})
         assert st == 200 and o["status"] == "dispatched", o
+        # help -> general: 7 working days of the sample's office calendar, in the controller
+        assert o["time_limit"] == "general"
+        working = working_calendar(load_config(h.config_file))
+        dispatched = datetime.fromisoformat(o["dispatched_at"])
+        assert datetime.fromisoformat(o["deadline"]) == add_working_days(dispatched, 7, working)
         st, rows = api(h, "water-desk", "GET", "/orders")
         assert st == 200 and rows == []
         st, o = api(h, "housing-desk", "POST", f"/orders/{ref}/return", {"reason": "属市政"})

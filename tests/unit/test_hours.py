@@ -1,13 +1,21 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
 from dialplan.validate import load_config_text
 from ivr.locality import Locality, local_queue
-from queues.hours import DEFAULT_TZ, centre_open, is_open, open_centre
+from queues.hours import (
+    DEFAULT_TZ,
+    add_working_days,
+    centre_open,
+    is_open,
+    is_working_day,
+    open_centre,
+    working_calendar,
+)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "config" / "hotline.yaml"
 CFG = load_config_text(SAMPLE.read_text(encoding="utf-8"), "hotline.yaml")
@@ -49,7 +57,59 @@ def test_a_closed_city_hands_its_callers_to_the_province() -> None:
 
 
 def test_utc_times_are_read_in_china_time() -> None:
-    from datetime import timezone
-
     # 02:00 UTC is 10:00 in Nanchang.
     assert centre_open(CFG, "nanchang", datetime(2026, 11, 25, 2, 0, tzinfo=UTC))
+
+
+# ------------------------------------------------------------ working days
+
+
+def _weekdays_only(day: date) -> bool:
+    return day.weekday() < 5
+
+
+@pytest.mark.parametrize(
+    "start, days, due",
+    [
+        # Friday 15:00 + 1: the clock stops at Friday midnight and runs again on Monday.
+        (datetime(2026, 11, 27, 15, 0), 1, datetime(2026, 11, 30, 15, 0)),
+        # Saturday 10:00 + 1: nothing runs before Monday 00:00; Monday is the whole day.
+        (datetime(2026, 11, 28, 10, 0), 1, datetime(2026, 12, 1, 0, 0)),
+        # Monday 00:00 + 5: the whole week, ending at Friday midnight.
+        (datetime(2026, 11, 30, 0, 0), 5, datetime(2026, 12, 5, 0, 0)),
+        # Tuesday 23:59 + 2: one minute of Tuesday, Wednesday, then Thursday to 23:59.
+        (datetime(2026, 12, 1, 23, 59), 2, datetime(2026, 12, 3, 23, 59)),
+    ],
+)
+def test_add_working_days_stops_the_clock_on_rest_days(
+    start: datetime, days: int, due: datetime
+) -> None:
+    got = add_working_days(start.replace(tzinfo=DEFAULT_TZ), days, _weekdays_only)
+    assert got == due.replace(tzinfo=DEFAULT_TZ)
+
+
+def test_add_working_days_counts_china_dates_and_keeps_the_start_zone() -> None:
+    # Friday 23:30 UTC is Saturday 07:30 in China: a rest day, so the clock starts on Monday.
+    start = datetime(2026, 11, 27, 23, 30, tzinfo=UTC)
+    got = add_working_days(start, 1, _weekdays_only)
+    assert got == datetime(2026, 12, 1, 0, 0, tzinfo=DEFAULT_TZ)
+    assert got.tzinfo == UTC
+
+
+def test_holidays_and_workdays_decide_the_working_days() -> None:
+    cfg = load_config_text(SAMPLE.read_text(encoding="utf-8"), "hotline.yaml")
+    office = cfg.hours["office"]
+    assert is_working_day(office, date(2026, 11, 27))  # a Friday
+    assert not is_working_day(office, date(2026, 11, 28))  # a Saturday
+    assert not is_working_day(office, date(2026, 10, 1))  # National Day
+    assert is_working_day(office, date(2026, 9, 27))  # the 调休 Sunday
+    assert is_working_day(None, date(2026, 10, 1))  # always
+    working = working_calendar(cfg)
+    assert working(date(2026, 10, 10)) and not working(date(2026, 10, 2))
+
+
+def test_add_working_days_refuses_a_calendar_that_never_works() -> None:
+    with pytest.raises(ValueError, match="fewer than 3 working days"):
+        add_working_days(datetime(2026, 1, 1, tzinfo=UTC), 3, lambda _day: False)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        add_working_days(datetime(2026, 1, 1), 1, _weekdays_only)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from dialplan.model import TimeLimit
 from workorders import lifecycle as lc
 from workorders.facts import Outcome
 
@@ -114,7 +115,9 @@ def test_default_time_limits(limit: str, hours: int) -> None:
 
 def test_configured_time_limits_and_category_without_mapping() -> None:
     policy = lc.Policy(
-        time_limits={"fast": 600, "slow": 86400}, default_limit="slow", units={"w": "p"}
+        time_limits={"fast": TimeLimit(seconds=600), "slow": TimeLimit(seconds=86400)},
+        default_limit="slow",
+        units={"w": "p"},
     )
     ch = lc.plan(
         order(lc.OPEN),

@@ -6,15 +6,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
 
 from dialplan.loader import ConfigError
-from dialplan.model import parse_duration
+from dialplan.model import TimeLimit, parse_duration, parse_time_limit
 from dialplan.validate import load_config, load_config_text
 from hotline.auth import Principal
 from workorders.facts import CallFacts, Outcome
+from workorders.lifecycle import deadline
 from workorders.plugin import open_store, policy_of, settings_of
 from workorders.supervision import Settings, Supervision, notice
 
@@ -168,10 +170,10 @@ def test_sample_policy() -> None:
     cfg = load_config(SAMPLE)
     p = policy_of(cfg)
     assert p.time_limits == {
-        "urgent": 7200,
-        "utilities": 86400,
-        "general": 604800,
-        "complex": 1296000,
+        "urgent": TimeLimit(seconds=7200),
+        "utilities": TimeLimit(seconds=86400),
+        "general": TimeLimit(working_days=7),
+        "complex": TimeLimit(working_days=15),
     }
     assert p.units["nc-water"] == "nanchang" and p.remind_before == 3600
     assert cfg.users["water-desk"].unit == "nc-water"
@@ -190,6 +192,80 @@ def test_durations(text: object, seconds: int) -> None:
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+CST = ZoneInfo("Asia/Shanghai")
+
+
+def test_sample_deadlines_count_working_days_of_the_office_calendar() -> None:
+    """The sample's `general` is 7 working days of `office` (Mon-Fri, the National Day
+    holidays of 2026, the 调休 Sunday 27 Sep and Saturday 10 Oct): the clock stops on
+    the weekends and holidays and runs on the two make-up days."""
+    p = policy_of(load_config(SAMPLE))
+
+    def cst(month: int, day: int, hour: int, minute: int) -> datetime:
+        return datetime(2026, month, day, hour, minute, tzinfo=CST)
+
+    cases = [
+        # Wednesday 25 Nov 15:00: the rest of Wed, Thu, Fri, (weekend), Mon-Thu, Fri to 15:00
+        (cst(11, 25, 15, 0), "general", cst(12, 4, 15, 0)),
+        # Friday 25 Sep 10:00, 7 working days: 25 (from 10:00), 27 (调休), 28, 29, 30,
+        # (1-7 Oct: holidays and the weekend), 8, 9, 10 (调休) until 10:00
+        (cst(9, 25, 10, 0), "general", cst(10, 10, 10, 0)),
+        # Saturday 28 Nov: the clock starts on Monday 00:00; 15 working days end on a Friday night
+        (cst(11, 28, 9, 30), "complex", cst(12, 19, 0, 0)),
+        # Calendar limits ignore the calendar
+        (cst(10, 1, 9, 0), "utilities", cst(10, 2, 9, 0)),
+    ]
+    for start, limit, due in cases:
+        assert deadline(start.astimezone(UTC), limit, p) == due, (start, limit)
+        assert deadline(start.astimezone(UTC), limit, p).tzinfo == UTC
+
+
+@pytest.mark.parametrize(
+    "text, limit",
+    [("5wd", TimeLimit(working_days=5)), (" 1 wd", TimeLimit(working_days=1)),
+     ("2h", TimeLimit(seconds=7200)), (90, TimeLimit(seconds=90))],
+)
+def test_time_limits(text: object, limit: TimeLimit) -> None:
+    assert parse_time_limit(text) == limit
+
+
+@pytest.mark.parametrize("text", ["0wd", "367wd", "1.5wd", "wd", "5 working days", True])
+def test_bad_time_limits(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_time_limit(text)
+
+
+def test_working_day_limits_need_a_calendar_that_works() -> None:
+    text = SAMPLE.read_text(encoding="utf-8")
+    no_cal = text.replace("  calendar: office ", "  # calendar: office ")
+    msgs = _errors(no_cal)
+    assert any(
+        m.startswith(
+            f"hotline.yaml:{_line(no_cal, 'general: 7wd')}: workorders.time_limits.complex: "
+            "time limit 'complex' counts working days: name the timetable"
+        )
+        for m in msgs
+    ), msgs
+    unknown = text.replace("  calendar: office ", "  calendar: school ")
+    msgs = _errors(unknown)
+    assert any("workorders.calendar: hours 'school' does not exist; known hours: office" in m
+               for m in msgs), msgs
+    never = text.replace('mon-fri: ["08:30-12:00", "14:00-18:00"]', "mon-fri: []")
+    msgs = _errors(never)
+    assert any("workorders.calendar: timetable 'office' has no working day in its week" in m
+               for m in msgs), msgs
+    bad = text.replace("general: 7wd", "general: 7 weeks")
+    msgs = _errors(bad)
+    assert any("workorders.time_limits.general: '7 weeks' is not a time limit such as 2h, 7d" in m
+               for m in msgs), msgs
+    # A calendar limit needs no calendar; `always` counts every day.
+    assert load_config_text(no_cal.replace("7wd", "7d").replace("15wd", "15d"), "hotline.yaml")
+    every = policy_of(load_config_text(text.replace("  calendar: office ", "  calendar: always "),
+                                       "hotline.yaml"))
+    start = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
+    assert deadline(start, "general", every) == start + timedelta(days=7)
 
 
 def _errors(text: str) -> list[str]:
