@@ -58,6 +58,7 @@ class Controller:
         self.calls.service.on_answer = self.orders.store.assign_agent  # theirs during the call
         self.agi: FastAgiServer | None = None
         self.listener: Listener | None = None
+        self._speech_switch: asyncio.Future[bool] | None = None  # the last apply's speech change
         self.http_runner: Any = None
         self._ami_task: asyncio.Task[None] | None = None
         self.stopping = asyncio.Event()
@@ -126,6 +127,11 @@ class Controller:
             self.app.reload()
         except Exception as e:  # noqa: BLE001 - keep running the config we have
             log.error("reload failed, keeping config %s: %s", self.app.version, e)
+            return
+        speech = self.app.config.speech
+        if self.listener is not None and self.listener.running != (speech.model, speech.server):
+            # A new model (or service) is loaded beside the running one, then replaces it.
+            self._speech_switch = asyncio.ensure_future(self.listener.use(self.app.config))
 
     async def status(self) -> dict[str, Any]:
         ami = self.app.ami
@@ -163,6 +169,10 @@ class Controller:
             await self.http_runner.cleanup()
         if self.agi is not None:
             await self.agi.close()
+        if self._speech_switch is not None and not self._speech_switch.done():
+            self._speech_switch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._speech_switch
         if self.listener is not None:
             detach(self.app)
             await self.listener.close()

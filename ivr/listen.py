@@ -82,6 +82,7 @@ MAX_SPEECH_S: Final = 8.0  # a keyword answer
 MAX_FREE_SPEECH_S: Final = 15.0  # "briefly, what is your call about?"
 RESULT_TIMEOUT_S: Final = 3.0
 RESYNC_S: Final = 0.2  # the player more than this late starts its clock again
+DRAIN_S: Final = 120.0  # longer than any question: a recogniser replaced by an apply closes then
 
 
 class SpeechUnavailable(Exception):
@@ -403,6 +404,10 @@ class Listener:
     recognizer: Recognizer | None
     server: AudioSocketServer | None
     _prompts: dict[Path, _PromptAudio] = field(default_factory=dict)
+    #: The ``(speech.model, speech.server)`` the recogniser runs (``(None, None)``: keys only).
+    running: tuple[str | None, str | None] = (None, None)
+    _retiring: dict[asyncio.Task[None], Recognizer] = field(default_factory=dict)
+    _switching: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def speech_on(self) -> bool:
@@ -431,13 +436,69 @@ class Listener:
             await rec.close()
             raise
         log.info("speech recognition ON with %s; AudioSocket on %s", rec.name, server.address)
-        return cls(rec, server)
+        return cls(rec, server, running=(config.speech.model, config.speech.server))
 
     async def close(self) -> None:
         if self.server is not None:
             await self.server.close()
         if self.recognizer is not None:
             await self.recognizer.close()
+        for task, rec in list(self._retiring.items()):
+            task.cancel()
+            await rec.close()
+        self._retiring.clear()
+
+    async def use(self, config: Config, recognizer: Recognizer | None = None,
+                  drain_s: float = DRAIN_S) -> bool:
+        """Switch to what ``config.speech`` asks for (an apply), without a restart.
+
+        The new recogniser is started first: if it fails (a missing model), the
+        running one stays and this returns False.  Questions asked from then on use
+        the new one; the old one is closed once the streams it has open ended (at
+        most ``drain_s``; a stream still open then falls back to keys).  Speech
+        switched off leaves menus on keys.  The AudioSocket server stays where it
+        is (its address is read at start); it is started if speech was off then.
+        """
+        async with self._switching:
+            return await self._use(config, recognizer, drain_s)
+
+    async def _use(self, config: Config, recognizer: Recognizer | None, drain_s: float) -> bool:
+        wanted = (config.speech.model, config.speech.server)
+        if wanted == self.running and recognizer is None:
+            return True
+        old = self.recognizer
+        rec = recognizer if recognizer is not None else make_recognizer(config.speech)
+        if rec is not None:
+            try:
+                await rec.start()
+                if self.server is None:
+                    ep = config.network.audiosocket
+                    server = AudioSocketServer(ep.bind, ep.port)
+                    await server.start()
+                    self.server = server
+            except asyncio.CancelledError:  # the controller stops: leave no worker behind
+                await rec.close()
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep the recogniser that works
+                log.error("speech not switched to %s, keeping %s: %s", rec.name,
+                          old.name if old is not None else "keys only", exc)
+                await rec.close()
+                return False
+        self.recognizer, self.running = rec, wanted
+        log.info("speech recognition now %s", f"ON with {rec.name}" if rec else "OFF (keys only)")
+        if old is not None:
+            task = asyncio.create_task(self._retire(old, drain_s))
+            self._retiring[task] = old
+            task.add_done_callback(lambda t: self._retiring.pop(t, None))
+        return True
+
+    async def _retire(self, rec: Recognizer, drain_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + drain_s
+        while rec.status().get("streams", 0) and loop.time() < until:
+            await asyncio.sleep(0.5)
+        await rec.close()
+        log.info("closed the previous recogniser %s", rec.name)
 
     def status(self) -> dict[str, Any]:
         if self.recognizer is None:

@@ -295,3 +295,73 @@ def test_recogniser_failure_mid_call_keeps_the_caller(clean: SpeechHotline, work
     assert path["questions"][1]["digit"] == "1"
     h.wait_for(lambda: h.status()["speech"]["workers"] == workers, 30, "the workers to restart")
     assert "Traceback" not in h.controller_log()
+
+
+def apply_config(h: Hotline, cfg: dict[str, Any]) -> None:
+    """What `hotline apply` does (build, swap, reload Asterisk, SIGHUP the controller),
+    in this process: the release takes its prompts from the test's Korean folder."""
+    import asyncio
+
+    import yaml
+
+    from dialplan.apply import apply_release, build_release
+    from hotline.ami import AmiClient
+
+    text = yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False)
+    rel = build_release(h.instance, text, str(h.config_file), h.prompt_dirs())
+
+    async def go() -> None:
+        net = h.cfg["network"]["ami"]
+        async with AmiClient(net["bind"], net["port"], "hotline-admin",
+                             h.ami_secret("hotline-admin")) as ami:
+            await apply_release(h.instance, ami, rel)
+
+    asyncio.run(go())
+    assert h.controller is not None
+    h.controller.send_signal(signal.SIGHUP)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_an_apply_switches_speech_without_a_restart(clean: SpeechHotline, workdir: Path) -> None:
+    """speech.model off and on again by `apply`: the controller process stays, the old
+    workers exit, callers get keys only while speech is off and are heard again after."""
+    h = clean
+    assert h.controller is not None
+    controller = h.controller.pid
+    before = h.status()["speech"]
+    assert before["mode"] == "local" and before["workers"] >= 1, before
+    welcome_ms = int(h.ko_seconds("ko-welcome") * 1000)
+    off = {**h.cfg, "speech": {**h.cfg["speech"], "model": None}}
+    try:
+        apply_config(h, off)
+        h.wait_for(lambda: h.status()["speech"] == {"ok": True, "mode": "off"}, 20, "speech off")
+        h.wait_for(lambda: not any(_alive(p) for p in before["pids"]), 20, "old workers to exit")
+        paths = h.call_paths()
+        res = call(h, workdir, pause(welcome_ms + 700) + dtmf("1", then_ms=2000), "keys").wait(30)
+        assert res.returncode == 0, res.explain()
+        path = one_path(h, paths)
+        assert steps_of(path) == [("main", "1", "key", "queue:social")], path
+        assert path["questions"][0]["mode"] == "dtmf", path
+    finally:
+        apply_config(h, h.cfg)
+    h.wait_for(lambda: h.status()["speech"].get("workers") == before["workers"], 60,
+               "the model to load again")
+    after = h.status()["speech"]
+    assert after["mode"] == "local" and after["model"] == before["model"], after
+    assert not set(after["pids"]) & set(before["pids"])
+    play, ms = utterance(workdir, "minwon-again", "민원")
+    after_prompt = int((h.ko_seconds("ko-welcome") + h.ko_seconds("ko-main")) * 1000) + 600
+    paths = h.call_paths()
+    res = call(h, workdir, pause(after_prompt) + play + pause(ms + 1500), "heard-again").wait(40)
+    assert res.returncode == 0, res.explain()
+    assert steps_of(one_path(h, paths)) == [("main", "민원", "speech", "queue:social")]
+    assert h.controller.pid == controller and h.controller.poll() is None
+    log = h.controller_log()
+    assert "speech recognition now OFF (keys only)" in log and "Traceback" not in log

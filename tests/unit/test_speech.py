@@ -768,3 +768,103 @@ async def test_a_configured_model_that_is_missing_stops_the_start() -> None:
     with pytest.raises(ModelError, match="^speech.model '/opt/vosk/vosk-model-small-cn-0.22' "
                                          "does not exist$"):
         await Listener.start(cfg)
+
+
+# =========================================================================== apply
+
+
+class CountingRecognizer(FakeRecognizer):
+    """Counts the streams it has open (``status()["streams"]``), like the pool."""
+
+    def __init__(self, name: str, fail: Exception | None = None) -> None:
+        super().__init__()
+        self.name = name
+        self.fail = fail
+        self.streams = 0
+        self.started = self.closed = False
+
+    async def start(self) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.started = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def status(self) -> dict[str, Any]:
+        return {"ok": True, "mode": "test", "model": self.name, "streams": self.streams}
+
+
+async def test_an_apply_switches_the_recogniser_after_its_streams_end() -> None:
+    from ivr.listen import Listener
+
+    old, new = CountingRecognizer("a"), CountingRecognizer("b")
+    listener = Listener(old, None, running=("/models/a", None))  # type: ignore[arg-type]
+    old.streams = 1  # a caller is answering a question
+    cfg = sample_config("  model: /models/b")
+    assert await listener.use(cfg, new, drain_s=5.0)  # type: ignore[arg-type]
+    assert new.started and listener.recognizer is new and listener.running == ("/models/b", None)
+    await asyncio.sleep(0.6)
+    assert not old.closed  # still answering
+    old.streams = 0
+    for _ in range(20):
+        if old.closed:
+            break
+        await asyncio.sleep(0.1)
+    assert old.closed and not new.closed
+    await listener.close()
+    assert new.closed
+
+
+async def test_a_recogniser_that_does_not_start_leaves_the_running_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from ivr.listen import Listener
+
+    old, bad = CountingRecognizer("a"), CountingRecognizer("b", fail=ModelError("no model at b"))
+    listener = Listener(old, None, running=("/models/a", None))  # type: ignore[arg-type]
+    assert not await listener.use(sample_config("  model: /models/b"), bad)  # type: ignore[arg-type]
+    assert listener.recognizer is old and listener.running == ("/models/a", None)
+    assert bad.closed and not old.closed
+    assert "speech not switched to b, keeping a: no model at b" in caplog.text
+
+
+async def test_speech_switched_off_then_on_starts_the_audiosocket_server() -> None:
+    from ivr.listen import Listener
+
+    old = CountingRecognizer("a")
+    listener = Listener(old, None, running=("/models/a", None))  # type: ignore[arg-type]
+    assert await listener.use(sample_config("  model: null"), drain_s=0.0)
+    assert listener.recognizer is None and not listener.speech_on
+    assert listener.running == (None, None) and listener.status() == {"ok": True, "mode": "off"}
+    from tests.integration.sipp import free_port
+
+    port = free_port()
+    cfg = sample_config("  model: /models/b")
+    net = cfg.network.model_copy(update={
+        "audiosocket": cfg.network.audiosocket.model_copy(update={"port": port})})
+    cfg = cfg.model_copy(update={"network": net})
+    new = CountingRecognizer("b")
+    assert await listener.use(cfg, new)  # type: ignore[arg-type]
+    try:
+        assert listener.speech_on and listener.server is not None
+        assert listener.server.address == f"127.0.0.1:{port}"
+        for _ in range(20):
+            if old.closed:
+                break
+            await asyncio.sleep(0.1)
+        assert old.closed
+    finally:
+        await listener.close()
+    assert new.closed
+
+
+async def test_the_controller_stopping_closes_a_recogniser_still_draining() -> None:
+    from ivr.listen import Listener
+
+    old, new = CountingRecognizer("a"), CountingRecognizer("b")
+    old.streams = 3
+    listener = Listener(old, None, running=("/models/a", None))  # type: ignore[arg-type]
+    assert await listener.use(sample_config("  model: /models/b"), new)  # type: ignore[arg-type]
+    await listener.close()
+    assert old.closed and new.closed
