@@ -495,7 +495,7 @@ class Listener:
     async def _retire(self, rec: Recognizer, drain_s: float) -> None:
         loop = asyncio.get_running_loop()
         until = loop.time() + drain_s
-        while rec.status().get("streams", 0) and loop.time() < until:
+        while rec.status().get("streams", 0) and loop.time() < until:  # noqa: ASYNC110 - a count, no event
             await asyncio.sleep(0.5)
         await rec.close()
         log.info("closed the previous recogniser %s", rec.name)
