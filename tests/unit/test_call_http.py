@@ -1,12 +1,16 @@
 """GET /calls/recent: who sees which calls (workorders.call_http.visible)."""
 
+from typing import Any
+
 from hotline.auth import Principal
 from workorders.call_http import visible
 
 UNDER = {"province": {"province", "nanchang", "ganzhou"}, "nanchang": {"nanchang"},
          "ganzhou": {"ganzhou"}}
-CALLS = [{"call_id": "1", "centre": "nanchang"}, {"call_id": "2", "centre": "ganzhou"},
-         {"call_id": "3", "centre": "province"}, {"call_id": "4", "centre": None}]
+CALLS: list[dict[str, Any]] = [
+    {"call_id": "1", "centre": "nanchang"}, {"call_id": "2", "centre": "ganzhou"},
+    {"call_id": "3", "centre": "province"}, {"call_id": "4", "centre": None},
+]
 
 
 def ids(who: Principal) -> list[str]:

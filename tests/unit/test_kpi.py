@@ -17,7 +17,9 @@ from sqlalchemy.engine import Engine
 from hotline.storage import open_engine
 from tests.kpi_data import CATEGORIES, CENTRES, DAYS, T0, UNITS, generate, hand_count
 from workorders.kpi import KPI_NAMES, KpiFilter, compute, compute_grouped, csv_rows
-from workorders.schema import Base, CallRow, OrderRow
+from workorders.schema import Base
+from workorders.store import CALLS as CALLS_TABLE
+from workorders.store import ORDERS as ORDERS_TABLE
 
 ORDERS, CALLS = generate()
 END = T0 + timedelta(days=DAYS + 30)
@@ -26,8 +28,8 @@ END = T0 + timedelta(days=DAYS + 30)
 def load(engine: Engine) -> Engine:
     Base.metadata.create_all(engine)
     with engine.begin() as conn:
-        conn.execute(insert(OrderRow.__table__), ORDERS)
-        conn.execute(insert(CallRow.__table__), CALLS)
+        conn.execute(insert(ORDERS_TABLE), ORDERS)
+        conn.execute(insert(CALLS_TABLE), CALLS)
     return engine
 
 

@@ -23,7 +23,9 @@ from hotline.storage import open_engine
 from queues.hours import DEFAULT_TZ
 from tests.kpi_data import T0, generate, hand_count
 from workorders.kpi import KPI_LABELS, KPI_NAMES
-from workorders.schema import Base, CallRow, OrderRow
+from workorders.schema import Base
+from workorders.store import CALLS as CALLS_TABLE
+from workorders.store import ORDERS as ORDERS_TABLE
 
 ORDERS, CALLS = generate()
 SAMPLE = Path(__file__).resolve().parents[2] / "config" / "hotline.yaml"
@@ -40,8 +42,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     eng = open_engine(f"sqlite:///{tmp_path_factory.mktemp('kpihttp')}/orders.db")
     Base.metadata.create_all(eng)
     with eng.begin() as conn:
-        conn.execute(insert(OrderRow.__table__), ORDERS)
-        conn.execute(insert(CallRow.__table__), CALLS)
+        conn.execute(insert(ORDERS_TABLE), ORDERS)
+        conn.execute(insert(CALLS_TABLE), CALLS)
     yield eng
     eng.dispose()
 

@@ -49,6 +49,12 @@ def root(tmp_path: Path) -> Path:
     return r
 
 
+def row(store: RecordingStore, rid: int) -> Recording:
+    got = store.get(rid)
+    assert got is not None, f"no recording {rid}"
+    return got
+
+
 def wav_file(root: Path, rel: str, data: bytes = b"RIFF....") -> Path:
     f = root / rel
     f.parent.mkdir(parents=True, exist_ok=True)
@@ -153,8 +159,8 @@ def test_purge_deletes_file_and_row_together(store: RecordingStore, root: Path,
                                                        (missing.id, "missing", 0)]
     assert not f.exists() and not (root / "2026" / "01").exists()  # emptied folders pruned
     assert g.exists() and root.exists()
-    assert store.get(old.id).purged_at == NOW and store.get(missing.id).purged_at == NOW
-    assert store.get(young.id).purged_at is None
+    assert row(store, old.id).purged_at == NOW and row(store, missing.id).purged_at == NOW
+    assert row(store, young.id).purged_at is None
     assert ("purged recording 1 of call 1.1 (call, 2026/01/01/1.1-call.wav, 8 bytes, "
             "file deleted)") in caplog.text
     assert purge(store, root, RETENTION, NOW) == []  # nothing twice
@@ -169,7 +175,7 @@ def test_purge_keeps_the_row_when_the_file_cannot_be_deleted(store: RecordingSto
     f.unlink()
     f.mkdir()  # unlink() of a folder fails with an OSError other than "missing"
     assert purge(store, root, RETENTION, NOW) == []
-    assert store.get(r.id).purged_at is None
+    assert row(store, r.id).purged_at is None
 
 
 # ------------------------------------------------------------------ store
@@ -191,7 +197,8 @@ def test_store_rows_pauses_and_lookup(store: RecordingStore) -> None:
     store.set_seat("1.1", "1002")  # the first seat that answered stays
     got = store.for_call("1.1")
     assert got is not None and got.seat == "1001" and got.path == "2026/01/01/1.1-call.wav"
-    assert store.for_call("1.1", "survey").id == s.id and store.for_call("9.9") is None
+    survey = store.for_call("1.1", "survey")
+    assert survey is not None and survey.id == s.id and store.for_call("9.9") is None
     with pytest.raises(ValueError, match="unknown recording kind"):
         store.started(call_id="2", kind="music", path="x", started_at=NOW)
     assert [x.id for x in store.listing(since=NOW - 1, until=NOW + 1, kind="call")] == [a.id]
@@ -234,6 +241,7 @@ async def test_events_make_and_close_the_row(store: RecordingStore, root: Path) 
     assert done is not None
     await done
     r = store.for_call("1764250000.1")
+    assert r is not None
     assert r.ended_at == NOW + 9 and r.size == len(_tiny_wav()) and r.seat == "1001"
     # A path not of our shape is refused; no row.
     bad = dict(start, Path="../../etc/passwd", Uniqueid="2.2", Linkedid="2.2")

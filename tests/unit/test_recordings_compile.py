@@ -85,10 +85,10 @@ def test_durations() -> None:
 
 
 def test_purge_every_bounds() -> None:
-    assert Recordings(purge_every="1m").purge_every == 60
+    assert Recordings.model_validate({"purge_every": "1m"}).purge_every == 60
     for bad in ("30s", "8d"):
         with pytest.raises(ValueError, match="purge_every"):
-            Recordings(purge_every=bad)
+            Recordings.model_validate({"purge_every": bad})
 
 
 @pytest.mark.parametrize("root", ["/var/spool", "../outside", "rec/../../x", "Rec", "a//b", ""])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from queues.stats import compute, parse_line
 
 # Shapes copied from the queue_log of the integration tests (Asterisk 22.10).
@@ -27,7 +29,7 @@ CENTRES = {"social": "province", "province": "province", "nanchang": "nanchang",
            "ganzhou": "ganzhou", "ganzhou-yudu": "ganzhou"}
 
 
-def events():
+def events() -> list[Any]:
     return [e for e in map(parse_line, LOG.splitlines()) if e is not None]
 
 

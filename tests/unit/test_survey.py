@@ -590,7 +590,7 @@ def run_script(w: World, keys: list[str | None]) -> tuple[FakeChannel, SurveyJob
     j = w.svc.schedule("GD-20", "13907910001", T0 - 30)
     w.tick()
     ch = FakeChannel(f"{j.id}-1", keys)
-    asyncio.run(script(ch, FakeApp(w.cfg, w.svc)))
+    asyncio.run(script(ch, FakeApp(w.cfg, w.svc)))  # type: ignore[arg-type]
     got = w.svc.store.get(j.id)
     assert got is not None
     return ch, got
@@ -630,7 +630,7 @@ def test_script_for_a_channel_that_is_no_survey_call_plays_nothing(world: World)
     from agi_scripts.survey import survey as script
 
     ch = FakeChannel("1800.99", ["1"])
-    asyncio.run(script(ch, FakeApp(world.cfg, world.svc)))
+    asyncio.run(script(ch, FakeApp(world.cfg, world.svc)))  # type: ignore[arg-type]
     assert ch.played == []
 
 

@@ -278,7 +278,8 @@ def test_every_outcome_has_an_initial_status() -> None:
 )
 def test_may_see(role: tuple[Any, ...], who: dict[str, Any], expected: bool) -> None:
     under = {"province": {"province", "nanchang"}, "nanchang": {"nanchang"}}
-    assert lc.may_see(*role, order(lc.OPEN, **who), under) is expected
+    r, name, seat, centre, unit = role
+    assert lc.may_see(r, name, seat, centre, unit, order(lc.OPEN, **who), under) is expected
 
 
 def test_due_with_a_frozen_clock() -> None:
