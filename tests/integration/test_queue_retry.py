@@ -1,6 +1,7 @@
 """A seat that becomes free is offered the waiting caller within a bound (real Asterisk).
 
-How app_queue (Asterisk 22.10) offers a waiting caller, which these tests pin down:
+How app_queue (Asterisk 22.10.1; README "Performance", Queues, has the source
+lines) offers a waiting caller, which these tests pin down:
 nothing wakes a waiting caller when a seat becomes free -- the device-state
 callback only records the seat's state -- so each caller's own loop must look.
 
@@ -19,8 +20,8 @@ caller's offer ring out (``ring_timeout`` 3 s), which puts the caller in
 reaches 1002 ``retry`` s after the ring-out: with 1 s, under 1 s after the resume
 (measured 0.996 s, the resume having taken 5 ms); with the old 2 s, 2 s less the
 time the resume takes: measured 1.993 s, and the test fails. The bound, 1.5 s,
-leaves half a second either side, so a loaded machine neither fails the fix nor
-lets the old setting pass.
+leaves half a second either side: the fix fails only if a loaded machine adds half
+a second, the old setting passes only if the resume itself takes that long.
 
 ``test_wrapup_is_kept_and_the_next_caller_follows_it``: the second caller waits
 while the only seat talks to the first, then through its wrap-up: the offer comes
