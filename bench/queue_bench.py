@@ -120,14 +120,22 @@ class QueueWatch:
 
     def free_to_ring(self, limit_s: float = 10.0) -> dict[str, list[float]]:
         """Seconds from an agent becoming free, while a caller waits, to the next
-        offer to that agent; by how the agent became free (``call_end``, ``unpause``)."""
+        offer to that agent; by how the agent became free (``call_end``, ``unpause``).
+
+        A call that ends while its agent is paused frees nobody: the agent becomes
+        free at the resume, which is the sample then."""
         out: dict[str, list[float]] = {"call_end": [], "unpause": []}
         waiting = 0
+        paused: set[str] = set()
         for i, (t, name, iface, extra) in enumerate(self.events):
             if name in ("QueueCallerJoin", "QueueCallerLeave"):
                 waiting = int(extra or 0)
                 continue
-            kind = ("call_end" if name == "AgentComplete"
+            if name == "QueueMemberPause" and extra == "1":
+                paused.add(iface)
+            elif name == "QueueMemberPause":
+                paused.discard(iface)
+            kind = ("call_end" if name == "AgentComplete" and iface not in paused
                     else "unpause" if name == "QueueMemberPause" and extra == "0" else None)
             if kind is None or waiting == 0:
                 continue

@@ -431,7 +431,7 @@ log_membername_as_agent = yes
 [{qid}]
 strategy = {q.strategy}
 timeout = {q.ring_timeout}
-retry = 2
+retry = {q.retry}
 wrapuptime = {q.wrapup}
 ringinuse = no
 joinempty = {joinempty}

@@ -331,6 +331,11 @@ class Queue(Strict):
     ] = "rrmemory"
     ring_timeout: Annotated[int, Field(ge=3, le=120)] = 15
     wrapup: Annotated[int, Field(ge=0, le=600)] = 5
+    # queues.conf `retry`: a caller whose turn came but who could be offered to nobody
+    # (the free seat was just taken by another caller's offer, or the seat rang out)
+    # waits this long, deaf to seats freed meanwhile, before looking again (README
+    # "Performance", Queues).
+    retry: int = 1
     max_wait: Annotated[int, Field(ge=10, le=7200)] = 600
     members: tuple[SeatId, ...] = ()
     overflow: Overflow | None = None
@@ -343,6 +348,14 @@ class Queue(Strict):
     wait_message: PromptName | None = None
     message_every: Annotated[int, Field(ge=10, le=600)] = 45
     callback_after: Annotated[int, Field(ge=0, le=3600)] = 0
+
+    @field_validator("retry")
+    @classmethod
+    def _retry(cls, v: int) -> int:
+        if not 1 <= v <= 10:
+            # Asterisk itself would read 0 or less as its default, 5 s.
+            raise ValueError("retry is 1-10 seconds")
+        return v
 
     @field_validator("announce_every")
     @classmethod
