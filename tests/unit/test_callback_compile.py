@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from dialplan.compile import compile_config
-from dialplan.loader import ConfigError
 from dialplan.model import Config
 from dialplan.say import QUEUE_SOUNDS
 from dialplan.validate import load_config_text, referenced_prompts
 from hotline import channel_vars as cv
+from tests.unit.configs import issues
 
 from .test_compile import INBOUND, TARGET, VERSION, Section, dialplan, sections
 
@@ -159,14 +159,6 @@ def test_prompts_are_required_only_where_used(cfg: Config) -> None:
     assert refs["queue-thereare"] == ("queues", "province", "announce_every")
     assert refs["callback-offer"] == ("callbacks", "offer_prompt")
     assert refs["queue-wait"] == ("queues", "province", "wait_message")
-
-
-def issues(text: str) -> list[str]:
-    try:
-        load_config_text(text, "hotline.yaml")
-    except ConfigError as e:
-        return [str(i) for i in e.issues]
-    return []
 
 
 def test_call_back_trunk_must_be_a_carrier(sample: str) -> None:

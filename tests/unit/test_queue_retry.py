@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from dialplan.compile import compile_config
-from dialplan.loader import ConfigError
 from dialplan.model import Queue
 from dialplan.validate import load_config_text
+from tests.unit.configs import issues
 
 from .test_compile import TARGET, VERSION, sections
 
@@ -31,14 +31,6 @@ def sample() -> str:
 
 def with_retry(sample: str, value: str) -> str:
     return sample.replace(PROVINCE, f"{PROVINCE} retry: {value},", 1)
-
-
-def issues(text: str) -> list[str]:
-    try:
-        load_config_text(text, "hotline.yaml")
-    except ConfigError as e:
-        return [str(i) for i in e.issues]
-    return []
 
 
 def queue_options(text: str) -> dict[str, list[str]]:

@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 
 from dialplan.compile import compile_config
-from dialplan.loader import ConfigError
 from dialplan.model import Config
-from dialplan.validate import load_config, load_config_text, referenced_prompts
+from dialplan.validate import load_config, referenced_prompts
 from hotline.ami import AmiActionError
 from hotline.amiproto import AmiMessage
 from hotline.auth import Forbidden, Principal
 from ivr.menu import Answer
 from queues.agents import BadRequest
 from queues.hours import DEFAULT_TZ
+from tests.unit.configs import issues
 from workorders import survey_names as sn
 from workorders.survey import (
     Outcome,
@@ -217,14 +217,6 @@ def test_choose_by_key_or_the_longest_word(cfg: Config) -> None:
 
 
 # ------------------------------------------------------------------ config and dialplan
-
-
-def issues(text: str) -> list[str]:
-    try:
-        load_config_text(text, "hotline.yaml")
-    except ConfigError as e:
-        return [str(i) for i in e.issues]
-    return []
 
 
 def sample() -> str:
