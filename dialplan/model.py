@@ -335,7 +335,7 @@ class Queue(Strict):
     # (the free seat was just taken by another caller's offer, or the seat rang out)
     # waits this long, deaf to seats freed meanwhile, before looking again (README
     # "Performance", Queues).
-    retry: int = 1
+    retry: Annotated[int, Field(strict=True)] = 1  # a whole number: not true, not 1.5
     max_wait: Annotated[int, Field(ge=10, le=7200)] = 600
     members: tuple[SeatId, ...] = ()
     overflow: Overflow | None = None
@@ -602,12 +602,11 @@ def parse_time_limit(v: object) -> TimeLimit:
         if not 1 <= days <= 366:
             raise ValueError(f"{v!r}: working days must be 1 to 366")
         return TimeLimit(working_days=days)
-    try:
-        return TimeLimit(seconds=parse_duration(v))
-    except ValueError:
-        raise ValueError(
-            f"{v!r} is not a time limit such as 2h, 7d, a number of seconds, or 5wd (working days)"
-        ) from None
+    if isinstance(v, int) or (isinstance(v, str) and _DURATION.match(v.strip())):
+        return TimeLimit(seconds=parse_duration(v))  # its own message, e.g. "must be positive"
+    raise ValueError(
+        f"{v!r} is not a time limit such as 2h, 7d, a number of seconds, or 5wd (working days)"
+    )
 
 
 TimeLimitValue = Annotated[TimeLimit, BeforeValidator(parse_time_limit)]

@@ -35,6 +35,11 @@ from . import http
 log = logging.getLogger(__name__)
 
 
+def _log_switch_failure(fut: asyncio.Future[bool]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("speech switch failed", exc_info=fut.exception())
+
+
 class Controller:
     def __init__(self, instance: Instance):
         self.instance = instance
@@ -59,6 +64,7 @@ class Controller:
         self.agi: FastAgiServer | None = None
         self.listener: Listener | None = None
         self._speech_switch: asyncio.Future[bool] | None = None  # the last apply's speech change
+        self._speech_target: tuple[str | None, str | None] = (None, None)  # what it switches to
         self.http_runner: Any = None
         self._ami_task: asyncio.Task[None] | None = None
         self.stopping = asyncio.Event()
@@ -128,10 +134,40 @@ class Controller:
         except Exception as e:  # noqa: BLE001 - keep running the config we have
             log.error("reload failed, keeping config %s: %s", self.app.version, e)
             return
+        if self.listener is not None:
+            self._switch_speech(self.listener)
+
+    def _switch_speech(self, listener: Listener) -> None:
+        """A new ``speech.model`` (or ``server``) is loaded beside the running one, then
+        replaces it. An apply that changes it again while it loads cancels that load."""
         speech = self.app.config.speech
-        if self.listener is not None and self.listener.running != (speech.model, speech.server):
-            # A new model (or service) is loaded beside the running one, then replaces it.
-            self._speech_switch = asyncio.ensure_future(self.listener.use(self.app.config))
+        wanted = (speech.model, speech.server)
+        pending = self._speech_switch
+        if pending is not None and not pending.done():
+            if wanted == self._speech_target:
+                return
+            pending.cancel()  # its half-started recogniser is closed
+        elif wanted == listener.running:
+            return
+        self._speech_target = wanted
+        self._speech_switch = asyncio.ensure_future(listener.use(self.app.config))
+        self._speech_switch.add_done_callback(_log_switch_failure)
+
+    def speech_status(self) -> dict[str, Any]:
+        """The recogniser's status; not ok while it is not the one the config names."""
+        listener = self.listener
+        if listener is None:
+            return {"ok": False}
+        out = listener.status()
+        speech = self.app.config.speech
+        wanted = (speech.model, speech.server)
+        if listener.running != wanted:
+            pending = self._speech_switch is not None and not self._speech_switch.done()
+            out["ok"] = False
+            out["configured"] = {"model": wanted[0], "server": wanted[1]}
+            out["error"] = ("switching to the configured recogniser" if pending else
+                            "the configured recogniser did not start (see the controller log)")
+        return out
 
     async def status(self) -> dict[str, Any]:
         ami = self.app.ami
@@ -140,7 +176,7 @@ class Controller:
             "fastagi": {"ok": self.agi is not None, "active_calls": self.agi.active_sessions if self.agi else 0},
             "ami": {"ok": bool(ami is not None and ami.connected),
                     **(ami.event_figures() if ami is not None else {})},
-            "speech": self.listener.status() if self.listener else {"ok": False},
+            "speech": self.speech_status(),
             "redis": {"ok": False},
         }
         if ami is not None and ami.connected:

@@ -31,6 +31,7 @@ back to the DTMF way -- ``STREAM FILE`` with every key as escape digit, then
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import wave
@@ -406,8 +407,9 @@ class Listener:
     _prompts: dict[Path, _PromptAudio] = field(default_factory=dict)
     #: The ``(speech.model, speech.server)`` the recogniser runs (``(None, None)``: keys only).
     running: tuple[str | None, str | None] = (None, None)
-    _retiring: dict[asyncio.Task[None], Recognizer] = field(default_factory=dict)
+    _retiring: set[asyncio.Task[None]] = field(default_factory=set)
     _switching: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def speech_on(self) -> bool:
@@ -439,14 +441,14 @@ class Listener:
         return cls(rec, server, running=(config.speech.model, config.speech.server))
 
     async def close(self) -> None:
+        # A switch still starting a recogniser closes it when it sees this; recognisers
+        # draining stop waiting and close (never cancelled half-way through a close).
+        self._closing.set()
         if self.server is not None:
             await self.server.close()
         if self.recognizer is not None:
             await self.recognizer.close()
-        for task, rec in list(self._retiring.items()):
-            task.cancel()
-            await rec.close()
-        self._retiring.clear()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
 
     async def use(self, config: Config, recognizer: Recognizer | None = None,
                   drain_s: float = DRAIN_S) -> bool:
@@ -464,6 +466,8 @@ class Listener:
 
     async def _use(self, config: Config, recognizer: Recognizer | None, drain_s: float) -> bool:
         wanted = (config.speech.model, config.speech.server)
+        if self._closing.is_set():
+            return False
         if wanted == self.running and recognizer is None:
             return True
         old = self.recognizer
@@ -484,19 +488,28 @@ class Listener:
                           old.name if old is not None else "keys only", exc)
                 await rec.close()
                 return False
+            if self._closing.is_set():  # closed while it started: it never serves
+                await rec.close()
+                return False
         self.recognizer, self.running = rec, wanted
         log.info("speech recognition now %s", f"ON with {rec.name}" if rec else "OFF (keys only)")
         if old is not None:
             task = asyncio.create_task(self._retire(old, drain_s))
-            self._retiring[task] = old
-            task.add_done_callback(lambda t: self._retiring.pop(t, None))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
         return True
 
     async def _retire(self, rec: Recognizer, drain_s: float) -> None:
+        """Close ``rec`` once its streams ended, after ``drain_s``, or at :meth:`close`."""
         loop = asyncio.get_running_loop()
         until = loop.time() + drain_s
-        while rec.status().get("streams", 0) and loop.time() < until:  # noqa: ASYNC110 - a count, no event
-            await asyncio.sleep(0.5)
+        while rec.status().get("streams", 0) and not self._closing.is_set():
+            left = until - loop.time()
+            if left <= 0:
+                log.warning("closing the previous recogniser %s with streams still open", rec.name)
+                break
+            with contextlib.suppress(TimeoutError):  # look at the count twice a second
+                await asyncio.wait_for(self._closing.wait(), min(0.5, left))
         await rec.close()
         log.info("closed the previous recogniser %s", rec.name)
 

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from dialplan.model import DAYS, Config, Hours
 
 DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
+MAX_REST_DAYS = 400  # a calendar without a working day for longer never works
 
 
 def current_time() -> datetime:
@@ -58,33 +59,36 @@ def is_working_day(hours: Hours | None, day: date) -> bool:
     return day in hours.workdays or bool(_spans(hours, DAYS[day.weekday()]))
 
 
-def add_working_days(
-    start: datetime, days: int, working: Callable[[date], bool], tz: ZoneInfo = DEFAULT_TZ
-) -> datetime:
+def add_working_days(start: datetime, days: int, working: Callable[[date], bool]) -> datetime:
     """When ``days`` x 24 h have run on a clock that runs on working days only.
 
     Days are the local dates of ``tz``; the clock stops at midnight before a rest
     day and starts again at the midnight that begins the next working day.  So one
     working day from Friday 15:00 ends on Monday 15:00, and from Saturday 10:00 at
-    the end of Monday.  The result is in ``start``'s time zone.  Raises
-    ``ValueError`` when a year and more passes without enough working days (a
+    the end of Monday.  Dates are China's (:data:`DEFAULT_TZ`, no daylight
+    saving: every day is 24 h).  The result is in ``start``'s time zone.  Raises
+    ``ValueError`` after more than a year in a row without a working day (a
     calendar that never works; validation refuses those).
     """
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware")
     if days <= 0:
         return start
-    t = start.astimezone(tz)
+    t = start.astimezone(DEFAULT_TZ)
     left = timedelta(days=days)
     day = t.date()
-    for _ in range(days + 400):
-        midnight = datetime.combine(day + timedelta(days=1), time(0), tz)
+    resting = 0  # days in a row without work
+    while resting <= MAX_REST_DAYS:
+        midnight = datetime.combine(day + timedelta(days=1), time(0), DEFAULT_TZ)
         if working(day):
+            resting = 0
             if left <= midnight - t:
                 return (t + left).astimezone(start.tzinfo)
             left -= midnight - t
+        else:
+            resting += 1
         t, day = midnight, day + timedelta(days=1)
-    raise ValueError(f"fewer than {days} working days in the year after {start.isoformat()}")
+    raise ValueError(f"no working day for {MAX_REST_DAYS} days from {day - timedelta(days=resting)}")
 
 
 def working_calendar(cfg: Config) -> Callable[[date], bool]:

@@ -172,7 +172,10 @@ class Change:
 def deadline(start: datetime, limit: str, policy: Policy) -> datetime:
     tl = policy.time_limits[limit]
     if tl.working_days:
-        return add_working_days(start, tl.working_days, policy.working_day)
+        try:
+            return add_working_days(start, tl.working_days, policy.working_day)
+        except ValueError as e:  # a calendar that stops working (validation refuses most)
+            raise RequestError(f"time limit {limit!r} ({tl}): {e}") from None
     return start + timedelta(seconds=tl.seconds)
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -108,8 +108,16 @@ def test_holidays_and_workdays_decide_the_working_days() -> None:
     assert working(date(2026, 10, 10)) and not working(date(2026, 10, 2))
 
 
+def test_a_one_day_week_counts_a_year_of_working_days() -> None:
+    start = datetime(2026, 1, 1, tzinfo=DEFAULT_TZ)  # a Thursday
+    due = add_working_days(start, 366, lambda day: day.weekday() == 5)  # Saturdays only
+    # The first Saturday is 3 Jan 2026; the 366th, 365 weeks later, is 1 Jan 2033.
+    assert due == datetime(2033, 1, 2, 0, 0, tzinfo=DEFAULT_TZ)
+    assert due - start > timedelta(days=7 * 365)
+
+
 def test_add_working_days_refuses_a_calendar_that_never_works() -> None:
-    with pytest.raises(ValueError, match="fewer than 3 working days"):
-        add_working_days(datetime(2026, 1, 1, tzinfo=UTC), 3, lambda _day: False)
+    with pytest.raises(ValueError, match="no working day for 400 days from 2026-01-01"):
+        add_working_days(datetime(2026, 1, 1, tzinfo=DEFAULT_TZ), 3, lambda _day: False)
     with pytest.raises(ValueError, match="timezone-aware"):
         add_working_days(datetime(2026, 1, 1), 1, _weekdays_only)

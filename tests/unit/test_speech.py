@@ -868,3 +868,119 @@ async def test_the_controller_stopping_closes_a_recogniser_still_draining() -> N
     assert await listener.use(sample_config("  model: /models/b"), new)  # type: ignore[arg-type]
     await listener.close()
     assert old.closed and new.closed
+
+
+class SlowRecognizer(CountingRecognizer):
+    """Its start() waits until the test lets it go (a big model loading)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.entered = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def start(self) -> None:
+        self.entered.set()
+        await self.go.wait()
+        self.started = True
+
+
+async def test_a_switch_cancelled_while_its_model_loads_closes_it() -> None:
+    from ivr.listen import Listener
+
+    old, slow = CountingRecognizer("a"), SlowRecognizer("b")
+    listener = Listener(old, None, running=("/models/a", None))  # type: ignore[arg-type]
+    task = asyncio.create_task(listener.use(sample_config("  model: /models/b"), slow))  # type: ignore[arg-type]
+    await slow.entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert slow.closed and not old.closed
+    assert listener.recognizer is old and listener.running == ("/models/a", None)
+    await listener.close()
+
+
+async def test_closing_during_a_switch_leaves_no_recogniser_running() -> None:
+    from ivr.listen import Listener
+
+    old, slow = CountingRecognizer("a"), SlowRecognizer("b")
+    listener = Listener(old, None, running=("/models/a", None))  # type: ignore[arg-type]
+    task = asyncio.create_task(listener.use(sample_config("  model: /models/b"), slow))  # type: ignore[arg-type]
+    await slow.entered.wait()
+    await listener.close()
+    slow.go.set()  # the model finishes loading after the close
+    assert await task is False
+    assert old.closed and slow.started and slow.closed
+
+
+async def test_a_drain_that_runs_out_closes_the_recogniser(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from ivr.listen import Listener
+
+    old, new = CountingRecognizer("a"), CountingRecognizer("b")
+    old.streams = 1  # a stream that never ends
+    listener = Listener(old, None, running=("/models/a", None))  # type: ignore[arg-type]
+    assert await listener.use(sample_config("  model: /models/b"), new, drain_s=0.3)  # type: ignore[arg-type]
+    for _ in range(20):
+        if old.closed:
+            break
+        await asyncio.sleep(0.1)
+    assert old.closed
+    assert "closing the previous recogniser a with streams still open" in caplog.text
+    await listener.close()
+
+
+async def test_the_controller_follows_the_last_apply_and_reports_a_failed_switch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Apply B (its model loading), then A again: B's load is cancelled and closed, A stays.
+    Then a model that does not start: /status says so, the running one stays."""
+    from types import SimpleNamespace
+
+    import ivr.listen
+    from hotline.controller import Controller
+    from ivr.listen import Listener
+
+    made: dict[str, CountingRecognizer] = {}
+
+    def make(speech: Any) -> CountingRecognizer | None:
+        if speech.model is None:
+            return None
+        name = speech.model.rsplit("/", 1)[-1]
+        rec = (SlowRecognizer(name) if name == "b" else
+               CountingRecognizer(name, fail=ModelError(f"no model at {speech.model}"))
+               if name == "bad" else CountingRecognizer(name))
+        made[name] = rec
+        return rec
+
+    monkeypatch.setattr(ivr.listen, "make_recognizer", make)
+    a = CountingRecognizer("a")
+    listener = Listener(a, None, running=("/models/a", None))  # type: ignore[arg-type]
+    ctl = Controller.__new__(Controller)  # only what the speech switch uses
+    ctl.listener, ctl._speech_switch, ctl._speech_target = listener, None, (None, None)
+    ctl.app = SimpleNamespace(config=sample_config("  model: /models/b"))  # type: ignore[assignment]
+    ctl._switch_speech(listener)
+    for _ in range(100):
+        if "b" in made:
+            break
+        await asyncio.sleep(0)
+    loading = made["b"]
+    assert isinstance(loading, SlowRecognizer)
+    await loading.entered.wait()
+    assert ctl.speech_status()["error"] == "switching to the configured recogniser"
+    ctl.app.config = sample_config("  model: /models/a")
+    ctl._switch_speech(listener)  # the admin applies A again while B loads
+    assert ctl._speech_switch is not None
+    assert await ctl._speech_switch is True
+    assert made["b"].closed and not a.closed and listener.recognizer is a
+    assert ctl.speech_status()["ok"] is True and "error" not in ctl.speech_status()
+
+    ctl.app.config = sample_config("  model: /models/bad")
+    ctl._switch_speech(listener)
+    assert await ctl._speech_switch is False
+    status = ctl.speech_status()
+    assert status["ok"] is False
+    assert status["configured"] == {"model": "/models/bad", "server": None}
+    assert status["error"] == "the configured recogniser did not start (see the controller log)"
+    assert listener.recognizer is a and made["bad"].closed
+    await listener.close()

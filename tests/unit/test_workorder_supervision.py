@@ -3,7 +3,7 @@ and the work-order config (time limits, units, unit users) with file:line errors
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,7 +16,7 @@ from dialplan.model import TimeLimit, parse_duration, parse_time_limit
 from dialplan.validate import load_config, load_config_text
 from hotline.auth import Principal
 from workorders.facts import CallFacts, Outcome
-from workorders.lifecycle import deadline
+from workorders.lifecycle import Policy, RequestError, deadline
 from workorders.plugin import open_store, policy_of, settings_of
 from workorders.supervision import Settings, Supervision, notice
 
@@ -231,10 +231,23 @@ def test_time_limits(text: object, limit: TimeLimit) -> None:
     assert parse_time_limit(text) == limit
 
 
-@pytest.mark.parametrize("text", ["0wd", "367wd", "1.5wd", "wd", "5 working days", True])
-def test_bad_time_limits(text: object) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    "text, message",
+    [("0wd", "working days must be 1 to 366"), ("367wd", "working days must be 1 to 366"),
+     ("1.5wd", "is not a time limit"), ("wd", "is not a time limit"),
+     ("5 working days", "is not a time limit"), (True, "expected a duration"),
+     (0, "a duration must be positive"), ("0h", "a duration must be positive")],
+)
+def test_bad_time_limits(text: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         parse_time_limit(text)
+
+
+def test_a_calendar_that_stops_working_is_a_request_error() -> None:
+    policy = Policy(time_limits={"long": TimeLimit(working_days=2)}, default_limit="long",
+                    working_day=lambda day: day < date(2026, 12, 1))
+    with pytest.raises(RequestError, match="time limit 'long' \\(2wd\\): no working day for 400"):
+        deadline(datetime(2026, 11, 30, 12, 0, tzinfo=UTC), "long", policy)
 
 
 def test_working_day_limits_need_a_calendar_that_works() -> None:
