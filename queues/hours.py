@@ -88,7 +88,8 @@ def add_working_days(start: datetime, days: int, working: Callable[[date], bool]
         else:
             resting += 1
         t, day = midnight, day + timedelta(days=1)
-    raise ValueError(f"no working day for {MAX_REST_DAYS} days from {day - timedelta(days=resting)}")
+    since = day - timedelta(days=resting)
+    raise ValueError(f"no working day for {MAX_REST_DAYS} days from {since}")
 
 
 def working_calendar(cfg: Config) -> Callable[[date], bool]:
