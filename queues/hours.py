@@ -62,11 +62,11 @@ def is_working_day(hours: Hours | None, day: date) -> bool:
 def add_working_days(start: datetime, days: int, working: Callable[[date], bool]) -> datetime:
     """When ``days`` x 24 h have run on a clock that runs on working days only.
 
-    Days are the local dates of ``tz``; the clock stops at midnight before a rest
-    day and starts again at the midnight that begins the next working day.  So one
-    working day from Friday 15:00 ends on Monday 15:00, and from Saturday 10:00 at
-    the end of Monday.  Dates are China's (:data:`DEFAULT_TZ`, no daylight
-    saving: every day is 24 h).  The result is in ``start``'s time zone.  Raises
+    Days are China's dates (:data:`DEFAULT_TZ`, no daylight saving: every day is
+    24 h); the clock stops at midnight before a rest day and starts again at the
+    midnight that begins the next working day.  So one working day from Friday
+    15:00 ends on Monday 15:00, and from Saturday 10:00 at the end of Monday.
+    The result is in ``start``'s time zone.  Raises
     ``ValueError`` after more than a year in a row without a working day (a
     calendar that never works; validation refuses those).
     """
