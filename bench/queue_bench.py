@@ -112,7 +112,7 @@ class QueueWatch:
 
     def __call__(self, event: AmiMessage) -> None:
         name = event.name
-        if name in ("AgentCalled", "AgentComplete", "QueueMemberPause"):
+        if name in ("AgentCalled", "AgentConnect", "AgentComplete", "QueueMemberPause"):
             self.events.append((time.monotonic(), name, event.get("Interface") or "",
                                 event.get("Paused") or ""))
         elif name in ("QueueCallerJoin", "QueueCallerLeave"):
@@ -123,20 +123,28 @@ class QueueWatch:
         offer to that agent; by how the agent became free (``call_end``, ``unpause``).
 
         A call that ends while its agent is paused frees nobody: the agent becomes
-        free at the resume, which is the sample then."""
+        free at the resume, which is the sample then.  Likewise a resume during a
+        call frees nobody: the call's end is the sample."""
         out: dict[str, list[float]] = {"call_end": [], "unpause": []}
         waiting = 0
         paused: set[str] = set()
+        talking: set[str] = set()
         for i, (t, name, iface, extra) in enumerate(self.events):
             if name in ("QueueCallerJoin", "QueueCallerLeave"):
                 waiting = int(extra or 0)
                 continue
+            if name == "AgentConnect":
+                talking.add(iface)
+                continue
+            if name == "AgentComplete":
+                talking.discard(iface)
             if name == "QueueMemberPause" and extra == "1":
                 paused.add(iface)
             elif name == "QueueMemberPause":
                 paused.discard(iface)
             kind = ("call_end" if name == "AgentComplete" and iface not in paused
-                    else "unpause" if name == "QueueMemberPause" and extra == "0" else None)
+                    else "unpause" if name == "QueueMemberPause" and extra == "0"
+                    and iface not in talking else None)
             if kind is None or waiting == 0:
                 continue
             for t2, name2, iface2, _ in self.events[i + 1:]:

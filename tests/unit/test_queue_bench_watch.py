@@ -55,3 +55,16 @@ def test_paused_again_before_an_offer_is_no_sample() -> None:
     )
     assert out["call_end"] == []
     assert out["unpause"] == [pytest.approx(0.2)]
+
+
+def test_a_resume_during_a_call_is_no_sample_the_call_end_is() -> None:
+    out = watch(
+        (0.0, "QueueCallerJoin", "", "2"),
+        (0.5, "AgentConnect", B, ""),
+        (1.0, "QueueMemberPause", B, "1"),
+        (2.0, "QueueMemberPause", B, "0"),  # resumed while still talking: not free
+        (4.0, "AgentComplete", B, ""),  # free now
+        (4.6, "AgentCalled", B, ""),
+    )
+    assert out["unpause"] == []
+    assert out["call_end"] == [pytest.approx(0.6)]
