@@ -353,7 +353,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (urllib.error.URLError, OSError) as e:
         print(f"controller: DOWN ({url}: {e})")
         return 1
-    for part in ("asterisk", "ami", "fastagi", "redis"):
+    for part in ("asterisk", "ami", "fastagi", "redis", "speech"):
         info = st.get(part, {})
         extra = ", ".join(f"{k}={v}" for k, v in info.items() if k != "ok")
         print(f"{part:<9} {'ok' if info.get('ok') else 'DOWN'}{'  ' + extra if extra else ''}")

@@ -60,6 +60,7 @@ def test_up_status_call_restart_down(asterisk_root: AsteriskRoot, tools: None, t
             time.sleep(0.3)
         assert re.search(r"^asterisk\s+ok", st.stdout, re.M), st.stdout
         assert re.search(r"^redis\s+ok", st.stdout, re.M), st.stdout
+        assert re.search(r"^speech\s+ok\s+mode=off$", st.stdout, re.M), st.stdout  # the sample's
         asterisk_pid = int((inst.state / "asterisk.pid").read_text())
         assert allowed_cpus(asterisk_pid) == {str(here[-1])}  # every Asterisk thread
         assert allowed_cpus(up.pid) == {str(here[0])}  # the controller's threads
