@@ -142,16 +142,20 @@ class Controller:
         replaces it. An apply that changes it again while it loads cancels that load."""
         speech = self.app.config.speech
         wanted = (speech.model, speech.server)
-        pending = self._speech_switch
-        if pending is not None and not pending.done():
+        if self._speech_switching:
             if wanted == self._speech_target:
                 return
-            pending.cancel()  # its half-started recogniser is closed
+            assert self._speech_switch is not None
+            self._speech_switch.cancel()  # its half-started recogniser is closed
         elif wanted == listener.running:
             return
         self._speech_target = wanted
         self._speech_switch = asyncio.ensure_future(listener.use(self.app.config))
         self._speech_switch.add_done_callback(_log_switch_failure)
+
+    @property
+    def _speech_switching(self) -> bool:
+        return self._speech_switch is not None and not self._speech_switch.done()
 
     def speech_status(self) -> dict[str, Any]:
         """The recogniser's status; not ok while it is not the one the config names."""
@@ -162,10 +166,9 @@ class Controller:
         speech = self.app.config.speech
         wanted = (speech.model, speech.server)
         if listener.running != wanted:
-            pending = self._speech_switch is not None and not self._speech_switch.done()
             out["ok"] = False
             out["configured"] = {"model": wanted[0], "server": wanted[1]}
-            out["error"] = ("switching to the configured recogniser" if pending else
+            out["error"] = ("switching to the configured recogniser" if self._speech_switching else
                             "the configured recogniser did not start (see the controller log)")
         return out
 
@@ -205,7 +208,8 @@ class Controller:
             await self.http_runner.cleanup()
         if self.agi is not None:
             await self.agi.close()
-        if self._speech_switch is not None and not self._speech_switch.done():
+        if self._speech_switching:
+            assert self._speech_switch is not None
             self._speech_switch.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._speech_switch

@@ -5,8 +5,8 @@ hotline's time zone) falls in one of the weekly spans of its weekday, unless
 the date is a holiday; a *workday* (調休, a weekend day worked in exchange for
 a holiday) is open with the Monday spans.
 
-A *working day* of a timetable is a day it opens at all: a weekday with spans
-or a workday, and not a holiday (every day for ``always``).  Work-order time
+A *working day* of a timetable is a day it opens at all (every day for
+``always``): one rule, :func:`_day_spans`, decides both.  Work-order time
 limits in working days run on those days only (:func:`add_working_days`).
 """
 
@@ -39,24 +39,24 @@ def _spans(hours: Hours, day: str) -> list[tuple[time, time]]:
     return out
 
 
+def _day_spans(hours: Hours, day: date) -> list[tuple[time, time]]:
+    """The spans ``hours`` opens on the local date ``day`` (not ``always``): none on a
+    holiday, Monday's on a workday (调休), else its weekday's."""
+    if day in hours.holidays:
+        return []
+    return _spans(hours, "mon" if day in hours.workdays else DAYS[day.weekday()])
+
+
 def is_open(hours: Hours, now: datetime) -> bool:
     if hours.always:
         return True
-    today = now.date()
-    if today in hours.holidays:
-        return False
-    day = "mon" if today in hours.workdays else DAYS[today.weekday()]
     t = now.time()
-    return any(start <= t < end for start, end in _spans(hours, day))
+    return any(start <= t < end for start, end in _day_spans(hours, now.date()))
 
 
 def is_working_day(hours: Hours | None, day: date) -> bool:
-    """``day`` (a local date) is a working day of ``hours`` (``None``: ``always``)."""
-    if hours is None or hours.always:
-        return True
-    if day in hours.holidays:
-        return False
-    return day in hours.workdays or bool(_spans(hours, DAYS[day.weekday()]))
+    """``day`` (a local date) is a day ``hours`` opens at all (``None``: ``always``)."""
+    return hours is None or hours.always or bool(_day_spans(hours, day))
 
 
 def add_working_days(start: datetime, days: int, working: Callable[[date], bool]) -> datetime:
