@@ -610,6 +610,26 @@ def parse_time_limit(v: object) -> TimeLimit:
 
 
 TimeLimitValue = Annotated[TimeLimit, BeforeValidator(parse_time_limit)]
+
+
+def parse_remind_before(v: object) -> TimeLimit | dict[str, TimeLimit]:
+    """One reminder time for every class (``1h``, ``1wd``), or one per time limit."""
+    if not isinstance(v, dict):
+        return parse_time_limit(v)
+    if not v:
+        raise ValueError("give one time for every class (e.g. 1h), or one per time limit")
+    out: dict[str, TimeLimit] = {}
+    for k, x in v.items():
+        if not isinstance(k, str) or not re.match(IDENT_RE, k):
+            raise ValueError(f"{k!r} is not a time-limit id")
+        try:
+            out[k] = parse_time_limit(x)
+        except ValueError as e:
+            raise ValueError(f"{k}: {e}") from None
+    return out
+
+
+RemindBefore = Annotated[TimeLimit | dict[str, TimeLimit], BeforeValidator(parse_remind_before)]
 CategoryName = Literal["consultation", "help", "complaint", "opinion", "suggestion"]
 
 
@@ -666,7 +686,9 @@ class WorkOrders(Strict):
     calendar: Ident | Literal["always"] | None = None
     category_limits: dict[CategoryName, Ident] = Field(default_factory=dict)
     default_limit: Ident = "general"
-    remind_before: Duration = 3600
+    # Remind this long before the deadline: a duration or working days (1wd), for every
+    # class, or per class ({urgent: 30m, general: 1wd}, naming each of time_limits).
+    remind_before: RemindBefore = TimeLimit(seconds=3600)
     supervise_every: Annotated[int, Field(ge=5, le=86400)] = 60
     reopen_on_dissatisfied: bool = True
     notice_url: str | None = None

@@ -316,19 +316,41 @@ def _workorder_refs(cfg: Config, src: SourceMap) -> list[ConfigIssue]:
     _ref(out, src, ("workorders", "default_limit"), "time_limits", wo.default_limit, wo.time_limits)
     for cat, limit in wo.category_limits.items():
         _ref(out, src, ("workorders", "category_limits", cat), "time_limits", limit, wo.time_limits)
+    if isinstance(wo.remind_before, dict):
+        for limit in wo.remind_before:
+            _ref(out, src, ("workorders", "remind_before", limit), "time_limits", limit,
+                 wo.time_limits)
+        if missing := sorted(set(wo.time_limits) - set(wo.remind_before)):
+            out.append(src.issue(
+                ("workorders", "remind_before"),
+                f"no reminder time for time limit {missing[0]!r}: name every class of "
+                "time_limits here, or give one time for all (e.g. 1h)"))
     out.extend(_calendar_issues(cfg, src))
     return out
 
 
 def _calendar_issues(cfg: Config, src: SourceMap) -> list[ConfigIssue]:
-    """Time limits in working days (``5wd``) count the days of ``workorders.calendar``."""
+    """Time limits and ``remind_before`` in working days (``5wd``) count the days of
+    ``workorders.calendar``."""
     wo, out = cfg.workorders, []
-    in_days = sorted(name for name, tl in wo.time_limits.items() if tl.working_days)
+    in_days: list[tuple[tuple[str, ...], str]] = [
+        (("workorders", "time_limits", name), f"time limit {name!r}")
+        for name, tl in sorted(wo.time_limits.items()) if tl.working_days
+    ]
+    reminders = wo.remind_before
+    if isinstance(reminders, dict):
+        in_days += [
+            (("workorders", "remind_before", name), f"remind_before of {name!r}")
+            for name, tl in sorted(reminders.items()) if tl.working_days
+        ]
+    elif reminders.working_days:
+        in_days.append((("workorders", "remind_before"), "remind_before"))
     if wo.calendar is None:
         if in_days:
+            where, what = in_days[0]
             out.append(src.issue(
-                ("workorders", "time_limits", in_days[0]),
-                f"time limit {in_days[0]!r} counts working days: name the timetable whose "
+                where,
+                f"{what} counts working days: name the timetable whose "
                 "working days count as workorders.calendar (an id under hours:, or always)"))
     elif wo.calendar != "always":
         _ref(out, src, ("workorders", "calendar"), "hours", wo.calendar, cfg.hours)

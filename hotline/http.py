@@ -244,8 +244,7 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
         from workorders.http import routes as order_routes
 
         for method, path, wo_handler in order_routes(
-            app.orders, error, _json, audit=agents.audit if agents is not None else None,
-            remind_before=lambda: app.config.workorders.remind_before,
+            app.orders, error, _json, audit=agents.audit if agents is not None else None
         ):
             web_app.router.add_route(method, path, authenticated(auth, wo_handler))
     if getattr(app, "surveys", None) is not None:

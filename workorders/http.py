@@ -72,7 +72,6 @@ def routes(
     error: ErrorFn,
     read_json: ReadJson,
     audit: Audit | None = None,
-    remind_before: Callable[[], int] = lambda: 3600,
 ) -> list[tuple[str, str, Handler]]:
     def failed(e: lc.TransitionError | OrderNotFound) -> web.Response:
         details = {k: v for k, v in e.details.items() if not isinstance(v, dict)}
@@ -119,7 +118,7 @@ def routes(
         now = datetime.now(UTC)
         near: list[dict[str, Any]] = []
         overdue: list[dict[str, Any]] = []
-        running = await asyncio.to_thread(store.running_near, now, remind_before())
+        running = await asyncio.to_thread(store.running_near, now)
         for o in running:
             if store.may_see(who, o):
                 (overdue if o["deadline"] <= now else near).append(o)

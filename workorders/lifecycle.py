@@ -124,6 +124,7 @@ TRANSITIONS: dict[str, Transition] = {
 }
 
 
+DEFAULT_REMINDER = TimeLimit(seconds=3600)
 DEFAULT_TIME_LIMITS = {
     "urgent": TimeLimit(seconds=2 * 3600),  # a risk to people or property
     "utilities": TimeLimit(seconds=24 * 3600),  # water, power, gas, heat (水电气暖)
@@ -144,10 +145,23 @@ class Policy:
     category_limits: Mapping[str, str] = field(default_factory=dict)
     default_limit: str = "general"
     units: Mapping[str, str] = field(default_factory=dict)  # unit id -> centre
-    remind_before: int = 3600
+    #: How long before its deadline a running order is reminded (time or working days),
+    #: for every class or per class (workorders.remind_before).
+    remind_before: TimeLimit | Mapping[str, TimeLimit] = DEFAULT_REMINDER
     reopen_on_dissatisfied: bool = True
     #: Which local dates count for time limits in working days (workorders.calendar).
     working_day: Callable[[date], bool] = every_day
+
+    def reminder(self, limit: str | None) -> TimeLimit:
+        """How long before its deadline an order of class ``limit`` is reminded."""
+        rb = self.remind_before
+        if isinstance(rb, TimeLimit):
+            return rb
+        # a class no longer in the config (or none): the default
+        return rb.get(limit or "", DEFAULT_REMINDER)
+
+    def horizons(self, now: datetime) -> Horizons:
+        return Horizons(self, now)
 
     def limit_for(self, category: str | None, asked: str | None) -> str:
         if asked is not None:
@@ -155,6 +169,42 @@ class Policy:
                 raise RequestError(f"unknown time limit {asked!r}", known=sorted(self.time_limits))
             return asked
         return self.category_limits.get(category or "", self.default_limit)
+
+
+class Horizons:
+    """At one moment, the deadline by which each class's orders are near it.
+
+    With a reminder in working days the clock stops on rest days, as for the
+    limits: 1wd before a Monday 15:00 deadline is Friday 15:00.  A calendar that
+    stops working (validation refuses most) counts calendar days instead.
+    """
+
+    def __init__(self, policy: Policy, now: datetime) -> None:
+        self._policy, self.now = policy, now
+        self._by_reminder: dict[TimeLimit, datetime] = {}
+
+    def __call__(self, limit: str | None) -> datetime:
+        return self._of(self._policy.reminder(limit))
+
+    def latest(self) -> datetime:
+        """The furthest of them: every order near its deadline is due by then."""
+        rb = self._policy.remind_before
+        every = [rb] if isinstance(rb, TimeLimit) else [*rb.values(), DEFAULT_REMINDER]
+        return max(self._of(tl) for tl in every)
+
+    def _of(self, tl: TimeLimit) -> datetime:
+        at = self._by_reminder.get(tl)
+        if at is None:
+            at = self._by_reminder[tl] = self._horizon(tl)
+        return at
+
+    def _horizon(self, tl: TimeLimit) -> datetime:
+        if tl.working_days:
+            try:
+                return add_working_days(self.now, tl.working_days, self._policy.working_day)
+            except ValueError:
+                return self.now + timedelta(days=tl.working_days)
+        return self.now + timedelta(seconds=tl.seconds)
 
 
 @dataclass(frozen=True)
@@ -360,11 +410,12 @@ class Due:
     deadline: datetime
 
 
-def due(orders: Sequence[Mapping[str, Any]], now: datetime, remind_before: int) -> list[Due]:
-    """Running orders to remind (within ``remind_before`` of the deadline, once) and
-    to escalate (past the deadline, once). An overdue order never reminded is only escalated."""
+def due(orders: Sequence[Mapping[str, Any]], horizons: Horizons) -> list[Due]:
+    """Running orders to remind (near their deadline by their class's reminder, once)
+    and to escalate (past the deadline, once), at ``horizons.now``. An overdue order
+    never reminded is only escalated."""
     out: list[Due] = []
-    window = timedelta(seconds=remind_before)
+    now = horizons.now
     for o in orders:
         dl = o.get("deadline")
         if o.get("status") not in RUNNING or dl is None:
@@ -372,6 +423,6 @@ def due(orders: Sequence[Mapping[str, Any]], now: datetime, remind_before: int) 
         if dl <= now:
             if o.get("escalated_at") is None:
                 out.append(Due(o["id"], o["ref"], "escalated", o.get("unit"), dl))
-        elif dl - window <= now and o.get("reminded_at") is None:
+        elif o.get("reminded_at") is None and dl <= horizons(o.get("time_limit")):
             out.append(Due(o["id"], o["ref"], "reminded", o.get("unit"), dl))
     return out

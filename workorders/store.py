@@ -758,11 +758,13 @@ class WorkOrderStore:
 
     # ------------------------------------------------------------ supervision
 
-    def running_near(self, now: datetime, remind_before: int) -> list[dict[str, Any]]:
-        """Running orders whose deadline is within ``remind_before`` seconds or past."""
-        from datetime import timedelta
+    def running_near(self, now: datetime) -> list[dict[str, Any]]:
+        """Running orders near their deadline (by their class's reminder, see
+        :class:`lc.Horizons`) or past it, soonest first."""
+        return self._near(self.policy.horizons(utc(now)))
 
-        horizon = utc(now) + timedelta(seconds=remind_before)
+    def _near(self, horizons: lc.Horizons) -> list[dict[str, Any]]:
+        horizon = horizons.latest()
         with self._read() as c:
             rows = (
                 c.execute(
@@ -777,14 +779,14 @@ class WorkOrderStore:
                 .mappings()
                 .all()
             )
-        return [_row(r) for r in rows]
+        return [o for o in map(_row, rows) if o["deadline"] <= horizons(o["time_limit"])]
 
     def supervise(self, now: datetime | None = None) -> list[lc.Due]:
         """Remind and escalate what is due, each once; returns what was done now."""
         now = utc(now or self.clock())
-        policy = self.policy
+        horizons = self.policy.horizons(now)
         done: list[lc.Due] = []
-        for d in lc.due(self.running_near(now, policy.remind_before), now, policy.remind_before):
+        for d in lc.due(self._near(horizons), horizons):
             col = ORDERS.c.reminded_at if d.action == "reminded" else ORDERS.c.escalated_at
 
             def run(c: Connection, d: lc.Due = d, col: Any = col) -> bool:

@@ -16,7 +16,7 @@ POLICY = lc.Policy(
     units={"water": "province", "housing": "nanchang"},
     category_limits={"help": "utilities", "complaint": "general"},
     default_limit="general",
-    remind_before=3600,
+    remind_before=TimeLimit(seconds=3600),
 )
 
 # parameters that make each action complete, so only the status and role decide
@@ -337,12 +337,12 @@ def test_due_with_a_frozen_clock() -> None:
         ),
         order(lc.DISPATCHED, id=7, ref="g", deadline=NOW, reminded_at=None, escalated_at=None),
     ]
-    assert [(d.ref, d.action) for d in lc.due(rows, NOW, 3600)] == [
+    assert [(d.ref, d.action) for d in lc.due(rows, POLICY.horizons(NOW))] == [
         ("b", "reminded"),
         ("d", "escalated"),
         ("g", "escalated"),
     ]
-    assert [(d.ref, d.action) for d in lc.due(rows, NOW + timedelta(hours=1), 3600)] == [
+    assert [(d.ref, d.action) for d in lc.due(rows, POLICY.horizons(NOW + timedelta(hours=1)))] == [
         ("a", "reminded"),
         ("b", "escalated"),
         ("c", "escalated"),

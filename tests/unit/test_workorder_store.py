@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.exc import OperationalError
 
+from dialplan.model import TimeLimit
 from hotline.auth import Principal
 from workorders import lifecycle as lc
 from workorders.facts import CallFacts, Category, Outcome
@@ -20,7 +21,7 @@ T0 = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)  # 10:00 in Nanchang
 POLICY = lc.Policy(
     units={"water": "province", "housing": "nanchang"},
     category_limits={"help": "utilities"},
-    remind_before=3600,
+    remind_before=TimeLimit(seconds=3600),
 )
 AGENT = Principal("zhang", "agent", seat="1001", centre="province")
 SUPERVISOR = Principal("li", "supervisor", centre="province")

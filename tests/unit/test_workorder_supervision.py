@@ -175,7 +175,13 @@ def test_sample_policy() -> None:
         "general": TimeLimit(working_days=7),
         "complex": TimeLimit(working_days=15),
     }
-    assert p.units["nc-water"] == "nanchang" and p.remind_before == 3600
+    assert p.remind_before == {
+        "urgent": TimeLimit(seconds=3600),
+        "utilities": TimeLimit(seconds=4 * 3600),
+        "general": TimeLimit(working_days=1),
+        "complex": TimeLimit(working_days=2),
+    }
+    assert p.units["nc-water"] == "nanchang"
     assert cfg.users["water-desk"].unit == "nc-water"
     assert cfg.storage.url is None and cfg.workorders.notice_url is None
 
@@ -274,11 +280,103 @@ def test_working_day_limits_need_a_calendar_that_works() -> None:
     assert any("workorders.time_limits.general: '7 weeks' is not a time limit such as 2h, 7d" in m
                for m in msgs), msgs
     # A calendar limit needs no calendar; `always` counts every day.
-    assert load_config_text(no_cal.replace("7wd", "7d").replace("15wd", "15d"), "hotline.yaml")
+    calendar_only = no_cal.replace("7wd", "7d").replace("15wd", "15d")
+    assert load_config_text(calendar_only.replace(SAMPLE_REMINDERS, "remind_before: 1h"),
+                            "hotline.yaml")
     every = policy_of(load_config_text(text.replace("  calendar: office ", "  calendar: always "),
                                        "hotline.yaml"))
     start = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
     assert deadline(start, "general", every) == start + timedelta(days=7)
+
+
+SAMPLE_REMINDERS = "remind_before: {urgent: 1h, utilities: 4h, general: 1wd, complex: 2wd}"
+
+
+def test_sample_reminders_per_class_count_working_days(tmp_path: Path) -> None:
+    """`general` (7wd) is reminded 1 working day before its deadline, `urgent` (2h) 1 h
+    before: one reminder time for both would remind an urgent order at once or a
+    general one on a Sunday."""
+    cfg = load_config(SAMPLE)
+    store = open_store(lambda: cfg, tmp_path)
+
+    def cst(day: int, hour: int, minute: int = 0) -> datetime:
+        return datetime(2026, 12, day, hour, minute, tzinfo=CST).astimezone(UTC)
+
+    thursday = datetime(2026, 11, 26, 15, 0, tzinfo=CST).astimezone(UTC)
+    store.clock = lambda: thursday
+    refs = {}
+    for limit in ("general", "complex", "urgent"):
+        refs[limit] = ref = store.record_call(facts(f"r-{limit}"))
+        store.act(ref, "complete", SUP, {"content": "x", "category": "help",
+                                         "unit": "nc-water", "time_limit": limit})
+    # general: Thursday 15:00 + 7 working days = Monday 7 Dec 15:00; 1wd before it is
+    # Friday 4 Dec 15:00. complex: 15wd = Thursday 17 Dec 15:00; 2wd before: Tuesday 15th.
+    assert store.get(refs["general"])["deadline"] == cst(7, 15)
+    assert store.get(refs["complex"])["deadline"] == cst(17, 15)
+
+    def near(at: datetime) -> list[str]:
+        return [o["ref"] for o in store.running_near(at)]
+
+    def supervise(at: datetime) -> list[tuple[str, str]]:
+        return [(d.ref, d.action) for d in store.supervise(at)]
+
+    assert supervise(thursday + timedelta(minutes=59)) == []
+    assert supervise(thursday + timedelta(hours=1, minutes=1)) == [(refs["urgent"], "reminded")]
+    assert supervise(thursday + timedelta(hours=2, minutes=1)) == [(refs["urgent"], "escalated")]
+    assert near(cst(4, 14, 59)) == [refs["urgent"]]  # overdue, and nothing else near yet
+    assert near(cst(4, 15, 0)) == [refs["urgent"], refs["general"]]
+    assert supervise(cst(4, 15, 1)) == [(refs["general"], "reminded")]
+    # not again over the weekend; complex waits for its own 2 working days
+    assert supervise(cst(6, 12)) == []
+    assert near(cst(15, 14, 59)) == [refs["urgent"], refs["general"]]
+    assert supervise(cst(15, 15)) == [(refs["general"], "escalated"), (refs["complex"], "reminded")]
+    store.close()
+
+
+def test_per_class_reminders_name_every_class_and_only_known_ones() -> None:
+    text = SAMPLE.read_text(encoding="utf-8")
+    assert SAMPLE_REMINDERS in text
+    missing = text.replace(SAMPLE_REMINDERS,
+                           "remind_before: {urgent: 1h, general: 1wd, complex: 2wd}")
+    msgs = _errors(missing)
+    assert any(
+        m.startswith(f"hotline.yaml:{_line(missing, 'remind_before:')}: workorders.remind_before: "
+                     "no reminder time for time limit 'utilities': name every class")
+        for m in msgs
+    ), msgs
+    unknown = text.replace(SAMPLE_REMINDERS, "remind_before: {urgent: 1h, utilities: 4h, "
+                           "general: 1wd, complex: 2wd, weekly: 1d}")
+    msgs = _errors(unknown)
+    assert any("workorders.remind_before.weekly: time limit 'weekly' does not exist" in m
+               for m in msgs), msgs
+    bad = text.replace(SAMPLE_REMINDERS, "remind_before: {urgent: soon}")
+    msgs = _errors(bad)
+    assert any("workorders.remind_before: urgent: 'soon' is not a time limit" in m
+               for m in msgs), msgs
+    # Working days need the calendar, whichever form names them.
+    no_cal = text.replace("  calendar: office ", "  # calendar: office ")
+    no_cal = no_cal.replace("7wd", "7d").replace("15wd", "15d")
+    msgs = _errors(no_cal)
+    assert any("workorders.remind_before.complex: remind_before of 'complex' counts working "
+               "days: name the timetable" in m for m in msgs), msgs
+    msgs = _errors(no_cal.replace(SAMPLE_REMINDERS, "remind_before: 1wd"))
+    assert any("workorders.remind_before: remind_before counts working days" in m
+               for m in msgs), msgs
+    one = load_config_text(no_cal.replace(SAMPLE_REMINDERS, "remind_before: 90m"), "hotline.yaml")
+    assert policy_of(one).reminder("general") == TimeLimit(seconds=5400)
+
+
+def test_a_class_gone_from_the_config_is_reminded_an_hour_ahead() -> None:
+    p = Policy(remind_before={"general": TimeLimit(working_days=1)})
+    assert p.reminder("general") == TimeLimit(working_days=1)
+    assert p.reminder("removed") == p.reminder(None) == TimeLimit(seconds=3600)
+    h = p.horizons(T0)
+    assert h("removed") == T0 + timedelta(hours=1)
+    assert h("general") == T0 + timedelta(days=1)  # every day works by default
+    assert h.latest() == T0 + timedelta(days=1)
+    # A calendar that stops working counts calendar days (deadlines refuse it, see above).
+    stops = Policy(remind_before=TimeLimit(working_days=2), working_day=lambda day: False)
+    assert stops.horizons(T0)("general") == T0 + timedelta(days=2)
 
 
 def _errors(text: str) -> list[str]:
@@ -323,10 +421,12 @@ def test_unit_user_needs_a_unit_and_durations_are_checked() -> None:
     assert any("users.zhangwei.unit: only a user with role unit has a unit" in m for m in msgs), (
         msgs
     )
-    text = text.replace("remind_before: 1h", "remind_before: soon")
+    text = text.replace("remind_before: {urgent: 1h, utilities: 4h, general: 1wd, complex: 2wd}",
+                        "remind_before: soon")
     text = text.replace("url: null", "url: mysql://x")
     msgs = _errors(text)
-    assert any("workorders.remind_before: 'soon' is not a duration" in m for m in msgs), msgs
+    assert any("workorders.remind_before: 'soon' is not a time limit such as 2h" in m
+               for m in msgs), msgs
     assert any("storage.url: storage.url must be a sqlite:/// or postgresql" in m for m in msgs), (
         msgs
     )
