@@ -93,6 +93,26 @@ def add_missing_columns(engine: Engine, table: Table) -> list[str]:
     return added
 
 
+def add_missing_indexes(engine: Engine, table: Table) -> list[str]:
+    """``CREATE INDEX`` for each index of ``table`` its database lacks (``create_all``
+    makes the indexes of new tables only); returns the names added."""
+    have = {i["name"] for i in inspect(engine).get_indexes(table.name)}
+    added: list[str] = []
+    for index in sorted(table.indexes, key=lambda i: str(i.name)):
+        if index.name in have:
+            continue
+        try:
+            index.create(engine, checkfirst=True)
+        except DBAPIError:
+            if index.name in {i["name"] for i in inspect(engine).get_indexes(table.name)}:
+                continue  # another controller on the same database made it
+            raise
+        added.append(str(index.name))
+        log.info("database %s: index %s on %s added", engine.url.render_as_string(),
+                 index.name, table.name)
+    return added
+
+
 # ---------------------------------------------------------------- a database that may be down
 
 UNAVAILABLE = (OperationalError, InterfaceError)

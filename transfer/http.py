@@ -9,8 +9,10 @@
   agent talks with the other side).
 * ``POST /transfers/{id}/connect`` and ``/return``: end a consultation by connecting the
   caller with the other side, or by taking the caller back.
-* ``GET /calls/{seat}``: the seat's call in progress and its origin (legacy number,
-  department, relay case, transfer in from 110...), as shown to the agent.
+* ``GET /calls/{seat}``: the seat's call in progress as shown to the agent (来电弹屏):
+  its origin (legacy number, department, relay case, transfer in from 110...), its
+  work order (``case``), where the caller is (``locality``) and the caller's last
+  orders (``history``, for a repeat call).
 * ``GET /transfers/{id}``: one transfer with its transitions, outcome and timings.
 * ``GET /transfers?limit=N&seat=S``: the latest transfers (agents: their seat only).
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
+
+from hotline.storage import UNAVAILABLE
+from workorders.http import jsonable
 
 from .origin import OriginRecorder, read_origin
 from .services import EVENTS, TransferService
@@ -25,6 +29,19 @@ class TransferPlugin:
             return await read_origin(app.redis, uniqueid)
 
         self.service.origin_of = origin_of
+
+        async def history_of(number: str, case: str | None) -> list[dict[str, Any]] | None:
+            orders = getattr(app, "orders", None)
+            if orders is None:
+                return None
+            try:
+                history = await asyncio.to_thread(orders.caller_history, number, exclude=case)
+            except UNAVAILABLE as e:  # the screen shows the call without its history
+                log.warning("caller history not read: %s", e)
+                return None
+            return cast(list[dict[str, Any]], jsonable(history))
+
+        self.service.history_of = history_of
 
     def attach(self, client: Any) -> None:
         """Follow the transfer events; reconcile open transfers on every boot/reconnect."""

@@ -52,6 +52,7 @@ from hotline.ami import AmiActionError, AmiError
 from hotline.amiproto import fields
 from hotline.auth import Principal, may_act_on_seat
 from hotline.record_store import LoadsOpenRecords
+from ivr.locality import locate
 from queues.agents import centres_under
 
 from . import machine as m
@@ -110,6 +111,9 @@ class TransferService(LoadsOpenRecords[Transfer]):
     clock: Callable[[], float] = time.time
     # the origin record of a call (Redis hotline:call:<uniqueid> field origin), if any
     origin_of: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
+    #: The caller's earlier work orders (number, the call's own case to leave out);
+    #: None when they cannot be read now.
+    history_of: Callable[[str, str | None], Awaitable[list[dict[str, Any]] | None]] | None = None
     open: dict[str, Transfer] = field(default_factory=dict)
     index: dict[str, str] = field(default_factory=dict)  # uniqueid -> transfer id
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -285,6 +289,18 @@ class TransferService(LoadsOpenRecords[Transfer]):
             "number": a.get("ConnectedLineNum", ""),
             "name": a.get("ConnectedLineName", ""),
         }
+        # the call's work order (reserved at arrival) and where the caller is: what the
+        # call carries (the IVR, a centre's hand-off), else what the number tells
+        out["case"] = await ami.getvar(cv.CASE_REF, a["Channel"])
+        city = await ami.getvar(cv.CITY, a["Channel"])
+        if city:
+            county = await ami.getvar(cv.COUNTY, a["Channel"])
+            out["locality"] = {"city": city, "county": county, "source": "call"}
+        else:
+            loc = locate(cfg, out["caller"]["number"])
+            out["locality"] = {"city": loc.city, "county": loc.county, "source": loc.source}
+        if self.history_of is not None:
+            out["history"] = await self.history_of(out["caller"]["number"], out["case"])
         transfer = self.index.get(peer["Uniqueid"]) if peer else None
         out["transfer"] = transfer
         if peer is not None and self.origin_of is not None:

@@ -64,6 +64,8 @@ class OrderRow(Base):
         Index("ix_orders_dispatched", "dispatched_at", "unit"),
         Index("ix_orders_closed", "closed_at", "centre"),
         Index("ix_orders_status_deadline", "status", "deadline"),
+        # the caller's earlier orders, shown to the agent on the call (store.caller_history)
+        Index("ix_orders_caller", "caller", "created_at"),
         # KPIs (workorders/kpi.py): on-time reads deadline OR replied_at, satisfaction survey_at
         Index("ix_orders_deadline", "deadline", "centre"),
         Index("ix_orders_replied", "replied_at", "centre"),

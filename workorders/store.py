@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from hotline.auth import Principal, centre_scope
-from hotline.storage import Tables
+from hotline.storage import Tables, add_missing_indexes
 
 from . import lifecycle as lc
 from .facts import CallFacts, Outcome
@@ -175,6 +175,28 @@ def case_ref(day: str, seq: int) -> str:
     return f"{REF_PREFIX}{day}{seq:06d}"
 
 
+HISTORY = 5  # earlier orders shown to the agent on a call (caller_history)
+SUMMARY_CHARS = 200
+
+
+def summary(order: Mapping[str, Any]) -> dict[str, Any]:
+    """What an agent on a call is shown of one of the caller's earlier orders."""
+    content = order.get("content") or ""
+    if len(content) > SUMMARY_CHARS:
+        content = content[: SUMMARY_CHARS - 1] + "…"
+    return {
+        "ref": order["ref"],
+        "created_at": order["created_at"],
+        "status": order["status"],
+        "category": order.get("category"),
+        "content": content,
+        "unit": order.get("unit"),
+        "deadline": order.get("deadline"),
+        "closed_at": order.get("closed_at"),
+        "survey": order.get("survey"),
+    }
+
+
 def _row(m: Mapping[Any, Any]) -> dict[str, Any]:
     return {k: (utc(v) if isinstance(v, datetime) else v) for k, v in m.items()}
 
@@ -182,6 +204,11 @@ def _row(m: Mapping[Any, Any]) -> dict[str, Any]:
 def _busy(e: OperationalError) -> bool:
     text = str(e.orig).lower()
     return "locked" in text or "busy" in text or "deadlock" in text or "could not serialize" in text
+
+
+def _add_indexes(engine: Engine) -> None:
+    """Indexes added since a database's tables were made (e.g. ``ix_orders_caller``)."""
+    add_missing_indexes(engine, cast(Table, OrderRow.__table__))
 
 
 class WorkOrderStore:
@@ -196,7 +223,8 @@ class WorkOrderStore:
         # A database down at start does not stop the controller (calls go on): the
         # tables are created on the first use that reaches it (hotline.storage.Tables).
         self.db = Tables(url, Base.metadata, "work-order",
-                         setup=_sqlite_immediate if url.startswith("sqlite") else None)
+                         setup=_sqlite_immediate if url.startswith("sqlite") else None,
+                         migrate=_add_indexes)
         self.engine: Engine = self.db.engine
         self._policy = policy or lc.Policy()
         self.clock = clock
@@ -593,6 +621,26 @@ class WorkOrderStore:
                     if len(out) >= limit:
                         break
         return out
+
+    def caller_history(
+        self, caller: str, *, exclude: str | None = None, limit: int = HISTORY
+    ) -> list[dict[str, Any]]:
+        """The caller's last orders, newest first, for the agent on a call with them
+        (重复来电: "my water is still off, I called on Monday"): what each was about,
+        where it is and by when. Orders that stated nothing (void) or were merged into
+        another are left out, as is ``exclude`` (the call's own order); a withheld or
+        malformed number has none."""
+        if not caller or not caller.strip("+").isdigit():
+            return []
+        q = (
+            select(ORDERS)
+            .where(ORDERS.c.caller == caller, ORDERS.c.status.not_in([lc.VOID, lc.MERGED]))
+            .order_by(ORDERS.c.created_at.desc(), ORDERS.c.id.desc())
+            .limit(limit + 1)
+        )
+        with self._read() as c:
+            rows = [_row(r) for r in c.execute(q).mappings()]
+        return [summary(o) for o in rows if o["ref"] != exclude][:limit]
 
     def may_see(self, who: Principal, order: Mapping[str, Any]) -> bool:
         return lc.may_see(

@@ -99,9 +99,28 @@ def in_ivr_then(h: Hotline, c: Any, key: str, case: str | None = None) -> None:
 # ------------------------------------------------------------------ forward
 
 
+def earlier_order(h: Hotline, caller: str) -> str:
+    """An order of ``caller``'s from a minute ago, written where the controller keeps them."""
+    from datetime import UTC, datetime, timedelta
+
+    from workorders.facts import CallFacts, Outcome
+    from workorders.store import WorkOrderStore
+
+    store = WorkOrderStore.in_state_dir(h.instance.state)
+    try:
+        at = datetime.now(UTC) - timedelta(minutes=1)
+        return store.record_call(CallFacts(
+            call_id=f"earlier-{time.time_ns()}", uniqueid="earlier", caller=caller,
+            called="12345", outcome=Outcome.ABANDONED, started_at=at,
+            ended_at=at + timedelta(seconds=30), centre="province"))
+    finally:
+        store.close()
+
+
 def test_forward_rings_the_department_queue_with_the_origin(clean: Hotline, workdir: Path) -> None:
     h = clean
     before = origins(h)
+    earlier = earlier_order(h, "13907910001")  # the citizen's number
     a = agent(h, workdir, seat="1003", queue="social")
     c = citizen(
         h, workdir, hold_ms=9000 + int(h.prompt_seconds("legacy-12333") * 1000), service="12333"
@@ -129,6 +148,15 @@ def test_forward_rings_the_department_queue_with_the_origin(clean: Hotline, work
         assert (call["origin"], call["number"], call["department"]) == ("legacy", "12333", "social")
         assert call["caller"]["name"] == "12333 人力资源和社会保障厅", call
         assert call["origin_record"]["department_name"] == "人力资源和社会保障厅", call
+        # the screen pop: this call's work order, where the caller is, what they asked before
+        assert re.fullmatch(r"JX[0-9]{14}", call["case"] or ""), call
+        status, order = h.api("GET", f"/orders/{call['case']}", "admin")
+        assert status == 200 and order["status"] == "intake" and order["origin"] == "12333", order
+        # a forwarded call skips the IVR: its place comes from the number (a 南昌 mobile)
+        assert call["locality"] == {"city": "nanchang", "county": None, "source": "mobile"}, call
+        history = call["history"]
+        assert history[0]["ref"] == earlier and history[0]["status"] == "callback", history
+        assert call["case"] not in [o["ref"] for o in history] and len(history) <= 5, history
         assert h.api("GET", "/calls/1003", "zhangwei")[0] == 403  # another seat's agent
         hears(a, (600,), (AGENT_HZ,))
         done(c)

@@ -544,3 +544,37 @@ async def test_a_hand_off_leg_carries_the_checked_header_values(
         "__HOTLINE_HDR_ORIGIN": "12345",
     }
     await svc.close()
+
+
+# ------------------------------------------------------------------ the agent's screen
+
+
+async def test_the_seat_call_shows_the_case_the_place_and_the_caller_s_history(
+    svc: TransferService, ami: FakeAmi
+) -> None:
+    ami.channels[1]["ConnectedLineNum"] = "07977001234"  # a 赣州 landline (area code 0797)
+    asked: list[tuple[str, str | None]] = []
+
+    async def history_of(number: str, case: str | None) -> list[dict[str, Any]] | None:
+        asked.append((number, case))
+        return [{"ref": "JX20261120000007", "status": "dispatched"}]
+
+    svc.history_of = history_of
+    # the IVR placed the call by the caller's choice: the call's variables win over the number
+    ami.variables = {
+        (AGENT["Channel"], cv.CASE_REF): "JX20261127000042",
+        (AGENT["Channel"], cv.CITY): "nanchang",
+        (AGENT["Channel"], cv.COUNTY): "jinxian",
+    }
+    call = await svc.seat_call(ZHANGWEI, "1001")
+    assert call["case"] == "JX20261127000042"
+    assert call["locality"] == {"city": "nanchang", "county": "jinxian", "source": "call"}
+    assert call["history"] == [{"ref": "JX20261120000007", "status": "dispatched"}]
+    assert asked == [("07977001234", "JX20261127000042")]
+
+    # nothing on the call (it skipped the IVR, no order yet): the number tells the city
+    ami.variables = {}
+    svc.history_of = None
+    call = await svc.seat_call(ZHANGWEI, "1001")
+    assert call["case"] is None and "history" not in call
+    assert call["locality"] == {"city": "ganzhou", "county": None, "source": "area-code"}

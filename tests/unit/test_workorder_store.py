@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, inspect, select
 from sqlalchemy.exc import OperationalError
 
 from dialplan.model import TimeLimit
@@ -476,3 +476,52 @@ def test_a_batch_of_calls_is_one_transaction_with_the_same_results(store: WorkOr
     assert emergency["status"] == lc.CLOSED and emergency["closed_at"] is not None
     assert count(store, OrderRow) == 5 and count(store, CallRow) == 5
     assert store.record_calls([]) == []
+
+
+def test_caller_history_for_the_agent_on_the_call(store: WorkOrderStore, clock: Clock) -> None:
+    """The caller's earlier orders, newest first, without the call's own order, the
+    void ones (nothing stated) and the duplicates merged away."""
+    caller = "13800000009"
+    refs = []
+    for i in range(7):
+        clock.now = T0 + timedelta(days=i)
+        refs.append(store.record_call(facts(f"h{i}", caller=caller,
+                                            started_at=T0 + timedelta(days=i))))
+    store.act(refs[6], "complete", AGENT,
+              {"content": "停水" * 150, "category": "help", "unit": "water"})
+    void = store.record_call(facts("hv", Outcome.IVR_HANGUP, caller=caller,
+                                   started_at=T0 + timedelta(days=8)))
+    store.act(refs[5], "merge", SUPERVISOR, {"into": refs[6]})
+    other = store.record_call(facts("ho", caller="13800000010"))
+    now = store.reserve("h-now", caller, "12345", T0 + timedelta(days=9), centre="province")
+
+    seen = store.caller_history(caller, exclude=now)
+    assert [o["ref"] for o in seen] == [refs[6], refs[4], refs[3], refs[2], refs[1]]
+    assert void not in [o["ref"] for o in seen] and other not in [o["ref"] for o in seen]
+    first = seen[0]
+    assert first["status"] == lc.DISPATCHED and first["unit"] == "water"
+    assert first["category"] == "help" and first["deadline"] is not None
+    assert len(first["content"]) == 200 and first["content"].endswith("…")
+    assert set(first) == {"ref", "created_at", "status", "category", "content", "unit",
+                          "deadline", "closed_at", "survey"}
+    # the call's own order counts when not excluded; the limit holds either way
+    assert [o["ref"] for o in store.caller_history(caller, limit=2)] == [now, refs[6]]
+    for withheld in ("", "anonymous", "Unknown", "+"):
+        assert store.caller_history(withheld) == []
+
+
+def test_an_older_database_gets_the_caller_index(db_url: str, clock: Clock) -> None:
+    engine = create_engine(db_url)
+    table = OrderRow.__table__
+    index = next(i for i in table.indexes if i.name == "ix_orders_caller")  # type: ignore[attr-defined]
+    Base.metadata.create_all(engine)
+    index.drop(engine)  # what a release before the caller history made
+    assert "ix_orders_caller" not in {i["name"] for i in inspect(engine).get_indexes("work_orders")}
+    s = WorkOrderStore(db_url, policy=POLICY, clock=clock)
+    try:
+        s.record_call(facts("c1"))  # the first use makes the missing index
+        names = {i["name"] for i in inspect(engine).get_indexes("work_orders")}
+        assert "ix_orders_caller" in names and "ix_orders_created" in names
+    finally:
+        s.close()
+        engine.dispose()
