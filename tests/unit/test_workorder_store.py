@@ -145,17 +145,19 @@ def test_the_loser_of_a_real_race_returns_the_winners_order(pg_url: str, clock: 
     engine.dispose()
     stores = [WorkOrderStore(pg_url, policy=POLICY, clock=clock) for _ in range(2)]
     both_looked = threading.Barrier(2, timeout=10)
+    staged_flags: list[list[bool]] = []
     for s in stores:
-        real = s._new_order
+        real = s._new_orders  # what record_call(s) uses to number and insert new orders
         first = [True]
 
-        def staged(c, created_at, fields, real=real, first=first):  # type: ignore[no-untyped-def]
+        def staged(c, orders, real=real, first=first):  # type: ignore[no-untyped-def]
             if first[0]:
                 first[0] = False
                 both_looked.wait()  # both have seen "no order for this call"
-            return real(c, created_at, fields)
+            return real(c, orders)
 
-        s._new_order = staged  # type: ignore[method-assign]
+        s._new_orders = staged  # type: ignore[method-assign]
+        staged_flags.append(first)
     refs: list[str] = []
     threads = [
         threading.Thread(target=lambda s=s: refs.append(s.record_call(facts("same"))))
@@ -165,6 +167,7 @@ def test_the_loser_of_a_real_race_returns_the_winners_order(pg_url: str, clock: 
         t.start()
     for t in threads:
         t.join(30)
+    assert staged_flags == [[False], [False]]  # both went through the staged race
     assert len(refs) == 2 and refs[0] == refs[1] == "JX20261125000001"
     assert sum(s.retries for s in stores) == 1
     assert count(stores[0], OrderRow) == 1 and count(stores[0], CallRow) == 1
