@@ -27,6 +27,13 @@ Method
   p50/p95 reported comes from that run (see :mod:`bench.welcome` for what
   the latency covers); if others disturbed it, it runs twice and the quieter
   run counts.
+* The baseline for that latency, measured in the same run: a third number,
+  ``ref``, has the same step served by a minimal ``asyncio.start_server``
+  handler (:func:`bench.welcome.minimal_session`, the issue's "minimal asyncio
+  FastAGI step").  ``ivr`` and ``ref`` run in turn at the same rate (ivr,
+  ref, ref, ivr), each pooled over its two runs: ``agi_p95_reference_ms`` and
+  ``agi_p95_vs_reference`` (ours over the minimal server's) say how much of
+  the p95 is our server and how much the machine and Asterisk.
 * ``others_cpu_pct`` is the mean CPU, in % of one core, that processes other
   than the bench's (Asterisk, controller, SIPp, this one) used during the
   steps: read every figure with it.
@@ -48,7 +55,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -58,12 +65,19 @@ from hotline.runtime import AsteriskRoot, SetupError
 from ivr.server import FastAgiServer, loop_factory
 from tests.integration.sipp import free_port
 
-from .dialplan import AGI_NUMBER, BARE_NUMBER, BenchHotline, BenchNumbers, bench_config
+from .dialplan import (
+    AGI_NUMBER,
+    BARE_NUMBER,
+    REF_NUMBER,
+    BenchHotline,
+    BenchNumbers,
+    bench_config,
+)
 from .load import LoadResult, LoadSpec, call_seconds, concurrency_limit, run_sipp
 from .machine import CpuMeter, machine_busy_s, machine_line, proc_cpu_s, self_cpu_s
 from .search import RateSearch
 from .stats import percentile
-from .welcome import ROUTES, WelcomeStats
+from .welcome import ROUTES, WelcomeStats, minimal_session
 
 TARGET_RATIO: Final = 0.9
 TARGET_AGI_P95_MS: Final = 3.0
@@ -87,6 +101,7 @@ class Options:
     controller: bool = True  # diagnostics: run without the controller (no AMI session)
     shared: bool = False  # no CPU layout: Asterisk, controller, SIPp share every CPU
     silence: bool = True  # diagnostics: transmit_silence = no in asterisk.conf
+    reference: bool = True  # the latency also on the minimal asyncio server, as a baseline
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,7 @@ class Variant:
 
 BARE: Final = Variant("bare", BARE_NUMBER, agi=False)
 IVR: Final = Variant("ivr", AGI_NUMBER, agi=True)
+REF: Final = Variant("ref", REF_NUMBER, agi=True)  # the same step on the minimal server
 
 
 def judge(variant: Variant, rate: int, load: LoadResult, agi_completed: int,
@@ -272,12 +288,12 @@ class Bench:
             result = await self.step(variant, rate)
         return result
 
-    async def latency_step(self, rate: int) -> StepResult:
-        """The ivr step at ``rate``; when disturbed, once more, keeping the quieter run."""
-        result = await self.step(IVR, rate)
+    async def latency_step(self, rate: int, variant: Variant = IVR) -> StepResult:
+        """The AGI step at ``rate``; when disturbed, once more, keeping the quieter run."""
+        result = await self.step(variant, rate)
         if result.others_pct > self.opts.interference_pct:
             say(f"  other processes used {result.others_pct:.0f}% of a core: running it again")
-            again = await self.step(IVR, rate)
+            again = await self.step(variant, rate)
             result = min(result, again, key=lambda r: r.others_pct)
         return result
 
@@ -290,8 +306,18 @@ class Report:
     ivr_cps: int = 0
     agi_rate: int = 0
     agi_step: StepResult | None = None
+    ref_step: StepResult | None = None  # the minimal server at the same rate, same run
     others_pct: float | None = None
     notes: list[str] = field(default_factory=list)
+
+    def reference_lines(self) -> list[str]:
+        """Our p95 against the minimal asyncio server's, at the same rate in the same run."""
+        if self.agi_step is None or self.ref_step is None:
+            return ["agi_p95_reference_ms: n/a", "agi_p95_vs_reference: n/a"]
+        ours, ref = self.agi_step.agi_ms(95), self.ref_step.agi_ms(95)
+        if math.isnan(ours) or math.isnan(ref) or ref <= 0:
+            return ["agi_p95_reference_ms: n/a", "agi_p95_vs_reference: n/a"]
+        return [f"agi_p95_reference_ms: {ref:.1f}", f"agi_p95_vs_reference: {ours / ref:.2f}"]
 
     def lines(self, seconds: float) -> list[str]:
         ratio = self.ivr_cps / self.bare_cps if self.bare_cps else None
@@ -309,6 +335,7 @@ class Report:
             f"agi_p50_ms: {p50:.1f}" if p50 is not None else "agi_p50_ms: n/a",
             f"agi_p95_ms: {p95:.1f}" if p95 is not None else "agi_p95_ms: n/a",
             f"agi_rate_tested: {self.agi_rate}",
+            *self.reference_lines(),
             f"target_ratio_met: {'yes' if ratio_ok else 'no'}",
             f"target_agi_p95_met: {'yes' if p95_ok else 'no'}",
             (f"others_cpu_pct: {self.others_pct:.0f}" if self.others_pct is not None
@@ -323,6 +350,11 @@ async def run(hotline: BenchHotline, server_port: int, opts: Options, workdir: P
     server = FastAgiServer(ROUTES, stats, host="127.0.0.1", port=server_port,
                            command_timeout=5.0, step_timeout=2.0,
                            on_session_end=stats.on_session_end)
+    ref_port = hotline.numbers.ref_port
+    ref_server = None
+    if ref_port is not None:
+        ref_server = await asyncio.start_server(
+            lambda r, w: minimal_session(r, w, stats), "127.0.0.1", ref_port)
     async with server:
         bench = Bench(hotline, server, stats, opts, workdir, started + opts.budget_s)
         searches = await bench.search()
@@ -334,12 +366,40 @@ async def run(hotline: BenchHotline, server_port: int, opts: Options, workdir: P
                 report.notes.append(f"{name}: no step failed up to --max-rate {opts.max_rate}")
         if report.ivr_cps:
             report.agi_rate = max(1, round(LATENCY_RATE_SHARE * report.ivr_cps))
-            say(f"AGI latency run at {LATENCY_RATE_SHARE:.0%} of {report.ivr_cps} cps")
-            report.agi_step = await bench.latency_step(report.agi_rate)
+            say(f"AGI latency run at {LATENCY_RATE_SHARE:.0%} of {report.ivr_cps} cps"
+                + (", ours and the minimal server's in turn" if ref_server else ""))
+            if ref_server is None:
+                report.agi_step = await bench.latency_step(report.agi_rate)
+            else:
+                # ABBA: a drift of the machine during the four runs weighs on both alike
+                runs: dict[str, list[StepResult]] = {IVR.name: [], REF.name: []}
+                for variant in (IVR, REF, REF, IVR):
+                    runs[variant.name].append(await bench.latency_step(report.agi_rate, variant))
+                report.agi_step, report.ref_step = pooled(runs[IVR.name]), pooled(runs[REF.name])
+                if not report.ref_step.passed:
+                    report.notes.append(f"the reference run failed: {report.ref_step.why}")
             if not report.agi_step.passed:
                 report.notes.append(f"the latency run itself failed: {report.agi_step.why}")
         if bench.steps:
             report.others_pct = sum(r.others_pct for r in bench.steps) / len(bench.steps)
+    if ref_server is not None:
+        ref_server.close()
+        await ref_server.wait_closed()
+
+
+def pooled(runs: list[StepResult]) -> StepResult:
+    """Runs of one variant at one rate as one: their sessions together (the percentiles
+    are over all of them); it passes when every run passed."""
+    first = runs[0]
+    reasons = tuple(dict.fromkeys(r for run in runs for r in run.reasons))
+    return replace(
+        first,
+        agi_completed=sum(r.agi_completed for r in runs),
+        agi_latencies_s=[x for r in runs for x in r.agi_latencies_s],
+        failed=sum(r.failed for r in runs),
+        reasons=reasons,
+        cpu_pct={k: sum(r.cpu_pct.get(k, 0.0) for r in runs) / len(runs) for k in first.cpu_pct},
+    )
 
 
 @dataclass(frozen=True)
@@ -410,6 +470,9 @@ def parse_args(argv: Iterable[str] | None) -> Options:
                    help="diagnostics: do not start the controller (no AMI session in Asterisk)")
     p.add_argument("--no-silence", action="store_true",
                    help="diagnostics: transmit_silence = no in the bench's asterisk.conf")
+    p.add_argument("--no-reference", action="store_true",
+                   help="measure the AGI latency on our server only (default: in turn with "
+                        "a minimal asyncio server, the baseline)")
     p.add_argument("--shared", action="store_true",
                    help="no CPU layout: Asterisk, the controller, SIPp and the bench share "
                         "every CPU (default: Asterisk on the first CPU, the rest on the others)")
@@ -419,7 +482,8 @@ def parse_args(argv: Iterable[str] | None) -> Options:
             p.error(f"--{name.replace('_', '-')} must be positive")
     return Options(step_s=a.step_seconds, start_rate=a.start_rate, coarse=a.coarse,
                    resolution=a.resolution, max_rate=a.max_rate, budget_s=a.budget, keep=a.keep,
-                   controller=not a.no_controller, silence=not a.no_silence, shared=a.shared)
+                   controller=not a.no_controller, silence=not a.no_silence, shared=a.shared,
+                   reference=not a.no_reference)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -479,7 +543,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     cfg = bench_config()
     layout.apply(cfg)
     hotline = BenchHotline(workdir, cfg,
-                           BenchNumbers("127.0.0.1", agi_port, opts.hold_s),
+                           BenchNumbers("127.0.0.1", agi_port, opts.hold_s,
+                                        ref_port=free_port() if opts.reference else None),
                            controller=opts.controller, transmit_silence=opts.silence)
     try:
         run_with_teardown(hotline, agi_port, opts, workdir, report, started)

@@ -8,9 +8,11 @@ context already defined (``pbx_load_config()`` calls
 ``ast_context_find_or_create()`` for every ``[name]`` it reads), which
 :meth:`BenchHotline.check_bench_numbers` verifies on the running Asterisk.
 
-Both numbers have the same call shape: ``Answer()``, a hold of ``Wait()``,
+The numbers have the same call shape: ``Answer()``, a hold of ``Wait()``,
 ``Hangup()``; the AGI one adds ``AGI(agi://HOST:PORT/bench-welcome)`` after
-the answer.  See
+the answer, served by our FastAGI server, and the reference one (when the
+bench asks for it) the same step served by :func:`bench.welcome.minimal_session`
+on another port.  See
 https://docs.asterisk.org/Asterisk_22_Documentation/API_Documentation/Dialplan_Applications/AGI/
 """
 
@@ -28,6 +30,7 @@ from .welcome import BENCH_WELCOME
 
 BARE_NUMBER: Final = "990001"
 AGI_NUMBER: Final = "990002"
+REF_NUMBER: Final = "990003"  # the same shape, served by bench.welcome's minimal server
 CARRIER: Final = "carrier"
 RTP_PORTS: Final = 6000  # two per call (RTP + RTCP): room for ~3000 calls at once
 
@@ -37,9 +40,18 @@ class BenchNumbers:
     agi_host: str
     agi_port: int
     hold_s: int
+    ref_port: int | None = None  # the minimal reference FastAGI server, if any
 
     def extensions(self) -> str:
         url = f"agi://{self.agi_host}:{self.agi_port}/{BENCH_WELCOME}"
+        ref = ""
+        if self.ref_port is not None:
+            ref_url = f"agi://{self.agi_host}:{self.ref_port}/{BENCH_WELCOME}"
+            ref = f"""exten => {REF_NUMBER},1,Answer()
+ same => n,AGI({ref_url})
+ same => n,Wait({self.hold_s})
+ same => n,Hangup()
+"""
         return f"""
 ; ---------------------------------------------------------------------------
 ; BENCH ONLY: appended by bench/dialplan.py to a throw-away instance.
@@ -52,7 +64,7 @@ exten => {AGI_NUMBER},1,Answer()
  same => n,AGI({url})
  same => n,Wait({self.hold_s})
  same => n,Hangup()
-"""
+{ref}"""
 
 
 def bench_config() -> dict[str, Any]:
@@ -115,7 +127,10 @@ class BenchHotline(Hotline):
     def check_bench_numbers(self) -> None:
         """Asterisk loaded both the sample's and the bench's ``[from-carrier]`` numbers."""
         shown = self.cli("dialplan show from-carrier")
-        missing = [n for n in (BARE_NUMBER, AGI_NUMBER, "12345") if f"'{n}' =>" not in shown]
+        wanted = [BARE_NUMBER, AGI_NUMBER, "12345"]
+        if self.numbers.ref_port is not None:
+            wanted.append(REF_NUMBER)
+        missing = [n for n in wanted if f"'{n}' =>" not in shown]
         if missing:
             raise RuntimeError(f"[from-carrier] lacks {', '.join(missing)}:\n{shown}")
 

@@ -11,6 +11,8 @@ command round trips through Asterisk and the close, but not Asterisk's
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -55,3 +57,51 @@ async def bench_welcome(channel: Channel, stats: WelcomeStats) -> None:
     caller = await channel.get_variable("CALLERID(num)")
     await channel.verbose(f"welcome {caller or 'anonymous'} to {number}", 3)
     stats.completed += 1
+
+
+# ------------------------------------------------------------------ the reference
+
+def _value(line: bytes) -> str | None:
+    """The ``(value)`` of a ``200 result=1 (value)`` response, if any."""
+    text = line.decode("utf-8", "replace").rstrip("\n")
+    if not text.startswith("200 result=1"):
+        return None
+    start, end = text.find("("), text.rfind(")")
+    return text[start + 1:end] if 0 <= start < end else None
+
+
+async def minimal_session(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stats: WelcomeStats
+) -> None:
+    """The same welcome step on a bare ``asyncio.start_server`` connection: the baseline
+    the issue names ("a minimal asyncio FastAGI step, 5 commands").
+
+    No route table, no command objects, no timeouts, no logging: read the environment,
+    write each command, read one response line. Timed like our server's sessions
+    (from the accept to the socket closed) into ``stats``."""
+    started = time.perf_counter()
+    try:
+        env = await reader.readuntil(b"\n\n")
+        extension = ""
+        for line in env.decode("utf-8", "replace").splitlines():
+            if line.startswith("agi_extension: "):
+                extension = line.removeprefix("agi_extension: ")
+
+        async def command(text: str) -> bytes:
+            writer.write(text.encode() + b"\n")
+            line = await reader.readline()
+            if not line.startswith(b"200 "):
+                raise ConnectionError(f"{text!r}: {line!r}")
+            return line
+
+        number = _value(await command(f"GET VARIABLE {cv.NUMBER}")) or extension
+        await command(f"SET VARIABLE {cv.NUMBER} {number}")
+        await command(f"SET VARIABLE {cv.CENTRE} {BENCH_CENTRE}")
+        caller = _value(await command("GET VARIABLE CALLERID(num)"))
+        await command(f'VERBOSE "welcome {caller or "anonymous"} to {number}" 3')
+        stats.completed += 1
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass  # hung up, or Asterisk refused a command: not completed, which the step counts
+    finally:
+        writer.close()
+        stats.latencies_s.append(time.perf_counter() - started)
