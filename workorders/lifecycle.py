@@ -121,6 +121,11 @@ TRANSITIONS: dict[str, Transition] = {
         DISPATCHERS,
         MERGED,
     ),
+    # 重复来电: this call is about one of the caller's earlier orders (the agent's screen
+    # lists them); it joins that order, and urges (催办) the unit when it is still running.
+    "repeat": Transition(
+        frozenset({INTAKE, OPEN, CALLBACK}), frozenset({"agent", "supervisor", "admin"}), MERGED
+    ),
 }
 
 
@@ -361,8 +366,26 @@ def plan(
             )
         up["merged_into"] = into["id"]
         note = note or f"merged into {into.get('ref')}"
+    elif action == "repeat":
+        of = params.get("of")
+        if not isinstance(of, Mapping):
+            raise RequestError("repeat needs 'of': the reference of the caller's earlier order")
+        if of.get("id") == order.get("id"):
+            raise TransitionError("a call cannot repeat its own order")
+        caller = str(order.get("caller") or "")
+        if not caller.strip("+").isdigit() or of.get("caller") != caller:
+            raise RequestError(f"order {of.get('ref')} is not an order of this call's caller")
+        if of["status"] in (MERGED, VOID):
+            raise TransitionError(f"cannot join order {of.get('ref')}: it is {of['status']}")
+        up["merged_into"] = of["id"]
+        note = note or f"repeat call about {of.get('ref')}"
     assert target is not None
     return Change(action, status, target, up, unit=unit, note=note)
+
+
+def urges(kept: Mapping[str, Any]) -> bool:
+    """A repeat call about ``kept`` urges (催办) its unit: the order is still running."""
+    return kept.get("status") in RUNNING
 
 
 # ----------------------------------------------------------------- who sees what
@@ -405,7 +428,7 @@ def may_see(
 class Due:
     order_id: int
     ref: str
-    action: str  # reminded / escalated
+    action: str  # reminded / escalated / urged (a repeat call, see store.act)
     unit: str | None
     deadline: datetime
 

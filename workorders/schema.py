@@ -53,6 +53,9 @@ class OrderRow(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTC_DATETIME)
     rehandled: Mapped[int] = mapped_column(Integer, default=0)  # times sent back (發回重辦)
     returned: Mapped[int] = mapped_column(Integer, default=0)  # times a unit returned it
+    # repeat calls that urged the unit (催办) while it was running; NULL: none (an older
+    # database gets the column added, see store._migrate)
+    urged: Mapped[int | None] = mapped_column(Integer)
     reminded_at: Mapped[datetime | None] = mapped_column(UTC_DATETIME)
     escalated_at: Mapped[datetime | None] = mapped_column(UTC_DATETIME)
     merged_into: Mapped[int | None] = mapped_column(ForeignKey("work_orders.id"))

@@ -20,6 +20,7 @@ A call row holds ``outcome='in_progress'`` between ``reserve`` and ``record_call
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -35,7 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from hotline.auth import Principal, centre_scope
-from hotline.storage import Tables, add_missing_indexes
+from hotline.storage import Tables, add_missing_columns, add_missing_indexes
 
 from . import lifecycle as lc
 from .facts import CallFacts, Outcome
@@ -194,6 +195,7 @@ def summary(order: Mapping[str, Any]) -> dict[str, Any]:
         "deadline": order.get("deadline"),
         "closed_at": order.get("closed_at"),
         "survey": order.get("survey"),
+        "urged": order.get("urged") or 0,
     }
 
 
@@ -206,9 +208,12 @@ def _busy(e: OperationalError) -> bool:
     return "locked" in text or "busy" in text or "deadlock" in text or "could not serialize" in text
 
 
-def _add_indexes(engine: Engine) -> None:
-    """Indexes added since a database's tables were made (e.g. ``ix_orders_caller``)."""
-    add_missing_indexes(engine, cast(Table, OrderRow.__table__))
+def _migrate(engine: Engine) -> None:
+    """Columns and indexes added since a database's tables were made (``urged``,
+    ``ix_orders_caller``)."""
+    table = cast(Table, OrderRow.__table__)
+    add_missing_columns(engine, table)
+    add_missing_indexes(engine, table)
 
 
 class WorkOrderStore:
@@ -224,12 +229,14 @@ class WorkOrderStore:
         # tables are created on the first use that reaches it (hotline.storage.Tables).
         self.db = Tables(url, Base.metadata, "work-order",
                          setup=_sqlite_immediate if url.startswith("sqlite") else None,
-                         migrate=_add_indexes)
+                         migrate=_migrate)
         self.engine: Engine = self.db.engine
         self._policy = policy or lc.Policy()
         self.clock = clock
         self._centres_under = centres_under or dict
         self._closed: list[ClosedListener] = []
+        # urges (催办) made by repeat calls, for the supervision job to send as notices
+        self._urged: collections.deque[lc.Due] = collections.deque()
         self.retries = 0  # transactions retried after a unique-key race or a busy database
 
     @classmethod
@@ -704,7 +711,7 @@ class WorkOrderStore:
         now = utc(at or self.clock())
         policy = self.policy
 
-        def run(c: Connection) -> tuple[lc.Change, dict[str, Any]]:
+        def run(c: Connection) -> tuple[lc.Change, lc.Due | None]:
             order = self._order(c, ref, lock=True)
             if who.role not in ("system", "survey") and not self.may_see(who, order):
                 raise OrderNotFound(ref)
@@ -716,6 +723,14 @@ class WorkOrderStore:
                 if not self.may_see(who, into):
                     raise OrderNotFound(into_ref)
                 params["into"] = into
+            elif action == "repeat":
+                # The earlier order needs no right to see: the agent on the call was shown
+                # it (GET /calls/{seat}), and plan() checks it is the same caller's.
+                of_ref = params.get("of")
+                if not isinstance(of_ref, str):
+                    raise lc.RequestError(
+                        "repeat needs 'of': the reference of the caller's earlier order")
+                params["of"] = self._order(c, of_ref, lock=True)
             change = lc.plan(order, action, who.role, params, now, policy)
             c.execute(
                 update(ORDERS)
@@ -733,28 +748,39 @@ class WorkOrderStore:
                 note=change.note,
                 at=now,
             )
-            if action == "merge":
-                into = params["into"]
+            urged = None
+            if action in ("merge", "repeat"):
+                kept = params["into"] if action == "merge" else params["of"]
                 moved = c.execute(
-                    update(CALLS).where(CALLS.c.order_id == order["id"]).values(order_id=into["id"])
+                    update(CALLS).where(CALLS.c.order_id == order["id"]).values(order_id=kept["id"])
                 ).rowcount
-                self._event(
-                    c,
-                    into["id"],
-                    who.name,
-                    "merged-in",
-                    into["status"],
-                    into["status"],
-                    note=f"{order['ref']} merged in ({moved} call(s))",
-                    at=now,
-                )
-            return change, order
+                what, note = "merged-in", f"{order['ref']} merged in ({moved} call(s))"
+                if action == "repeat":
+                    what, note = "repeat-call", f"{order['ref']}: the caller called again"
+                    if lc.urges(kept):
+                        what = "urged"
+                        c.execute(update(ORDERS).where(ORDERS.c.id == kept["id"])
+                                  .values(urged=func.coalesce(ORDERS.c.urged, 0) + 1))
+                        urged = lc.Due(kept["id"], kept["ref"], "urged", kept["unit"],
+                                       kept["deadline"] or now)
+                self._event(c, kept["id"], who.name, what, kept["status"], kept["status"],
+                            note=note, at=now)
+            return change, urged
 
-        change, _ = self._retrying(run)
+        change, urged = self._retrying(run)
+        if urged is not None:
+            self._urged.append(urged)
         after = self.get(ref)
         if change.to_status == lc.CLOSED:
             self._fire_closed(after)
         return after
+
+    def take_urged(self) -> list[lc.Due]:
+        """The urges made since the last call, oldest first (the supervision job sends them)."""
+        out: list[lc.Due] = []
+        while self._urged:
+            out.append(self._urged.popleft())
+        return out
 
     def _fire_closed(self, order: dict[str, Any]) -> None:
         for cb in list(self._closed):

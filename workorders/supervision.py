@@ -1,5 +1,6 @@
 """Supervision (督办): every ``workorders.supervise_every`` seconds, remind the unit of
-running orders near their deadline and escalate overdue ones, each once per dispatch.
+running orders near their deadline and escalate overdue ones, each once per dispatch;
+and pass on the urges (催办) of repeat calls (``repeat``, see the store).
 
 The selection is pure (:func:`workorders.lifecycle.due`); the store marks each order
 and writes the ``reminded`` / ``escalated`` event in one transaction, so two rounds
@@ -62,9 +63,11 @@ class Supervision:
         self._session: aiohttp.ClientSession | None = None
 
     async def run_once(self, now: datetime | None = None) -> list[Due]:
-        """One round: mark what is due, then send the notices."""
+        """One round: mark what is due, then send the notices, with those of the urges
+        (催办) that repeat calls made since the last round."""
         # the transaction runs in a worker thread, off the loop of the FastAGI sessions
         done = await asyncio.to_thread(self.store.supervise, now or self.clock())
+        done += self.store.take_urged()
         s = self.settings()
         for d in done:
             log.info("order %s %s (unit %s, deadline %s)", d.ref, d.action, d.unit, d.deadline)

@@ -117,6 +117,15 @@ def earlier_order(h: Hotline, caller: str) -> str:
         store.close()
 
 
+def ended_calls_of(h: Hotline, ref: str, count: int) -> dict[str, Any] | None:
+    """Order ``ref`` once it has ``count`` calls, all of them ended."""
+    status, order = h.api("GET", f"/orders/{ref}", "admin")
+    assert status == 200, order
+    calls = order["calls"]
+    done = len(calls) == count and all(c["outcome"] != "in_progress" for c in calls)
+    return order if done else None
+
+
 def test_forward_rings_the_department_queue_with_the_origin(clean: Hotline, workdir: Path) -> None:
     h = clean
     before = origins(h)
@@ -157,9 +166,17 @@ def test_forward_rings_the_department_queue_with_the_origin(clean: Hotline, work
         history = call["history"]
         assert history[0]["ref"] == earlier and history[0]["status"] == "callback", history
         assert call["case"] not in [o["ref"] for o in history] and len(history) <= 5, history
+        # the caller asks about it again (重复来电): the agent joins this call to that order
+        status, joined = h.api("POST", f"/orders/{call['case']}/repeat", "wangfang",
+                               {"of": earlier})
+        assert status == 200 and joined["merged_into_ref"] == earlier, joined
         assert h.api("GET", "/calls/1003", "zhangwei")[0] == 403  # another seat's agent
         hears(a, (600,), (AGENT_HZ,))
         done(c)
+        # the call's facts, when it ends, land on the order it joined
+        kept = h.wait_for(lambda: ended_calls_of(h, earlier, 2), 15, "the call's facts")
+        assert any(e["action"] == "repeat-call" for e in kept["events"]), kept["events"]
+        assert "answered" in [c["outcome"] for c in kept["calls"]], kept["calls"]
     finally:
         for p in (a, c):
             p.close()

@@ -30,6 +30,8 @@ GOOD: dict[str, dict[str, Any]] = {
     "reopen": {"reason": "未解决"},
     "dismiss": {"reason": "回呼无诉求"},
     "merge": {"into": {"id": 99, "ref": "JX20261125000099", "status": "open"}},
+    "repeat": {"of": {"id": 98, "ref": "JX20261120000098", "status": "dispatched",
+                      "caller": "13800000001"}},
 }
 ROLE = {
     "complete": "agent",
@@ -41,6 +43,7 @@ ROLE = {
     "reopen": "supervisor",
     "dismiss": "agent",
     "merge": "supervisor",
+    "repeat": "agent",
 }
 
 
@@ -49,6 +52,7 @@ def order(status: str, **kw: Any) -> dict[str, Any]:
         "id": 1,
         "ref": "JX20261125000001",
         "status": status,
+        "caller": "13800000001",
         "category": "help",
         "unit": None,
         "time_limit": None,
@@ -86,6 +90,7 @@ def test_every_action_from_every_status(action: str, status: str) -> None:
         ("merge", "agent"),
         ("reopen", "unit"),
         ("complete", "unit"),
+        ("repeat", "unit"),
     ],
 )
 def test_roles(action: str, role: str) -> None:
@@ -349,3 +354,25 @@ def test_due_with_a_frozen_clock() -> None:
         ("d", "escalated"),
         ("g", "escalated"),
     ]
+
+
+def test_a_repeat_call_joins_an_earlier_order_of_the_same_caller_only() -> None:
+    earlier = dict(GOOD["repeat"]["of"])
+    ch = lc.plan(order(lc.INTAKE), "repeat", "agent", {"of": earlier}, NOW, POLICY)
+    assert (ch.to_status, ch.updates) == (lc.MERGED, {"merged_into": 98})
+    assert ch.note == "repeat call about JX20261120000098"
+    assert lc.urges(earlier)  # dispatched: the unit is urged (催办)
+    assert not lc.urges({**earlier, "status": lc.CLOSED})
+    with pytest.raises(lc.RequestError, match="is not an order of this call's caller"):
+        lc.plan(order(lc.OPEN), "repeat", "agent", {"of": {**earlier, "caller": "139"}}, NOW,
+                POLICY)
+    with pytest.raises(lc.RequestError, match="is not an order of this call's caller"):
+        lc.plan(order(lc.OPEN, caller="anonymous"), "repeat", "agent",
+                {"of": {**earlier, "caller": "anonymous"}}, NOW, POLICY)
+    with pytest.raises(lc.TransitionError, match="cannot join order JX20261120000098: it is merged"):
+        lc.plan(order(lc.OPEN), "repeat", "agent", {"of": {**earlier, "status": lc.MERGED}}, NOW,
+                POLICY)
+    with pytest.raises(lc.TransitionError, match="cannot repeat its own order"):
+        lc.plan(order(lc.OPEN), "repeat", "agent", {"of": order(lc.OPEN)}, NOW, POLICY)
+    with pytest.raises(lc.RequestError, match="repeat needs 'of'"):
+        lc.plan(order(lc.OPEN), "repeat", "agent", {}, NOW, POLICY)

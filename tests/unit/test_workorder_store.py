@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, func, inspect, select
+from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.exc import OperationalError
 
 from dialplan.model import TimeLimit
@@ -506,25 +506,75 @@ def test_caller_history_for_the_agent_on_the_call(store: WorkOrderStore, clock: 
     assert first["category"] == "help" and first["deadline"] is not None
     assert len(first["content"]) == 200 and first["content"].endswith("…")
     assert set(first) == {"ref", "created_at", "status", "category", "content", "unit",
-                          "deadline", "closed_at", "survey"}
+                          "deadline", "closed_at", "survey", "urged"}
     # the call's own order counts when not excluded; the limit holds either way
     assert [o["ref"] for o in store.caller_history(caller, limit=2)] == [now, refs[6]]
     for withheld in ("", "anonymous", "Unknown", "+"):
         assert store.caller_history(withheld) == []
 
 
-def test_an_older_database_gets_the_caller_index(db_url: str, clock: Clock) -> None:
+def test_an_older_database_gets_the_caller_index_and_the_urged_column(
+    db_url: str, clock: Clock
+) -> None:
     engine = create_engine(db_url)
     table = OrderRow.__table__
     index = next(i for i in table.indexes if i.name == "ix_orders_caller")  # type: ignore[attr-defined]
     Base.metadata.create_all(engine)
     index.drop(engine)  # what a release before the caller history made
+    with engine.begin() as c:
+        c.execute(text("ALTER TABLE work_orders DROP COLUMN urged"))
     assert "ix_orders_caller" not in {i["name"] for i in inspect(engine).get_indexes("work_orders")}
     s = WorkOrderStore(db_url, policy=POLICY, clock=clock)
     try:
-        s.record_call(facts("c1"))  # the first use makes the missing index
+        ref = s.record_call(facts("c1"))  # the first use adds what is missing
         names = {i["name"] for i in inspect(engine).get_indexes("work_orders")}
         assert "ix_orders_caller" in names and "ix_orders_created" in names
+        assert "urged" in {col["name"] for col in inspect(engine).get_columns("work_orders")}
+        assert s.get(ref)["urged"] is None
     finally:
         s.close()
         engine.dispose()
+
+
+def test_a_repeat_call_joins_the_earlier_order_and_urges_its_unit(
+    store: WorkOrderStore, clock: Clock
+) -> None:
+    caller = "13800000021"
+    earlier = store.record_call(facts("r1", caller=caller))
+    store.act(earlier, "complete", AGENT, {"content": "停水三天", "category": "help",
+                                           "unit": "water"})
+    # the same caller calls again; the agent who answers sees the earlier order
+    now = store.reserve("r2", caller, "12345", T0 + timedelta(days=1), centre="province")
+    store.assign_agent("r2", "zhang")
+    assert [o["ref"] for o in store.caller_history(caller, exclude=now)] == [earlier]
+    with pytest.raises(OrderNotFound):  # another agent may not act on this call's order
+        store.act(now, "repeat", Principal("li", "agent", seat="1002"), {"of": earlier})
+    with pytest.raises(OrderNotFound):
+        store.act(now, "repeat", AGENT, {"of": "JX20260101999999"})
+    other = store.record_call(facts("r9", caller="13800000099"))
+    with pytest.raises(lc.RequestError, match="is not an order of this call's caller"):
+        store.act(now, "repeat", AGENT, {"of": other})
+
+    joined = store.act(now, "repeat", AGENT, {"of": earlier})
+    assert joined["status"] == lc.MERGED and joined["merged_into_ref"] == earlier
+    kept = store.get(earlier)
+    assert kept["status"] == lc.DISPATCHED and kept["urged"] == 1
+    assert (kept["events"][-1]["action"], kept["events"][-1]["note"]) == (
+        "urged", f"{now}: the caller called again")
+    [notice] = store.take_urged()
+    assert (notice.ref, notice.action, notice.unit, notice.deadline) == (
+        earlier, "urged", "water", kept["deadline"])
+    assert store.take_urged() == []
+    # the call ends: its facts land on the order it joined
+    assert store.record_call(facts("r2", caller=caller)) == earlier
+    assert sorted(c["call_id"] for c in store.get(earlier)["calls"]) == ["r1", "r2"]
+
+    # about an order already closed: it joins, nobody is urged
+    store.act(earlier, "reply", WATER, {"reply": "已恢复供水"})
+    store.act(earlier, "close", SUPERVISOR)
+    third = store.reserve("r3", caller, "12345", T0 + timedelta(days=2), centre="province")
+    store.assign_agent("r3", "zhang")
+    store.act(third, "repeat", AGENT, {"of": earlier})
+    kept = store.get(earlier)
+    assert kept["events"][-1]["action"] == "repeat-call" and kept["urged"] == 1
+    assert store.take_urged() == []

@@ -3,6 +3,7 @@ and the work-order config (time limits, units, unit users) with file:line errors
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,21 +39,31 @@ def facts(call_id: str) -> CallFacts:
     )
 
 
-async def test_reminders_and_escalations_are_posted_once(tmp_path: Path) -> None:
+@pytest.fixture
+async def notices() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """A local notice receiver (an SMS gateway's stand-in): its URL and what it got."""
     received: list[dict[str, Any]] = []
 
-    async def notices(request: web.Request) -> web.Response:
+    async def post(request: web.Request) -> web.Response:
         received.append(await request.json())
         return web.json_response({"ok": True})
 
     app = web.Application()
-    app.router.add_post("/notices", notices)
+    app.router.add_post("/notices", post)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/notices", received
+    finally:
+        await runner.cleanup()
 
+
+async def test_reminders_and_escalations_are_posted_once(
+    tmp_path: Path, notices: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, received = notices
     cfg = load_config(SAMPLE)
     clock = [T0]
     store = open_store(lambda: cfg, tmp_path)
@@ -64,9 +75,7 @@ async def test_reminders_and_escalations_are_posted_once(tmp_path: Path) -> None
         SUP,
         {"content": "燃气泄漏", "category": "help", "unit": "nc-water", "time_limit": "urgent"},
     )
-    settings = Settings(
-        every=60, notice_url=f"http://127.0.0.1:{port}/notices", units=settings_of(cfg).units
-    )
+    settings = Settings(every=60, notice_url=url, units=settings_of(cfg).units)
     sup = Supervision(store, lambda: settings, clock=lambda: clock[0])
     try:
         assert await sup.run_once(T0 + timedelta(minutes=30)) == []
@@ -78,7 +87,6 @@ async def test_reminders_and_escalations_are_posted_once(tmp_path: Path) -> None
         assert await sup.run_once(T0 + timedelta(hours=5)) == []
     finally:
         await sup.stop()
-        await runner.cleanup()
         store.close()
     deadline = (T0 + timedelta(hours=2)).isoformat()
     assert received == [
@@ -99,6 +107,34 @@ async def test_reminders_and_escalations_are_posted_once(tmp_path: Path) -> None
             "deadline": deadline,
         },
     ]
+
+
+async def test_a_repeat_call_s_urge_is_posted_with_the_next_round(
+    tmp_path: Path, notices: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, received = notices
+    cfg = load_config(SAMPLE)
+    store = open_store(lambda: cfg, tmp_path)
+    store.clock = lambda: T0
+    ref = store.record_call(facts("u1"))
+    store.act(ref, "complete", SUP, {"content": "路灯不亮", "category": "help",
+                                     "unit": "nc-water", "time_limit": "utilities"})
+    again = store.reserve("u2", "13900000003", "12345", T0 + timedelta(hours=1),
+                          centre="nanchang")
+    store.act(again, "repeat", SUP, {"of": ref})
+    sup = Supervision(store, lambda: Settings(60, url, settings_of(cfg).units),
+                      clock=lambda: T0 + timedelta(hours=1))
+    try:
+        done = await sup.run_once()
+        assert [(d.ref, d.action) for d in done] == [(ref, "urged")]
+        assert await sup.run_once() == []  # sent once
+    finally:
+        await sup.stop()
+        store.close()
+    assert received == [{
+        "action": "urged", "ref": ref, "unit": "nc-water", "unit_name": "南昌水务集团",
+        "notice": "0791-00000001", "deadline": (T0 + timedelta(hours=24)).isoformat(),
+    }]
 
 
 async def test_an_unreachable_notice_url_keeps_the_event(tmp_path: Path) -> None:
