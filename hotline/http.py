@@ -6,12 +6,14 @@ Errors carry an HTTP status, a stable ``error_id`` and ``details``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -32,15 +34,18 @@ def error(status: int, error_id: str, message: str, **details: Any) -> web.Respo
 
 class Authenticator:
     """HTTP Basic against ``users:`` of the live config. PBKDF2 is slow on purpose,
-    so a verified (user, password, hash) is remembered for a minute."""
+    so a verified (user, password, hash) is remembered for a minute. The check runs in
+    one thread of its own: never on the event loop that serves the callers' FastAGI
+    sessions, and a flood of wrong passwords takes one core, not the stores' threads."""
 
     TTL = 60.0
 
     def __init__(self, app: Any):
         self.app = app
         self._ok: dict[str, float] = {}
+        self._hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-auth")
 
-    def __call__(self, request: web.Request) -> Principal:
+    async def __call__(self, request: web.Request) -> Principal:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Basic "):
             raise AuthError("HTTP Basic credentials required")
@@ -55,7 +60,9 @@ class Authenticator:
         key = hashlib.sha256(f"{user}\0{password}\0{u.password_hash}".encode()).hexdigest()
         now = time.monotonic()
         if self._ok.get(key, 0) < now:
-            if not verify_password(password, u.password_hash):
+            ok = await asyncio.get_running_loop().run_in_executor(
+                self._hashing, verify_password, password, u.password_hash)
+            if not ok:
                 raise AuthError("unknown user or wrong password")
             self._ok[key] = now + self.TTL
         seat = next((sid for sid, s in cfg.seats.items() if s.agent == user), None)
@@ -67,7 +74,7 @@ def authenticated(auth: Authenticator, handler: Handler) -> Callable[[web.Reques
         from queues.agents import BadRequest, NotFound
 
         try:
-            who = auth(request)
+            who = await auth(request)
         except AuthError as e:
             return web.json_response({"error_id": "unauthorized", "message": str(e), "details": {}},
                                      status=401, headers={"WWW-Authenticate": 'Basic realm="hotline"'})
@@ -109,6 +116,11 @@ async def _json(request: web.Request) -> dict[str, Any]:
 async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunner:
     web_app = web.Application(client_max_size=64 * 1024)
     auth = Authenticator(app)
+
+    async def stop_hashing(_: web.Application) -> None:
+        auth._hashing.shutdown(wait=False)
+
+    web_app.on_cleanup.append(stop_hashing)
 
     async def health(_: web.Request) -> web.Response:
         st = await controller.status()

@@ -1,0 +1,89 @@
+"""Security checks of the HTTP API as mounted by hotline.http.start, over real HTTP on
+127.0.0.1 (no Asterisk): what a user of one role or centre may not do, and bad input
+that must get a 4xx with a message, never a 500 or a stalled event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+
+from dialplan.model import User
+from dialplan.validate import load_config
+from hotline import http
+from hotline.app import App
+from hotline.auth import hash_password
+from hotline.runtime import AsteriskRoot, Instance
+from tests.unit.test_loop_not_blocked import while_ticking
+from tests.unit.test_workorder_http import PASSWORDS
+from workorders.plugin import WorkOrderPlugin
+from workorders.survey_plugin import SurveyPlugin, connect
+
+SAMPLE = Path(__file__).resolve().parents[2] / "config" / "hotline.yaml"
+SLOW_ITERATIONS = 3_000_000  # a password check of ~0.5 s or more
+
+
+class Client:
+    def __init__(self, base: str, session: aiohttp.ClientSession) -> None:
+        self.base, self.session = base, session
+
+    async def call(self, user: str | None, method: str, path: str, body: bytes | None = None,
+                   password: str | None = None) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/json"}
+        if user is not None:
+            pw = PASSWORDS.get(user, "") if password is None else password
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+        async with self.session.request(method, self.base + path, data=body, headers=headers) as r:
+            text = await r.text()
+            try:
+                return r.status, await r.json(content_type=None)
+            except ValueError:
+                return r.status, text
+
+
+async def serve(app: Any) -> AsyncIterator[Client]:
+    runner = await http.start(app, SimpleNamespace(), "127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as s:
+            yield Client(f"http://127.0.0.1:{runner.addresses[0][1]}", s)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def stores(tmp_path: Path) -> AsyncIterator[Client]:
+    """The work-order and survey stores wired as hotline/controller.py does."""
+    cfg = load_config(SAMPLE)
+    app = App(instance=Instance(AsteriskRoot(tmp_path / "root"), "sec"), config=cfg, version="t")
+    orders, surveys = WorkOrderPlugin(app), SurveyPlugin(app)
+    connect(orders.store, surveys.service)
+    for plugin in (orders, surveys):
+        await plugin.start()
+    try:
+        async for client in serve(app):
+            yield client
+    finally:
+        await surveys.close()
+        await orders.close()
+
+
+async def test_a_wrong_password_is_checked_off_the_event_loop(tmp_path: Path) -> None:
+    """PBKDF2 is slow on purpose; run on the loop, every wrong password would hold up
+    the FastAGI sessions of every caller for as long (a flood of them: no IVR at all)."""
+    cfg = load_config(SAMPLE)
+    slow = User(name="slow", role="admin",
+                password_hash=hash_password("right-password", iterations=SLOW_ITERATIONS))
+    cfg = cfg.model_copy(update={"users": {**cfg.users, "slow": slow}})
+    app = SimpleNamespace(config=cfg, version="t", agents=None)
+    async for client in serve(app):
+        (status, body), held, took = await while_ticking(
+            client.call("slow", "GET", "/stats/queues", password="wrong-password"))
+        assert status == 401 and body["error_id"] == "unauthorized"
+        assert took > 0.2, f"the check took {took:.3f} s: not the slow hash"
+        assert held < 0.1, f"the event loop was held {held:.3f} s by a password check"
