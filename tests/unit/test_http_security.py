@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +22,7 @@ from hotline.app import App
 from hotline.auth import hash_password
 from hotline.runtime import AsteriskRoot, Instance
 from tests.unit.test_loop_not_blocked import while_ticking
-from tests.unit.test_workorder_http import PASSWORDS
+from tests.unit.test_workorder_http import PASSWORDS, facts
 from workorders.plugin import WorkOrderPlugin
 from workorders.survey_plugin import SurveyPlugin, connect
 
@@ -32,6 +33,7 @@ SLOW_ITERATIONS = 3_000_000  # a password check of ~0.5 s or more
 class Client:
     def __init__(self, base: str, session: aiohttp.ClientSession) -> None:
         self.base, self.session = base, session
+        self.orders: Any = None  # the work-order store behind the API, when there is one
 
     async def call(self, user: str | None, method: str, path: str, body: bytes | None = None,
                    password: str | None = None) -> tuple[int, Any]:
@@ -67,6 +69,7 @@ async def stores(tmp_path: Path) -> AsyncIterator[Client]:
         await plugin.start()
     try:
         async for client in serve(app):
+            client.orders = orders.store
             yield client
     finally:
         await surveys.close()
@@ -87,3 +90,21 @@ async def test_a_wrong_password_is_checked_off_the_event_loop(tmp_path: Path) ->
         assert status == 401 and body["error_id"] == "unauthorized"
         assert took > 0.2, f"the check took {took:.3f} s: not the slow hash"
         assert held < 0.1, f"the event loop was held {held:.3f} s by a password check"
+
+
+@pytest.mark.parametrize("body", [
+    {"content": "小区停水", "category": ["help"], "answer": "已答复"},
+    {"content": "小区停水", "category": {"help": 1}, "unit": "nc-water"},
+    {"content": "小区停水", "category": "help", "unit": "nc-water", "time_limit": ["urgent"]},
+    {"content": "小区停水", "category": "help", "unit": "nc-water", "time_limit": {}},
+])
+async def test_a_work_order_field_of_the_wrong_json_type_is_a_400(
+    stores: Client, body: dict[str, Any]
+) -> None:
+    ref = await asyncio.to_thread(stores.orders.record_call, facts("wrong-type"))
+    status, answer = await stores.call("zhangwei", "POST", f"/orders/{ref}/complete",
+                                       json.dumps(body).encode())
+    assert status == 400, answer
+    assert answer["error_id"] == "bad-request"
+    field = "time_limit" if "time_limit" in body else "category"
+    assert field.replace("_", " ") in answer["message"], answer["message"]
