@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -99,13 +100,29 @@ def authenticated(auth: Authenticator, handler: Handler) -> Callable[[web.Reques
     return wrapped
 
 
+class _NotJsonNumber(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJsonNumber(f"{name} is not a JSON number")
+
+
+def _strict_loads(text: str) -> Any:
+    """JSON as RFC 8259 has it: Python's NaN, Infinity and -Infinity are refused (a time
+    or a number of NaN reached the stores and their schedulers)."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
 async def _json(request: web.Request) -> dict[str, Any]:
     from queues.agents import BadRequest
 
     if not request.can_read_body:
         return {}
     try:
-        body = await request.json()
+        body = await request.json(loads=_strict_loads)
+    except _NotJsonNumber as e:
+        raise BadRequest(f"the body must be JSON: {e}") from None
     except ValueError:
         raise BadRequest("the body must be JSON") from None
     if not isinstance(body, dict):

@@ -108,3 +108,17 @@ async def test_a_work_order_field_of_the_wrong_json_type_is_a_400(
     assert answer["error_id"] == "bad-request"
     field = "time_limit" if "time_limit" in body else "category"
     assert field.replace("_", " ") in answer["message"], answer["message"]
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+async def test_nan_and_infinity_are_not_json(stores: Client, constant: str) -> None:
+    """Python's json reads them, RFC 8259 does not: a survey closed at NaN was a 500
+    (a NOT NULL column), one closed at Infinity a job never due, answered as
+    invalid JSON."""
+    body = f'{{"order": "JX20261127000001", "number": "13907910001", "closed_at": {constant}}}'
+    status, answer = await stores.call("admin", "POST", "/surveys", body.encode())
+    assert status == 400, answer
+    assert answer["error_id"] == "bad-request"
+    assert constant in answer["message"]
+    status, listing = await stores.call("admin", "GET", "/surveys")
+    assert status == 200 and listing["surveys"] == []  # nothing was scheduled
