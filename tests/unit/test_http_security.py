@@ -122,3 +122,45 @@ async def test_nan_and_infinity_are_not_json(stores: Client, constant: str) -> N
     assert constant in answer["message"]
     status, listing = await stores.call("admin", "GET", "/surveys")
     assert status == 200 and listing["surveys"] == []  # nothing was scheduled
+
+
+async def test_a_supervisor_reads_the_transfers_of_their_centres_only(tmp_path: Path) -> None:
+    """Transfers carry the caller's number: like orders, recordings and surveys, a city
+    supervisor sees those of their centre's seats (and the centres below), not the
+    province's; what has no seat (an IVR transfer) only one over every centre."""
+    from transfer.machine import Transfer
+    from transfer.services import TransferService
+    from transfer.store import TransferStore
+
+    cfg = load_config(SAMPLE)
+    svc = TransferService(config=lambda: cfg, ami=lambda: None,
+                          store=TransferStore(tmp_path / "t.sqlite"))
+    for tid, seat, at in (("x-province", "1001", 1000.0), ("x-nanchang", "2001", 1001.0),
+                          ("x-ivr", None, 1002.0)):
+        svc.store.save(Transfer(id=tid, line="110", origin="agent" if seat else "ivr",
+                                caller_uniqueid=tid, caller_channel="PJSIP/carrier-1",
+                                caller_number="13907910001", seat=seat, routes=[],
+                                answer_timeout=20), at)
+    app = SimpleNamespace(config=cfg, version="t", agents=None, transfers=svc)
+    try:
+        async for client in serve(app):
+            seen = {}
+            for user in ("sup-nanchang", "sup-province", "admin", "zhangwei"):
+                status, rows = await client.call(user, "GET", "/transfers")
+                assert status == 200, rows
+                seen[user] = [r["id"] for r in rows]
+            assert seen == {
+                "sup-nanchang": ["x-nanchang"],
+                "sup-province": ["x-ivr", "x-nanchang", "x-province"],
+                "admin": ["x-ivr", "x-nanchang", "x-province"],
+                "zhangwei": ["x-province"],
+            }
+            status, rows = await client.call("sup-nanchang", "GET", "/transfers?seat=1001")
+            assert (status, rows) == (200, [])
+            for tid, want in (("x-nanchang", 200), ("x-province", 404), ("x-ivr", 404)):
+                status, body = await client.call("sup-nanchang", "GET", f"/transfers/{tid}")
+                assert status == want, (tid, body)
+            status, body = await client.call("sup-province", "GET", "/transfers/x-ivr")
+            assert status == 200 and body["caller_number"] == "13907910001"
+    finally:
+        await svc.close()
