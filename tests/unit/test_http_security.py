@@ -164,3 +164,37 @@ async def test_a_supervisor_reads_the_transfers_of_their_centres_only(tmp_path: 
             assert status == 200 and body["caller_number"] == "13907910001"
     finally:
         await svc.close()
+
+
+class OriginateAmi:
+    """The AMI client as AgentService uses it for ChanSpy: records each Originate."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.originated: list[tuple[str, str, str | None]] = []
+
+    async def originate(self, originate_id: str, channel: str, **kw: Any) -> None:
+        self.originated.append((originate_id, channel, kw.get("data")))
+
+
+async def test_a_supervisor_rings_a_seat_of_their_centres_only_to_listen(tmp_path: Path) -> None:
+    """The seat that rings to listen to (whisper to, barge into) a call is one the
+    supervisor may act on: a Nanchang supervisor could make a province agent's phone
+    ring and join a Nanchang call."""
+    from queues.agents import AgentService
+
+    cfg = load_config(SAMPLE)
+    ami = OriginateAmi()
+    agents = AgentService(config=lambda: cfg, ami=lambda: ami, redis=lambda: None)
+    app = SimpleNamespace(config=cfg, version="t", agents=agents)
+    async for client in serve(app):
+        status, body = await client.call("sup-nanchang", "POST", "/seats/2001/spy",
+                                         b'{"mode": "barge", "from_seat": "1001"}')
+        assert status == 403 and body["error_id"] == "forbidden", body
+        assert "1001" in body["message"]
+        assert ami.originated == []
+        status, body = await client.call("sup-province", "POST", "/seats/2001/spy",
+                                         b'{"mode": "listen", "from_seat": "1001"}')
+        assert status == 200, body
+        assert [(c, d) for _, c, d in ami.originated] == [("PJSIP/1001", "PJSIP/2001-,qE")]
