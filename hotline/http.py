@@ -146,7 +146,7 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
     async def status(_: web.Request) -> web.Response:
         return web.json_response(await controller.status())
 
-    async def config(_: web.Request) -> web.Response:
+    async def config(_: web.Request, __: Principal) -> web.Response:  # any user
         cfg = app.config
         return web.json_response(
             {
@@ -183,7 +183,7 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
 
     web_app.router.add_get("/health", health)
     web_app.router.add_get("/status", status)
-    web_app.router.add_get("/config", config)
+    web_app.router.add_get("/config", authenticated(auth, config))
     web_app.router.add_get("/stats/queues", authenticated(auth, queue_stats))
     from workorders.kpi_http import routes as kpi_routes  # the five KPIs, JSON and CSV
 

@@ -198,3 +198,13 @@ async def test_a_supervisor_rings_a_seat_of_their_centres_only_to_listen(tmp_pat
                                          b'{"mode": "listen", "from_seat": "1001"}')
         assert status == 200, body
         assert [(c, d) for _, c, d in ami.originated] == [("PJSIP/1001", "PJSIP/2001-,qE")]
+
+
+async def test_every_route_but_health_and_status_asks_who_you_are(stores: Client) -> None:
+    """/health and /status answer monitoring without credentials (no names, no numbers);
+    /config lists the numbers, queues and seats: only for users."""
+    for path in ("/config", "/orders", "/surveys", "/kpis", "/stats/queues"):
+        status, body = await stores.call(None, "GET", path)
+        assert status == 401 and body["error_id"] == "unauthorized", path
+    status, body = await stores.call("water-desk", "GET", "/config")
+    assert status == 200 and "1001" in body["seats"] and "12345" in body["numbers"]
