@@ -110,8 +110,12 @@ def _no_constant(name: str) -> Any:
 
 def _strict_loads(text: str) -> Any:
     """JSON as RFC 8259 has it: Python's NaN, Infinity and -Infinity are refused (a time
-    or a number of NaN reached the stores and their schedulers)."""
-    return json.loads(text, parse_constant=_no_constant)
+    or a number of NaN reached the stores and their schedulers); nesting deeper than
+    Python's recursion limit is refused too (RecursionError is no ValueError)."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 async def _json(request: web.Request) -> dict[str, Any]:

@@ -208,3 +208,11 @@ async def test_every_route_but_health_and_status_asks_who_you_are(stores: Client
         assert status == 401 and body["error_id"] == "unauthorized", path
     status, body = await stores.call("water-desk", "GET", "/config")
     assert status == 200 and "1001" in body["seats"] and "12345" in body["numbers"]
+
+
+async def test_a_deeply_nested_body_is_a_400(stores: Client) -> None:
+    """64 KiB is room for 30000 nested arrays: past Python's recursion limit."""
+    body = b"[" * 30000 + b"]" * 30000
+    status, answer = await stores.call("admin", "POST", "/surveys", body)
+    assert status == 400, answer
+    assert answer["error_id"] == "bad-request" and "JSON" in answer["message"]
