@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -216,3 +217,49 @@ async def test_a_deeply_nested_body_is_a_400(stores: Client) -> None:
     status, answer = await stores.call("admin", "POST", "/surveys", body)
     assert status == 400, answer
     assert answer["error_id"] == "bad-request" and "JSON" in answer["message"]
+
+
+async def test_a_negative_limit_is_one_row_not_every_row(tmp_path: Path) -> None:
+    """``limit=-1`` went to the database as ``LIMIT -1``: every row on SQLite (the whole
+    table in one answer), an error (500) on PostgreSQL. As for /orders: at least one."""
+    from queues.callback import CallbackRequest
+    from queues.callback_plugin import CallbackPlugin
+    from recordings.plugin import RecordingsPlugin
+    from transfer.machine import Transfer
+    from transfer.plugin import TransferPlugin
+
+    cfg = load_config(SAMPLE)
+    app = App(instance=Instance(AsteriskRoot(tmp_path / "root"), "sec"), config=cfg, version="t")
+    transfers = TransferPlugin(app)
+    app.transfers = transfers.service
+    callbacks, orders, surveys = CallbackPlugin(app), WorkOrderPlugin(app), SurveyPlugin(app)
+    recordings = RecordingsPlugin(app)
+    app.recordings = recordings.service
+    for plugin in (callbacks, orders, surveys, recordings):
+        await plugin.start()
+    for i in (1, 2):
+        transfers.service.store.save(Transfer(
+            id=f"x{i}", line="110", origin="agent", caller_uniqueid=f"t{i}",
+            caller_channel="PJSIP/carrier-1", seat="1001", routes=[], answer_timeout=20),
+            1000.0 + i)
+        callbacks.service.store.save(CallbackRequest(
+            id=f"cb{i}", queue="province", number="13907910001", first_queued=1000.0,
+            uniqueid=f"c{i}"))
+        recordings.store.started(call_id=f"r{i}", kind="call", path=f"2026/11/27/r{i}-call.wav",
+                                 started_at=time.time() - 60 + i, centre="province")
+        surveys.service.schedule(f"JX2026112700000{i}", "13907910001", 1000.0 + i)
+    await surveys.service.saved()
+    try:
+        async for client in serve(app):
+            for path, rows in (("/transfers", None), ("/callbacks?state=all", "callbacks"),
+                               ("/recordings", None), ("/surveys", "surveys")):
+                sep = "&" if "?" in path else "?"
+                status, body = await client.call("admin", "GET", path)
+                assert status == 200 and len(body[rows] if rows else body) == 2, (path, body)
+                status, body = await client.call("admin", "GET", f"{path}{sep}limit=-1")
+                assert status == 200, (path, body)
+                assert len(body[rows] if rows else body) == 1, path
+    finally:
+        for plugin in (callbacks, orders, surveys, recordings):
+            await plugin.close()
+        await transfers.service.close()
