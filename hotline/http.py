@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from hotline.ami import AmiError
-from hotline.auth import AuthError, Forbidden, Principal, verify_password
+from hotline.auth import AuthError, Forbidden, Principal, hash_password, verify_password
 from hotline.storage import UNAVAILABLE, reason
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class Authenticator:
         self.app = app
         self._ok: dict[str, float] = {}
         self._hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-auth")
+        self._decoy = hash_password("", salt=b"hotline-no-user!")  # checked for unknown users
 
     async def __call__(self, request: web.Request) -> Principal:
         header = request.headers.get("Authorization", "")
@@ -56,7 +57,9 @@ class Authenticator:
             raise AuthError("malformed Basic credentials") from None
         cfg = self.app.config
         u = cfg.users.get(user)
-        if u is None:
+        if u is None:  # as slow as a wrong password: the answer's time names no user
+            await asyncio.get_running_loop().run_in_executor(
+                self._hashing, verify_password, password, self._decoy)
             raise AuthError("unknown user or wrong password")
         key = hashlib.sha256(f"{user}\0{password}\0{u.password_hash}".encode()).hexdigest()
         now = time.monotonic()

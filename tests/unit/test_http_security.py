@@ -263,3 +263,23 @@ async def test_a_negative_limit_is_one_row_not_every_row(tmp_path: Path) -> None
         for plugin in (callbacks, orders, surveys, recordings):
             await plugin.close()
         await transfers.service.close()
+
+
+async def test_an_unknown_user_costs_a_password_check_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Answering an unknown name at once and a known one after PBKDF2 (~50 ms) told
+    anyone who may connect which user names exist (agents' names: zhangwei...)."""
+    checked: list[str] = []
+
+    def verify(password: str, stored: str) -> bool:
+        checked.append(password)
+        return False
+
+    monkeypatch.setattr(http, "verify_password", verify)
+    app = SimpleNamespace(config=load_config(SAMPLE), version="t", agents=None)
+    async for client in serve(app):
+        for user in ("zhangwei", "nobody"):
+            status, body = await client.call(user, "GET", "/stats/queues", password=f"{user}-x")
+            assert status == 401 and body["message"] == "unknown user or wrong password"
+    assert checked == ["zhangwei-x", "nobody-x"]
