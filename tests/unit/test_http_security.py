@@ -90,7 +90,7 @@ async def test_a_wrong_password_is_checked_off_the_event_loop(tmp_path: Path) ->
             client.call("slow", "GET", "/stats/queues", password="wrong-password"))
         assert status == 401 and body["error_id"] == "unauthorized"
         assert took > 0.2, f"the check took {took:.3f} s: not the slow hash"
-        assert held < 0.1, f"the event loop was held {held:.3f} s by a password check"
+        assert held < 0.15, f"the event loop was held {held:.3f} s by a password check"
 
 
 @pytest.mark.parametrize("body", [
