@@ -6,18 +6,21 @@ Errors carry an HTTP status, a stable ``error_id`` and ``details``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
 
 from hotline.ami import AmiError
-from hotline.auth import AuthError, Forbidden, Principal, verify_password
+from hotline.auth import AuthError, Forbidden, Principal, hash_password, verify_password
 from hotline.storage import UNAVAILABLE, reason
 
 log = logging.getLogger(__name__)
@@ -32,15 +35,19 @@ def error(status: int, error_id: str, message: str, **details: Any) -> web.Respo
 
 class Authenticator:
     """HTTP Basic against ``users:`` of the live config. PBKDF2 is slow on purpose,
-    so a verified (user, password, hash) is remembered for a minute."""
+    so a verified (user, password, hash) is remembered for a minute. The check runs in
+    one thread of its own: never on the event loop that serves the callers' FastAGI
+    sessions, and a flood of wrong passwords takes one core, not the stores' threads."""
 
     TTL = 60.0
 
     def __init__(self, app: Any):
         self.app = app
         self._ok: dict[str, float] = {}
+        self._hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-auth")
+        self._decoy = hash_password("", salt=b"hotline-no-user!")  # checked for unknown users
 
-    def __call__(self, request: web.Request) -> Principal:
+    async def __call__(self, request: web.Request) -> Principal:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Basic "):
             raise AuthError("HTTP Basic credentials required")
@@ -50,12 +57,16 @@ class Authenticator:
             raise AuthError("malformed Basic credentials") from None
         cfg = self.app.config
         u = cfg.users.get(user)
-        if u is None:
+        if u is None:  # as slow as a wrong password: the answer's time names no user
+            await asyncio.get_running_loop().run_in_executor(
+                self._hashing, verify_password, password, self._decoy)
             raise AuthError("unknown user or wrong password")
         key = hashlib.sha256(f"{user}\0{password}\0{u.password_hash}".encode()).hexdigest()
         now = time.monotonic()
         if self._ok.get(key, 0) < now:
-            if not verify_password(password, u.password_hash):
+            ok = await asyncio.get_running_loop().run_in_executor(
+                self._hashing, verify_password, password, u.password_hash)
+            if not ok:
                 raise AuthError("unknown user or wrong password")
             self._ok[key] = now + self.TTL
         seat = next((sid for sid, s in cfg.seats.items() if s.agent == user), None)
@@ -67,7 +78,7 @@ def authenticated(auth: Authenticator, handler: Handler) -> Callable[[web.Reques
         from queues.agents import BadRequest, NotFound
 
         try:
-            who = auth(request)
+            who = await auth(request)
         except AuthError as e:
             return web.json_response({"error_id": "unauthorized", "message": str(e), "details": {}},
                                      status=401, headers={"WWW-Authenticate": 'Basic realm="hotline"'})
@@ -92,13 +103,33 @@ def authenticated(auth: Authenticator, handler: Handler) -> Callable[[web.Reques
     return wrapped
 
 
+class _NotJsonNumber(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJsonNumber(f"{name} is not a JSON number")
+
+
+def _strict_loads(text: str) -> Any:
+    """JSON as RFC 8259 has it: Python's NaN, Infinity and -Infinity are refused (a time
+    or a number of NaN reached the stores and their schedulers); nesting deeper than
+    Python's recursion limit is refused too (RecursionError is no ValueError)."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 async def _json(request: web.Request) -> dict[str, Any]:
     from queues.agents import BadRequest
 
     if not request.can_read_body:
         return {}
     try:
-        body = await request.json()
+        body = await request.json(loads=_strict_loads)
+    except _NotJsonNumber as e:
+        raise BadRequest(f"the body must be JSON: {e}") from None
     except ValueError:
         raise BadRequest("the body must be JSON") from None
     if not isinstance(body, dict):
@@ -110,6 +141,11 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
     web_app = web.Application(client_max_size=64 * 1024)
     auth = Authenticator(app)
 
+    async def stop_hashing(_: web.Application) -> None:
+        auth._hashing.shutdown(wait=False)
+
+    web_app.on_cleanup.append(stop_hashing)
+
     async def health(_: web.Request) -> web.Response:
         st = await controller.status()
         return web.json_response({"ok": st["ok"]}, status=200 if st["ok"] else 503)
@@ -117,7 +153,7 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
     async def status(_: web.Request) -> web.Response:
         return web.json_response(await controller.status())
 
-    async def config(_: web.Request) -> web.Response:
+    async def config(_: web.Request, __: Principal) -> web.Response:  # any user
         cfg = app.config
         return web.json_response(
             {
@@ -154,7 +190,7 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
 
     web_app.router.add_get("/health", health)
     web_app.router.add_get("/status", status)
-    web_app.router.add_get("/config", config)
+    web_app.router.add_get("/config", authenticated(auth, config))
     web_app.router.add_get("/stats/queues", authenticated(auth, queue_stats))
     from workorders.kpi_http import routes as kpi_routes  # the five KPIs, JSON and CSV
 

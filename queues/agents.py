@@ -160,6 +160,7 @@ class AgentService:
         cfg = self.config()
         if from_seat not in cfg.softphone_seats():
             raise BadRequest(f"{from_seat!r} is not a softphone seat to ring")
+        self.check_seat(who, from_seat)  # the phone that listens is one of theirs too
         originate_id = f"spy-{seat}-{int(time.time() * 1000)}"
         await self._ami().originate(
             originate_id, f"PJSIP/{from_seat}", application="ChanSpy",

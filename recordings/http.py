@@ -54,7 +54,7 @@ def routes(service: RecordingService, error: ErrorFn) -> list[tuple[str, str, Ha
         q = request.query
         try:
             since, until = number(request, "since"), number(request, "until")
-            limit = min(1000, int(q.get("limit", "100")))
+            limit = max(1, min(1000, int(q.get("limit", "100"))))
         except (web.HTTPBadRequest, ValueError):
             return error(400, "bad-request", "since and until are Unix times, limit a number")
         call_id, kind = q.get("call_id"), q.get("kind")

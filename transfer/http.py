@@ -14,7 +14,10 @@
   work order (``case``), where the caller is (``locality``) and the caller's last
   orders (``history``, for a repeat call).
 * ``GET /transfers/{id}``: one transfer with its transitions, outcome and timings.
-* ``GET /transfers?limit=N&seat=S``: the latest transfers (agents: their seat only).
+* ``GET /transfers?limit=N&seat=S``: the latest transfers (agents: their seat only;
+  supervisors: the seats of their centre and the centres below it, and transfers of no
+  seat only when over every centre, as :func:`hotline.auth.centre_scope`; the same for
+  ``GET /transfers/{id}``, where another's answers 404).
 
 Errors carry an HTTP status, a stable ``error_id`` and ``details``, as every route.
 """
@@ -27,7 +30,8 @@ from typing import Any
 
 from aiohttp import web
 
-from hotline.auth import Principal
+from hotline.auth import CentreScope, Principal, centre_scope
+from queues.agents import centres_under
 
 from .exceptions import TransferError
 from .services import TransferService
@@ -76,10 +80,17 @@ def routes(
 
         return finish
 
+    def scope(who: Principal) -> tuple[CentreScope, dict[str, str]]:
+        """Who sees what by centre (admins every centre, a supervisor theirs and those
+        below), and each seat's centre."""
+        cfg = service.config()
+        return centre_scope(who, centres_under(cfg)), {s: v.centre for s, v in cfg.seats.items()}
+
     def visible(who: Principal, record: dict[str, Any]) -> bool:
-        return who.role in ("admin", "supervisor") or (
-            who.seat is not None and record.get("seat") == who.seat
-        )
+        if who.role in ("admin", "supervisor"):
+            sees, centre_of = scope(who)
+            return sees.sees(centre_of.get(record.get("seat") or ""))
+        return who.seat is not None and record.get("seat") == who.seat
 
     async def one(request: web.Request, who: Principal) -> web.Response:
         record = await service.read(request.match_info["id"])
@@ -89,15 +100,20 @@ def routes(
 
     async def many(request: web.Request, who: Principal) -> web.Response:
         try:
-            limit = min(1000, int(request.query.get("limit", "100")))
+            limit = max(1, min(1000, int(request.query.get("limit", "100"))))
         except ValueError:
             return error(400, "bad-request", "limit must be a number")
         seat = request.query.get("seat")
+        seats = None  # every seat's, and those of no seat
         if who.role not in ("admin", "supervisor"):
             if who.seat is None:
                 return error(403, "forbidden", f"{who.name} has no seat")
             seat = who.seat
-        return web.json_response(await asyncio.to_thread(service.recent, limit, seat))
+        else:
+            sees, centre_of = scope(who)
+            if not sees.unplaced:  # not over every centre: the seats of their centres
+                seats = [s for s, centre in centre_of.items() if sees.sees(centre)]
+        return web.json_response(await asyncio.to_thread(service.recent, limit, seat, seats))
 
     return [
         ("POST", "/calls/{seat}/transfer", start),

@@ -41,7 +41,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -929,5 +929,6 @@ class TransferService(LoadsOpenRecords[Transfer]):
             record = t.as_dict()
         return {**record, "transitions": self.store.transitions(transfer_id)}
 
-    def recent(self, limit: int = 100, seat: str | None = None) -> list[dict[str, Any]]:
-        return self.store.recent(limit, seat)
+    def recent(self, limit: int = 100, seat: str | None = None,
+               seats: Collection[str] | None = None) -> list[dict[str, Any]]:
+        return self.store.recent(limit, seat, seats)

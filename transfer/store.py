@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +111,13 @@ class TransferStore(RecordStore[Transfer]):
         return self._records(select(TransferRow).where(TransferRow.terminal.is_(False))
                              .order_by(TransferRow.requested_at), loaded=True)
 
-    def recent(self, limit: int = 100, seat: str | None = None) -> list[dict[str, Any]]:
+    def recent(self, limit: int = 100, seat: str | None = None,
+               seats: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """The latest transfers, of ``seat`` and of one of ``seats`` when given."""
         q = select(TransferRow).order_by(TransferRow.requested_at.desc()).limit(limit)
         if seat is not None:
             q = q.where(TransferRow.seat == seat)
+        if seats is not None:
+            q = q.where(TransferRow.seat.in_(sorted(seats)))
         with self.db.session() as s:
             return [json.loads(r.record) for r in s.scalars(q).all()]

@@ -170,7 +170,7 @@ class Policy:
 
     def limit_for(self, category: str | None, asked: str | None) -> str:
         if asked is not None:
-            if asked not in self.time_limits:
+            if not isinstance(asked, str) or asked not in self.time_limits:
                 raise RequestError(f"unknown time limit {asked!r}", known=sorted(self.time_limits))
             return asked
         return self.category_limits.get(category or "", self.default_limit)
@@ -301,7 +301,7 @@ def plan(
     if action == "complete":
         up["content"] = _text(params, "content", "the matter's content")
         cat = params.get("category")
-        if cat not in {c.value for c in Category}:
+        if not isinstance(cat, str) or cat not in {c.value for c in Category}:
             raise RequestError(f"unknown category {cat!r}", known=[c.value for c in Category])
         up["category"] = cat
         if params.get("unit") is not None:

@@ -32,7 +32,7 @@ def routes(
 ) -> list[tuple[str, str, Handler]]:
     async def listing(request: web.Request, who: Principal) -> web.Response:
         try:
-            limit = min(1000, int(request.query.get("limit", "100")))
+            limit = max(1, min(1000, int(request.query.get("limit", "100"))))
         except ValueError:
             return error(400, "bad-request", "limit must be a number",
                          limit=request.query.get("limit"))
