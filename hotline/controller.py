@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import signal
 from typing import Any
@@ -31,6 +32,8 @@ from workorders.plugin import WorkOrderPlugin
 from workorders.survey_plugin import SurveyPlugin, connect
 
 from . import http
+
+STATUS_TTL = 0.5  # seconds a status answer may be reused
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,10 @@ class Controller:
         self.http_runner: Any = None
         self._ami_task: asyncio.Task[None] | None = None
         self.stopping = asyncio.Event()
+        # GET /status needs no login: one look at the parts per STATUS_TTL, however
+        # many ask (CoreShowChannels lists every channel of a busy Asterisk)
+        self._status_lock = asyncio.Lock()
+        self._status: tuple[float, dict[str, Any]] | None = None
 
     async def start(self) -> None:
         load_all()
@@ -173,6 +180,15 @@ class Controller:
         return out
 
     async def status(self) -> dict[str, Any]:
+        """Each part's health (``GET /status``, ``/health``, ``hotline status``), at most
+        :data:`STATUS_TTL` old."""
+        async with self._status_lock:
+            now = asyncio.get_running_loop().time()
+            if self._status is None or now - self._status[0] >= STATUS_TTL:
+                self._status = (now, await self._look())
+            return copy.deepcopy(self._status[1])
+
+    async def _look(self) -> dict[str, Any]:
         ami = self.app.ami
         out: dict[str, Any] = {
             "config_version": self.app.version,
