@@ -209,6 +209,12 @@ def cross_check(cfg: Config, src: SourceMap, prompt_dirs: list[Path]) -> list[Co
             seats_of_agent[s.agent] = sid
         if sid in cfg.trunks:
             out.append(src.issue(("seats", sid), f"seat {sid!r} has the same name as a trunk"))
+        # ChanSpy picks channels by name prefix: listening to seat "nc" (PJSIP/nc-...)
+        # would also hear seat "nc-01" (PJSIP/nc-01-...)
+        if shadow := next((o for o in cfg.seats if sid.startswith(f"{o}-")), None):
+            out.append(src.issue(("seats", sid), f"seat id {sid!r} starts with seat {shadow!r} "
+                                 "and '-': listening to that seat would hear this one too "
+                                 "(channel names PJSIP/<seat>-...); rename one of them"))
 
     for uid, u in cfg.users.items():
         if u.role == "supervisor":

@@ -329,6 +329,17 @@ def test_agent_in_two_seats(sample: str) -> None:
     )
 
 
+def test_a_seat_id_that_extends_another_with_a_dash(sample: str) -> None:
+    # ChanSpy's channel prefix PJSIP/1001- would match PJSIP/1001-2-... as well
+    text = patch(sample, '"1002": {', '"1001-2": {')
+    assert any(
+        m.startswith(f"hotline.yaml:{line(text, '省中心坐席2')}: seats.1001-2: seat id "
+                     "'1001-2' starts with seat '1001' and '-': listening to that seat")
+        for m in issues(text)
+    ), issues(text)
+    assert not any("starts with seat" in m for m in issues(patch(sample, '"1002": {', '"10012": {')))
+
+
 def test_duplicate_dtmf_key(sample: str) -> None:
     text = patch(sample, '{key: "3"', '{key: "2"')
     assert one_issue(text) == (
