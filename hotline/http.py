@@ -24,6 +24,8 @@ from hotline.auth import AuthError, Forbidden, Principal, hash_password, verify_
 from hotline.storage import UNAVAILABLE, reason
 
 log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024  # bytes of a request body (the largest real one is a few hundred)
 Handler = Callable[[web.Request, Principal], Awaitable[web.Response]]
 
 
@@ -91,6 +93,9 @@ def authenticated(auth: Authenticator, handler: Handler) -> Callable[[web.Reques
             return error(404, "not-found", str(e))
         except BadRequest as e:
             return error(400, "bad-request", str(e))
+        except web.HTTPRequestEntityTooLarge as e:  # the body passed client_max_size
+            return error(413, "too-large", f"the body is larger than {MAX_BODY} bytes",
+                         limit=MAX_BODY, size=getattr(e, "actual_size", None))
         except ConnectionError as e:
             return error(503, "asterisk-unavailable", str(e))
         except AmiError as e:
@@ -138,7 +143,7 @@ async def _json(request: web.Request) -> dict[str, Any]:
 
 
 async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunner:
-    web_app = web.Application(client_max_size=64 * 1024)
+    web_app = web.Application(client_max_size=MAX_BODY)
     auth = Authenticator(app)
 
     async def stop_hashing(_: web.Application) -> None:

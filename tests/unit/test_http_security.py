@@ -219,6 +219,14 @@ async def test_a_deeply_nested_body_is_a_400(stores: Client) -> None:
     assert answer["error_id"] == "bad-request" and "JSON" in answer["message"]
 
 
+async def test_a_body_over_the_limit_is_a_413_in_the_api_s_error_shape(stores: Client) -> None:
+    body = json.dumps({"order": "JX", "number": "13900000000", "pad": "x" * http.MAX_BODY})
+    status, answer = await stores.call("admin", "POST", "/surveys", body.encode())
+    assert status == 413, answer
+    assert answer["error_id"] == "too-large" and answer["details"]["limit"] == http.MAX_BODY
+    assert "larger than 65536 bytes" in answer["message"]
+
+
 async def test_a_negative_limit_is_one_row_not_every_row(tmp_path: Path) -> None:
     """``limit=-1`` went to the database as ``LIMIT -1``: every row on SQLite (the whole
     table in one answer), an error (500) on PostgreSQL. As for /orders: at least one."""
