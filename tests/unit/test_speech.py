@@ -552,9 +552,9 @@ class FakeChannel:
         self.calls: list[tuple[str, ...]] = []
         self.log = logging.LoggerAdapter(log, {"uniqueid": "1700000000.1"})
 
-    async def stream_file(self, name: str, escape: str = "", *, max_wait: float | None = None
+    async def stream_file(self, name: str, escape_digits: str = "", *, max_wait: float | None = None
                           ) -> str | None:
-        self.calls.append(("STREAM FILE", name, escape))
+        self.calls.append(("STREAM FILE", name, escape_digits))
         return self.digits.pop(0)
 
     async def wait_for_digit(self, timeout_ms: int) -> str | None:
