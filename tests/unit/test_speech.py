@@ -561,9 +561,9 @@ class FakeChannel:
         self.calls.append(("WAIT FOR DIGIT", str(timeout_ms)))
         return self.digits.pop(0)
 
-    async def exec(self, app: str, *args: str, max_wait: float | None = None) -> int:
-        self.calls.append(("EXEC", app, *args))
-        assert app == "AudioSocket"
+    async def exec(self, application: str, *args: str, max_wait: float | None = None) -> int:
+        self.calls.append(("EXEC", application, *args))
+        assert application == "AudioSocket"
         if self.connect is not None:
             await self.connect(*args)
         return self.exec_result
