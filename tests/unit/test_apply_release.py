@@ -170,7 +170,9 @@ class FakeAsterisk:
 
     def _reload(self, module: str) -> AmiMessage:
         if module in self.refuse:
-            refused = AmiMessage([("Response", "Error"), ("Message", "Module could not be reloaded")])
+            refused = AmiMessage(
+                [("Response", "Error"), ("Message", "Module could not be reloaded")]
+            )
             raise AmiActionError("Reload", refused)  # what AmiClient.action does with it
         if self.log_errors:
             with self.instance.host("log", "messages.log").open("a") as f:
