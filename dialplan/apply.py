@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from hotline.ami import AmiActionError
 from hotline.runtime import Instance
 
 from .compile import Target, compile_asterisk_conf, compile_config, config_version
@@ -171,7 +172,10 @@ async def reload_and_verify(
 ) -> None:
     watch = LogWatch(log_file)
     for module in RELOADS:
-        resp = await ami.action("Reload", Module=module)
+        try:  # AmiClient.action raises on Response: Error
+            resp = await ami.action("Reload", Module=module)
+        except AmiActionError as e:
+            raise ApplyError(f"Asterisk refused to reload {module}: {e.message}") from e
         if _get(resp, "Response") != "Success":
             raise ApplyError(f"Asterisk refused to reload {module}: {_get(resp, 'Message')}")
     await verify(ami, release, timeout)

@@ -134,6 +134,7 @@ def test_seat_resumed_while_the_caller_waits_after_a_ring_out(
     assert h.api("POST", "/seats/1002/pause", "liuyang", {"reason": "break"})[0] == 200
     h.wait_for(lambda: "paused" in member_line(h, "1002")
                and "Not in use" in member_line(h, "1001"), 10, "1001 free, 1002 paused")
+    before = len(h.queue_log())  # the module's hotline: other tests' calls are in it too
 
     async def scenario() -> tuple[float, float]:
         ami, events = await watching(h)
@@ -161,7 +162,7 @@ def test_seat_resumed_while_the_caller_waits_after_a_ring_out(
         answers.stop()
     print(f"ring-out -> resumed {resume_took:.3f} s, resumed -> offer {free_to_offer:.3f} s")
     assert free_to_offer < BOUND_S, (resume_took, free_to_offer)
-    assert "|province|1002|CONNECT|" in h.queue_log()
+    assert "|province|1002|CONNECT|" in h.queue_log()[before:]
 
 
 def test_wrapup_is_kept_and_the_next_caller_follows_it(clean: Hotline, workdir: Path) -> None:

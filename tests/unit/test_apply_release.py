@@ -32,6 +32,7 @@ from dialplan.apply import (
     verify,
 )
 from dialplan.validate import load_config_text, referenced_prompts
+from hotline.ami import AmiActionError
 from hotline.amiproto import AmiMessage
 from hotline.runtime import AsteriskRoot, Instance
 
@@ -112,7 +113,8 @@ class FakeAsterisk:
 
     ``Reload`` of a module re-reads that module's file through ``current``,
     unless the release's version is in ``stuck`` (Asterisk kept the old
-    dialplan) or ``refuse`` names the module (Response: Error). ``log_errors``
+    dialplan) or ``refuse`` names the module (Response: Error, which the real
+    ``AmiClient.action`` raises as :class:`AmiActionError`). ``log_errors``
     are appended to messages.log on each reload, as Asterisk logs a rejected
     object. Anything else is an unexpected action: recorded and raised.
     """
@@ -168,7 +170,10 @@ class FakeAsterisk:
 
     def _reload(self, module: str) -> AmiMessage:
         if module in self.refuse:
-            return AmiMessage([("Response", "Error"), ("Message", "Module could not be reloaded")])
+            refused = AmiMessage(
+                [("Response", "Error"), ("Message", "Module could not be reloaded")]
+            )
+            raise AmiActionError("Reload", refused)  # what AmiClient.action does with it
         if self.log_errors:
             with self.instance.host("log", "messages.log").open("a") as f:
                 for e in self.log_errors:

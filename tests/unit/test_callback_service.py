@@ -465,10 +465,10 @@ class FakeChannel:
         self.vars[name] = value
 
     async def stream_file(
-        self, name: str, escape: str = "", *, max_wait: float | None = None
+        self, name: str, escape_digits: str = "", *, max_wait: float | None = None
     ) -> str | None:
         self.played.append(name.rsplit("/", 1)[-1])
-        return self.keys.pop(0) if escape and self.keys else None
+        return self.keys.pop(0) if escape_digits and self.keys else None
 
     async def wait_for_digit(self, timeout_ms: int) -> str | None:
         return self.keys.pop(0) if self.keys else None

@@ -225,8 +225,11 @@ def test_the_call_sink_places_the_recordings_after_the_work_order(
     sink = placing_recordings(orders, store)
     assert sink([facts("1.1", "ganzhou")]) == ["GD-1"] and taken == ["1.1"]
     assert store.get(rec.id).centre == "ganzhou"  # type: ignore[union-attr]
+    pending = store.started(call_id="bad", kind="call", path="2026/11/27/bad-call.wav",
+                            started_at=NOW)
     with pytest.raises(ConnectionError):  # the delivery is retried: nothing placed yet
         sink([facts("bad", "nanchang")])
+    assert store.get(pending.id).centre is None  # type: ignore[union-attr]
     store.engine.dispose()
     broken = RecordingStore("sqlite:////nonexistent/dir/x.sqlite")  # down: each use fails
     assert placing_recordings(orders, broken)([facts("2.2", "nanchang")]) == ["GD-1"]

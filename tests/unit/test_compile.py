@@ -230,11 +230,12 @@ def test_pjsip_transports_bind_the_configured_address(sample: str) -> None:
 
 
 def test_pjsip_sample_binds_loopback(cfg: Config, files: dict[str, str]) -> None:
-    for s in sections(files["pjsip.conf"]):
-        if s.get("type") == "transport":
-            host, _, port = (s.get("bind") or "").rpartition(":")
-            assert ipaddress.ip_address(host).is_loopback, s
-            assert (host, int(port)) == (cfg.network.sip.bind, cfg.network.sip.port)
+    transports = [s for s in sections(files["pjsip.conf"]) if s.get("type") == "transport"]
+    assert transports  # else the checks below check nothing
+    for s in transports:
+        host, _, port = (s.get("bind") or "").rpartition(":")
+        assert ipaddress.ip_address(host).is_loopback, s
+        assert (host, int(port)) == (cfg.network.sip.bind, cfg.network.sip.port)
 
 
 @pytest.mark.parametrize(
@@ -281,10 +282,12 @@ def test_pjsip_every_softphone_seat_authenticates_into_from_seat(
     assert not [s for s in sections(conf) if s.name == "yudu-01"]
 
 
-def test_pjsip_every_endpoint_context_is_inbound(files: dict[str, str]) -> None:
-    for s in sections(files["pjsip.conf"]):
-        if s.get("type") == "endpoint" and s.template != "(!)":
-            assert s.get("context") in INBOUND, s.name
+def test_pjsip_every_endpoint_context_is_inbound(cfg: Config, files: dict[str, str]) -> None:
+    endpoints = [s for s in sections(files["pjsip.conf"])
+                 if s.get("type") == "endpoint" and s.template != "(!)"]
+    assert {s.name for s in endpoints} == set(cfg.trunks) | set(cfg.softphone_seats())
+    for s in endpoints:
+        assert s.get("context") in INBOUND, s.name
 
 
 def test_pjsip_has_no_anonymous_endpoint(files: dict[str, str]) -> None:

@@ -243,10 +243,17 @@ async def test_events_make_and_close_the_row(store: RecordingStore, root: Path) 
     r = store.for_call("1764250000.1")
     assert r is not None
     assert r.ended_at == NOW + 9 and r.size == len(_tiny_wav()) and r.seat == "1001"
-    # A path not of our shape is refused; no row.
+    # A path not of our shape is refused; no row, not even later: the rows are written
+    # on the store's one writer thread in the order of the events, so once the next
+    # event's row is there, a row of the refused one would be too.
     bad = dict(start, Path="../../etc/passwd", Uniqueid="2.2", Linkedid="2.2")
-    svc.on_event(bad)
-    assert store.for_call("2.2") is None
+    assert svc.on_event(bad) is None
+    nxt = dict(start, Path="2026/11/27/1764250000.3-call.wav", Uniqueid="1764250000.3",
+               Linkedid="1764250000.3")
+    written = svc.on_event(nxt)
+    assert written is not None
+    await written
+    assert store.for_call("1764250000.3") is not None and store.for_call("2.2") is None
 
 
 async def test_a_hangup_before_the_row_is_written_still_ends_it(store: RecordingStore,

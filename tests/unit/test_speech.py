@@ -552,18 +552,18 @@ class FakeChannel:
         self.calls: list[tuple[str, ...]] = []
         self.log = logging.LoggerAdapter(log, {"uniqueid": "1700000000.1"})
 
-    async def stream_file(self, name: str, escape: str = "", *, max_wait: float | None = None
+    async def stream_file(self, name: str, escape_digits: str = "", *, max_wait: float | None = None
                           ) -> str | None:
-        self.calls.append(("STREAM FILE", name, escape))
+        self.calls.append(("STREAM FILE", name, escape_digits))
         return self.digits.pop(0)
 
     async def wait_for_digit(self, timeout_ms: int) -> str | None:
         self.calls.append(("WAIT FOR DIGIT", str(timeout_ms)))
         return self.digits.pop(0)
 
-    async def exec(self, app: str, *args: str, max_wait: float | None = None) -> int:
-        self.calls.append(("EXEC", app, *args))
-        assert app == "AudioSocket"
+    async def exec(self, application: str, *args: str, max_wait: float | None = None) -> int:
+        self.calls.append(("EXEC", application, *args))
+        assert application == "AudioSocket"
         if self.connect is not None:
             await self.connect(*args)
         return self.exec_result

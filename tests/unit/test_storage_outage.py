@@ -185,5 +185,12 @@ def test_a_server_that_does_not_answer_costs_seconds_not_minutes(
             engine.connect()
         assert _time.monotonic() - started < 5
         engine.dispose()
+        # the URL's own connect_timeout wins (libpq waits at least 2 s whatever it says)
+        engine = storage.open_engine(url + "?connect_timeout=4")
+        started = _time.monotonic()
+        with pytest.raises(OperationalError, match="timeout"):
+            engine.connect()
+        assert 3.5 < _time.monotonic() - started < 8
+        engine.dispose()
     finally:
         mute.close()

@@ -554,11 +554,11 @@ class FakeChannel:
             raise AgiCommandError("STREAM FILE", AgiResponse(200, "-1"))
         return key
 
-    async def stream_file(self, name: str, escape: str = "", *,
+    async def stream_file(self, name: str, escape_digits: str = "", *,
                           max_wait: float | None = None) -> str | None:
         self.played.append(name.rsplit("/", 1)[-1])
         key = self._next()
-        return key if escape else None
+        return key if escape_digits else None
 
     async def wait_for_digit(self, timeout_ms: int) -> str | None:
         return self._next()

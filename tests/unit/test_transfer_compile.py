@@ -123,6 +123,7 @@ def test_feature_codes_raise_the_request_event_on_seats_only(
     endpoints = [
         s for s in sections(files["pjsip.conf"]) if s.get("type") == "endpoint" and s.template
     ]
+    assert set(cfg.softphone_seats()) <= {s.name for s in endpoints}  # else nothing is checked
     for s in endpoints:
         expected = [wanted] if s.name in cfg.softphone_seats() else []
         assert s.getall("set_var") == expected, s.name

@@ -509,7 +509,10 @@ def test_caller_history_for_the_agent_on_the_call(store: WorkOrderStore, clock: 
                           "deadline", "closed_at", "survey", "urged"}
     # the call's own order counts when not excluded; the limit holds either way
     assert [o["ref"] for o in store.caller_history(caller, limit=2)] == [now, refs[6]]
-    for withheld in ("", "anonymous", "Unknown", "+"):
+    # a withheld number has no history, though the calls it made have orders: all
+    # anonymous callers are not one citizen
+    for i, withheld in enumerate(("", "anonymous", "Unknown", "+")):
+        assert store.record_call(facts(f"w{i}", caller=withheld))
         assert store.caller_history(withheld) == []
 
 
