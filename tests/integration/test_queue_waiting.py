@@ -572,3 +572,32 @@ def test_expected_wait_announced_when_every_agent_is_busy(fresh: Hotline, workdi
             assert res.returncode == 0, f"{who}: {res.explain()}"
     finally:
         agent.stop()
+
+
+def test_the_callback_dial_checks_the_stored_number_again(fresh: Hotline) -> None:
+    """Defence in depth: the controller only ever stores digits, but the call-back
+    context checks the number once more before Dial(). A number with a dial string in
+    it, originated straight into that context over AMI, is never dialled."""
+    import asyncio
+
+    from hotline import channel_vars as cv
+    from hotline.ami import AmiClient
+
+    h = fresh
+    net = h.cfg["network"]["ami"]
+    attempt = f"cbbad-{int(time.time() * 1000)}"
+
+    async def go() -> None:
+        async with AmiClient(net["bind"], net["port"], "hotline", h.ami_secret()) as ami:
+            await ami.originate(
+                attempt, f"Local/s@{cv.CTX_CALLBACK_DIAL}", application="Wait", data="2",
+                variables={cv.CB_NUMBER: "110&PJSIP/110@emergency", cv.CB_ATTEMPT: attempt,
+                           cv.CB_FROM: "12345", cv.CB_QUEUE: "province",
+                           cv.CB_CALLID: attempt, cv.CB_SEAT: "1001"})
+
+    asyncio.run(go())
+    h.wait_for(lambda: f"{cv.EV_FAIL}|{attempt}|BADNUMBER" in h.queue_log(), 10, "BADNUMBER")
+    # CALLBACKDIAL is logged on the step before Dial(): never reached
+    assert f"{cv.EV_DIAL}|{attempt}" not in h.queue_log(), h.queue_log()
+    assert h.wait_no_channels(10) == 0
+    assert h.status()["ok"], h.status()  # the controller shrugged off an attempt it never made
