@@ -178,6 +178,28 @@ def test_purge_keeps_the_row_when_the_file_cannot_be_deleted(store: RecordingSto
     assert row(store, r.id).purged_at is None
 
 
+@pytest.mark.parametrize("tampered", ["../outside.wav", "/tmp/x/outside.wav",
+                                      "2026/01/01/../../../outside.wav"])
+def test_purge_never_deletes_outside_the_root(store: RecordingStore, root: Path,
+                                              tampered: str) -> None:
+    """A row whose path was changed in the database (or written by something else) to
+    point out of the recordings folder: the file is left alone, the row is closed."""
+    from sqlalchemy import text
+
+    outside = root.parent / "outside.wav"
+    outside.write_bytes(b"keep me")
+    r = store.started(call_id="1.1", kind="call", path="2026/01/01/1.1-call.wav",
+                      started_at=NOW - 200 * DAY)
+    if tampered.startswith("/tmp/x/"):
+        tampered = str(outside)  # an absolute path to the very file
+    with store.db.engine.begin() as c:
+        c.execute(text("UPDATE recordings SET path = :p WHERE id = :i"), {"p": tampered, "i": r.id})
+    gone = purge(store, root, RETENTION, NOW)
+    assert [(p.id, p.file, p.bytes) for p in gone] == [(r.id, "refused", 0)]
+    assert outside.read_bytes() == b"keep me"
+    assert row(store, r.id).purged_at == NOW  # not tried again every round
+
+
 # ------------------------------------------------------------------ store
 
 
