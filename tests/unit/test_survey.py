@@ -446,6 +446,35 @@ def test_outside_calling_hours_nothing_is_called(tmp_path: Path, cfg: Config) ->
     assert len(w.ami.originates) == 1
 
 
+@pytest.mark.parametrize("tampered", ["110&PJSIP/110@emergency", "13907910001@evil",
+                                      "+8613907910001", "1390791000x"])
+def test_a_stored_number_that_no_longer_passes_is_never_dialled(world: World,
+                                                                tampered: str) -> None:
+    """Defence in depth: schedule() keeps digits only, and _launch() checks the stored
+    number once more, so a row changed in the database is never dialled."""
+    import json as json_mod
+
+    from sqlalchemy import text
+
+    w = world
+    j = w.svc.schedule("GD-21", "13907910001", T0 - 60)
+    asyncio.run(w.svc.saved())  # rows are written on the store's writer thread
+    with w.svc.store.db.engine.begin() as c:
+        raw = c.execute(text("SELECT record FROM survey_jobs WHERE id = :i"), {"i": j.id}).scalar()
+        rec = json_mod.loads(raw)
+        assert rec["number"] == "13907910001"
+        rec["number"] = tampered
+        c.execute(text("UPDATE survey_jobs SET record = :r WHERE id = :i"),
+                  {"r": json_mod.dumps(rec), "i": j.id})
+    w.restart()
+    w.tick(1)
+    assert w.ami.originates == []
+    stored = w.svc.store.get(j.id)
+    assert stored is not None and stored.state == State.FAILED, stored
+    assert stored.history[-1]["reason"] == "the stored number is not a callable number"
+    assert stored.attempts == []  # not one try was made
+
+
 def test_restart_while_ringing_neither_loses_nor_doubles_the_call(world: World) -> None:
     w = world
     j = w.svc.schedule("GD-12", "13907910001", T0 - 30)
