@@ -190,6 +190,27 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
         report = compute(read_events(path), since=since, until=until, centre_of=centre_of)
         return web.json_response({"since": since, "until": until, **report.as_dict()})
 
+    async def queues_live(_: web.Request, who: Principal) -> web.Response:
+        """The queues right now (queues/live.py): supervisors and admins every queue,
+        with the waiting callers' masked numbers; an agent the queues of their seat."""
+        from hotline.amiproto import fields
+        from queues.live import live
+
+        cfg = app.config
+        if who.role in ("supervisor", "admin"):
+            shown = list(cfg.queues)
+        elif who.role == "agent" and who.seat is not None:
+            shown = [qid for qid, q in cfg.queues.items() if who.seat in q.members]
+        else:
+            raise Forbidden("the live queues are for supervisors, admins and agents")
+        ami = app.ami
+        if ami is None or not ami.connected:
+            raise ConnectionError("Asterisk is not connected")
+        items = [fields(m) for m in await ami.action_list("QueueStatus")]
+        names = {qid: (cfg.queues[qid].name or qid, cfg.queues[qid].centre) for qid in shown}
+        view = live(items, names, callers=who.role != "agent")
+        return web.json_response({"at": time.time(), "queues": view})
+
     async def not_found(request: web.Request) -> web.Response:
         return error(404, "not-found", f"no such resource: {request.path}")
 
@@ -197,6 +218,7 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
     web_app.router.add_get("/status", status)
     web_app.router.add_get("/config", authenticated(auth, config))
     web_app.router.add_get("/stats/queues", authenticated(auth, queue_stats))
+    web_app.router.add_get("/queues/live", authenticated(auth, queues_live))
     from workorders.kpi_http import routes as kpi_routes  # the five KPIs, JSON and CSV
 
     def orders_ready() -> None:  # in the KPI worker thread, before the query

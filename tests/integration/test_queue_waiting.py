@@ -201,6 +201,18 @@ def test_overflowed_caller_keeps_place_and_hears_position(fresh: Hotline, workdi
         )
         order = waiting_channels(h, "province")
         assert order[1] == y_chan, order
+        # the wallboard (GET /queues/live) shows the same: X first, Y second, masked
+        status, board = h.api("GET", "/queues/live", "sup-province")
+        assert status == 200, board
+        province, nanchang = board["queues"]["province"], board["queues"]["nanchang"]
+        assert province["waiting"] == 2 and province["longest_wait_s"] >= 1, province
+        assert [(c["position"], c["caller"]) for c in province["callers"]] == [
+            (1, "079*****1234"), (2, "139****0002")], province
+        assert nanchang["waiting"] == 0 and nanchang["seats"]["paused"] == 1, nanchang
+        assert nanchang["paused_reasons"] == {"meeting": 1}, nanchang
+        # the Nanchang agent sees the queues of the seat, without the callers' numbers
+        status, mine = h.api("GET", "/queues/live", "chenjing")
+        assert status == 200 and set(mine["queues"]) == {"nanchang"}, mine
         # Y's position changed to 2: Asterisk tells Y in Mandarin
         # (queue-thereare, num-2, queue-callswaiting).
         told = rf"Told {re.escape(y_chan)} in province their queue position \(which was 2\)"

@@ -227,6 +227,13 @@ async def test_a_body_over_the_limit_is_a_413_in_the_api_s_error_shape(stores: C
     assert "larger than 65536 bytes" in answer["message"]
 
 
+async def test_the_live_queues_are_not_for_units_and_need_asterisk(stores: Client) -> None:
+    status, answer = await stores.call("water-desk", "GET", "/queues/live")
+    assert status == 403 and answer["error_id"] == "forbidden", answer
+    status, answer = await stores.call("admin", "GET", "/queues/live")  # no AMI here
+    assert status == 503 and answer["error_id"] == "asterisk-unavailable", answer
+
+
 async def test_a_negative_limit_is_one_row_not_every_row(tmp_path: Path) -> None:
     """``limit=-1`` went to the database as ``LIMIT -1``: every row on SQLite (the whole
     table in one answer), an error (500) on PostgreSQL. As for /orders: at least one."""
