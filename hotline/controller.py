@@ -71,10 +71,11 @@ class Controller:
         self.http_runner: Any = None
         self._ami_task: asyncio.Task[None] | None = None
         self.stopping = asyncio.Event()
-        # GET /status needs no login: one look at the parts per STATUS_TTL, however
-        # many ask (CoreShowChannels lists every channel of a busy Asterisk)
-        self._status_lock = asyncio.Lock()
-        self._status: tuple[float, dict[str, Any]] | None = None
+        # GET /status needs no login: one look at the parts at a time, and its answer
+        # reused for STATUS_TTL, however many ask (CoreShowChannels lists every
+        # channel of a busy Asterisk)
+        self._status: tuple[float, dict[str, Any]] | None = None  # (when done, answer)
+        self._looking: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         load_all()
@@ -182,11 +183,18 @@ class Controller:
     async def status(self) -> dict[str, Any]:
         """Each part's health (``GET /status``, ``/health``, ``hotline status``), at most
         :data:`STATUS_TTL` old."""
-        async with self._status_lock:
-            now = asyncio.get_running_loop().time()
-            if self._status is None or now - self._status[0] >= STATUS_TTL:
-                self._status = (now, await self._look())
-            return copy.deepcopy(self._status[1])
+        loop = asyncio.get_running_loop()
+        if self._status is None or loop.time() - self._status[0] >= STATUS_TTL:
+            if self._looking is None or self._looking.done():
+                self._looking = asyncio.ensure_future(self._refresh())
+            # shielded: a client that gives up does not cancel the look the others await
+            await asyncio.shield(self._looking)
+        assert self._status is not None
+        return copy.deepcopy(self._status[1])
+
+    async def _refresh(self) -> None:
+        answer = await self._look()
+        self._status = (asyncio.get_running_loop().time(), answer)  # fresh from its end
 
     async def _look(self) -> dict[str, Any]:
         ami = self.app.ami

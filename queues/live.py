@@ -21,11 +21,15 @@ from .estimate import FREE, UNREACHABLE
 
 
 def mask(number: str) -> str:
-    """``13907910001`` -> ``139****0001``: enough to recognise a caller, not to dial."""
+    """Enough of a number to recognise a caller, not to dial them: a mobile or a landline
+    with its area code (11 or more digits) keeps its first 3 and last 4
+    (``139****0001``); a shorter one only its last quarter (``86123456`` ->
+    ``******56``)."""
     digits = number.strip()
-    if len(digits) < 7:
-        return "*" * len(digits)
-    return f"{digits[:3]}{'*' * (len(digits) - 7)}{digits[-4:]}"
+    if len(digits) >= 11:
+        return f"{digits[:3]}{'*' * (len(digits) - 7)}{digits[-4:]}"
+    tail = len(digits) // 4
+    return "*" * (len(digits) - tail) + (digits[-tail:] if tail else "")
 
 
 def _int(value: str | None) -> int:

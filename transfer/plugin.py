@@ -15,6 +15,8 @@ from .store import TransferStore
 
 log = logging.getLogger(__name__)
 
+HISTORY_BUDGET = 1.0  # seconds the caller's history may take on the agent's screen
+
 
 class TransferPlugin:
     """Created with the controller's :class:`hotline.app.App`; ``attach`` to the AMI client."""
@@ -31,15 +33,7 @@ class TransferPlugin:
         self.service.origin_of = origin_of
 
         async def history_of(number: str, case: str | None) -> list[dict[str, Any]] | None:
-            orders = getattr(app, "orders", None)
-            if orders is None:
-                return None
-            try:
-                history = await asyncio.to_thread(orders.caller_history, number, exclude=case)
-            except UNAVAILABLE as e:  # the screen shows the call without its history
-                log.warning("caller history not read: %s", e)
-                return None
-            return cast(list[dict[str, Any]], jsonable(history))
+            return await read_history(getattr(app, "orders", None), number, case)
 
         self.service.history_of = history_of
 
@@ -52,3 +46,21 @@ class TransferPlugin:
 
     async def close(self) -> None:
         await self.service.close()
+
+
+async def read_history(
+    orders: Any, number: str, case: str | None, budget: float | None = None
+) -> list[dict[str, Any]] | None:
+    """The caller's last orders for the agent's screen, as JSON; None without a store,
+    with its database down, or slower than ``budget`` (the screen shows the call
+    without them rather than wait)."""
+    if orders is None:
+        return None
+    try:
+        history = await asyncio.wait_for(
+            asyncio.to_thread(orders.caller_history, number, exclude=case),
+            HISTORY_BUDGET if budget is None else budget)
+    except (*UNAVAILABLE, TimeoutError) as e:
+        log.warning("caller history not read: %s", e or "database too slow")
+        return None
+    return cast(list[dict[str, Any]], jsonable(history))

@@ -373,14 +373,26 @@ def plan(
         if of.get("id") == order.get("id"):
             raise TransitionError("a call cannot repeat its own order")
         caller = str(order.get("caller") or "")
-        if not caller.strip("+").isdigit() or of.get("caller") != caller:
+        if not identifies_caller(caller) or of.get("caller") != caller:
             raise RequestError(f"order {of.get('ref')} is not an order of this call's caller")
-        if of["status"] in (MERGED, VOID):
+        if of["status"] in NOT_HISTORY:
             raise TransitionError(f"cannot join order {of.get('ref')}: it is {of['status']}")
         up["merged_into"] = of["id"]
         note = note or f"repeat call about {of.get('ref')}"
     assert target is not None
     return Change(action, status, target, up, unit=unit, note=note)
+
+
+#: Orders a caller's history leaves out: nothing stated, merged away, or the order of
+#: a call still in progress (joining one would take it from the agent on that call).
+NOT_HISTORY = (VOID, MERGED, INTAKE)
+
+
+def identifies_caller(number: str) -> bool:
+    """Whether a caller ID names one citizen: digits (a leading + allowed), at least 7,
+    not all zeros (carriers send "0" or "00000000" for a withheld number)."""
+    digits = (number or "").removeprefix("+")
+    return len(digits) >= 7 and digits.isdigit() and digits.strip("0") != ""
 
 
 def urges(kept: Mapping[str, Any]) -> bool:

@@ -634,20 +634,26 @@ class WorkOrderStore:
     ) -> list[dict[str, Any]]:
         """The caller's last orders, newest first, for the agent on a call with them
         (重复来电: "my water is still off, I called on Monday"): what each was about,
-        where it is and by when. Orders that stated nothing (void) or were merged into
-        another are left out, as is ``exclude`` (the call's own order); a withheld or
-        malformed number has none."""
-        if not caller or not caller.strip("+").isdigit():
+        where it is and by when. Orders that stated nothing (void), were merged into
+        another, or belong to a call still in progress (intake) are left out, as is
+        ``exclude`` (the call's own order); a withheld or placeholder number has none."""
+        with self._read() as c:
+            return [summary(o) for o in self._history(c, caller, exclude, limit)]
+
+    def _history(
+        self, c: Connection, caller: str, exclude: str | None, limit: int = HISTORY
+    ) -> list[dict[str, Any]]:
+        """:meth:`caller_history`'s orders, whole (``repeat`` accepts only these)."""
+        if not lc.identifies_caller(caller):
             return []
         q = (
             select(ORDERS)
-            .where(ORDERS.c.caller == caller, ORDERS.c.status.not_in([lc.VOID, lc.MERGED]))
+            .where(ORDERS.c.caller == caller, ORDERS.c.status.not_in(lc.NOT_HISTORY))
             .order_by(ORDERS.c.created_at.desc(), ORDERS.c.id.desc())
             .limit(limit + 1)
         )
-        with self._read() as c:
-            rows = [_row(r) for r in c.execute(q).mappings()]
-        return [summary(o) for o in rows if o["ref"] != exclude][:limit]
+        rows = [_row(r) for r in c.execute(q).mappings()]
+        return [o for o in rows if o["ref"] != exclude][:limit]
 
     def may_see(self, who: Principal, order: Mapping[str, Any]) -> bool:
         return lc.may_see(
@@ -724,13 +730,18 @@ class WorkOrderStore:
                     raise OrderNotFound(into_ref)
                 params["into"] = into
             elif action == "repeat":
-                # The earlier order needs no right to see: the agent on the call was shown
-                # it (GET /calls/{seat}), and plan() checks it is the same caller's.
+                # Only an order the agent's screen lists for this caller (GET /calls/{seat}:
+                # caller_history), or one a supervisor may see; anything else is "not
+                # found", whether it exists or not.
                 of_ref = params.get("of")
                 if not isinstance(of_ref, str):
                     raise lc.RequestError(
                         "repeat needs 'of': the reference of the caller's earlier order")
-                params["of"] = self._order(c, of_ref, lock=True)
+                shown = {o["ref"] for o in self._history(c, order["caller"], order["ref"])}
+                of = self._order(c, of_ref, lock=True)
+                if of_ref not in shown and (who.role == "agent" or not self.may_see(who, of)):
+                    raise OrderNotFound(of_ref)
+                params["of"] = of
             change = lc.plan(order, action, who.role, params, now, policy)
             c.execute(
                 update(ORDERS)

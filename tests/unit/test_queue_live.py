@@ -52,7 +52,11 @@ def test_agent_view_has_no_numbers() -> None:
 
 
 @pytest.mark.parametrize("number, shown", [
-    ("13907910001", "139****0001"), ("079186001234", "079*****1234"), ("110", "***"),
-    ("", ""), ("anonymous", "ano**mous")])
+    ("13907910001", "139****0001"), ("079186001234", "079*****1234"),
+    ("86123456", "******56"), ("8612345", "******5"), ("0791861234", "********34"),
+    ("110", "***"), ("", ""), ("anonymous", "*******us")])
 def test_mask(number: str, shown: str) -> None:
     assert mask(number) == shown
+    hidden = shown.count("*")
+    # the usual 139****0001 for full numbers; shorter ones keep at most a quarter
+    assert hidden >= (4 if len(number) >= 11 else len(number) - len(number) // 4)

@@ -578,3 +578,31 @@ async def test_the_seat_call_shows_the_case_the_place_and_the_caller_s_history(
     call = await svc.seat_call(ZHANGWEI, "1001")
     assert call["case"] is None and "history" not in call
     assert call["locality"] == {"city": "ganzhou", "county": None, "source": "area-code"}
+
+
+async def test_the_screen_does_not_wait_for_a_slow_or_absent_history() -> None:
+    import time
+    from datetime import UTC, datetime
+
+    from sqlalchemy.exc import OperationalError
+
+    from transfer.plugin import read_history
+
+    class Orders:
+        def __init__(self, delay: float = 0.0, down: bool = False) -> None:
+            self.delay, self.down = delay, down
+
+        def caller_history(self, number: str, exclude: str | None) -> list[dict[str, Any]]:
+            if self.down:
+                raise OperationalError("SELECT", {}, ConnectionRefusedError("refused"))
+            time.sleep(self.delay)
+            return [{"ref": "JX1", "created_at": datetime(2026, 11, 27, tzinfo=UTC),
+                     "exclude": exclude}]
+
+    assert await read_history(Orders(), "13907910001", "JX2") == [
+        {"ref": "JX1", "created_at": "2026-11-27T00:00:00+00:00", "exclude": "JX2"}]
+    started = time.monotonic()
+    assert await read_history(Orders(delay=1.0), "13907910001", None, budget=0.1) is None
+    assert time.monotonic() - started < 0.5
+    assert await read_history(Orders(down=True), "13907910001", None) is None
+    assert await read_history(None, "13907910001", None) is None

@@ -507,11 +507,13 @@ def test_caller_history_for_the_agent_on_the_call(store: WorkOrderStore, clock: 
     assert len(first["content"]) == 200 and first["content"].endswith("…")
     assert set(first) == {"ref", "created_at", "status", "category", "content", "unit",
                           "deadline", "closed_at", "survey", "urged"}
-    # the call's own order counts when not excluded; the limit holds either way
-    assert [o["ref"] for o in store.caller_history(caller, limit=2)] == [now, refs[6]]
+    # orders of calls still in progress (intake) are not history, this call's or
+    # another's: joining one would take it from the agent on that call
+    store.reserve("h-other", caller, "12345", T0 + timedelta(days=9), centre="province")
+    assert [o["ref"] for o in store.caller_history(caller, limit=2)] == [refs[6], refs[4]]
     # a withheld number has no history, though the calls it made have orders: all
-    # anonymous callers are not one citizen
-    for i, withheld in enumerate(("", "anonymous", "Unknown", "+")):
+    # anonymous callers are not one citizen, nor are carriers' all-zero placeholders
+    for i, withheld in enumerate(("", "anonymous", "Unknown", "+", "0", "00000000", "110")):
         assert store.record_call(facts(f"w{i}", caller=withheld))
         assert store.caller_history(withheld) == []
 
@@ -554,9 +556,13 @@ def test_a_repeat_call_joins_the_earlier_order_and_urges_its_unit(
         store.act(now, "repeat", Principal("li", "agent", seat="1002"), {"of": earlier})
     with pytest.raises(OrderNotFound):
         store.act(now, "repeat", AGENT, {"of": "JX20260101999999"})
+    # an agent may join only what their screen lists: another caller's order, or any
+    # order that exists but was not shown, is "not found" like one that does not exist
     other = store.record_call(facts("r9", caller="13800000099"))
-    with pytest.raises(lc.RequestError, match="is not an order of this call's caller"):
+    with pytest.raises(OrderNotFound):
         store.act(now, "repeat", AGENT, {"of": other})
+    with pytest.raises(lc.RequestError, match="is not an order of this call's caller"):
+        store.act(now, "repeat", SUPERVISOR, {"of": other})  # they may see it: told why
 
     joined = store.act(now, "repeat", AGENT, {"of": earlier})
     assert joined["status"] == lc.MERGED and joined["merged_into_ref"] == earlier
@@ -581,3 +587,37 @@ def test_a_repeat_call_joins_the_earlier_order_and_urges_its_unit(
     kept = store.get(earlier)
     assert kept["events"][-1]["action"] == "repeat-call" and kept["urged"] == 1
     assert store.take_urged() == []
+
+
+def test_repeat_never_takes_another_call_s_order_or_one_not_shown(
+    store: WorkOrderStore, clock: Clock
+) -> None:
+    caller = "13800000055"
+    li = Principal("li", "agent", seat="1002", centre="province")
+    # li is on the caller's first call (B, still in intake); the caller calls again
+    b = store.reserve("b1", caller, "12345", T0, centre="province")
+    store.assign_agent("b1", "li")
+    a = store.reserve("a1", caller, "12345", T0 + timedelta(minutes=1), centre="province")
+    store.assign_agent("a1", "zhang")
+    with pytest.raises(OrderNotFound):
+        store.act(a, "repeat", AGENT, {"of": b})
+    with pytest.raises(lc.TransitionError, match="it is intake"):
+        store.act(a, "repeat", SUPERVISOR, {"of": b})
+    # both calls end: each order keeps its own call and agent
+    store.record_call(facts("a1", caller=caller, agent="zhang"))
+    store.record_call(facts("b1", caller=caller, agent="li"))
+    assert store.get(b)["agent"] == "li" and store.get(a)["agent"] == "zhang"
+    assert store.find(li, call_id="b1")[0]["ref"] == b
+    # six earlier orders: the screen lists five, the oldest cannot be joined by an agent
+    older = []
+    for i in range(6):
+        clock.now = T0 + timedelta(days=1 + i)
+        older.append(store.record_call(facts(f"o{i}", caller=caller,
+                                             started_at=T0 + timedelta(days=1 + i))))
+    now = store.reserve("c1", caller, "12345", T0 + timedelta(days=9), centre="province")
+    store.assign_agent("c1", "zhang")
+    shown = [o["ref"] for o in store.caller_history(caller, exclude=now)]
+    assert len(shown) == 5 and older[-1] in shown and a not in shown
+    with pytest.raises(OrderNotFound):
+        store.act(now, "repeat", AGENT, {"of": a})
+    assert store.act(now, "repeat", AGENT, {"of": older[-1]})["merged_into_ref"] == older[-1]
