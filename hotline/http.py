@@ -191,14 +191,18 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
         return web.json_response({"since": since, "until": until, **report.as_dict()})
 
     async def queues_live(_: web.Request, who: Principal) -> web.Response:
-        """The queues right now (queues/live.py): supervisors and admins every queue,
-        with the waiting callers' masked numbers; an agent the queues of their seat."""
+        """The queues right now (queues/live.py), with the waiting callers' masked
+        numbers: a supervisor the queues of their centres (hotline.auth.centre_scope),
+        an admin every queue; an agent the queues of their seat, without numbers."""
         from hotline.amiproto import fields
+        from hotline.auth import centre_scope
+        from queues.agents import centres_under
         from queues.live import live
 
         cfg = app.config
         if who.role in ("supervisor", "admin"):
-            shown = list(cfg.queues)
+            scope = centre_scope(who, centres_under(cfg))
+            shown = [qid for qid, q in cfg.queues.items() if scope.sees(q.centre)]
         elif who.role == "agent" and who.seat is not None:
             shown = [qid for qid, q in cfg.queues.items() if who.seat in q.members]
         else:

@@ -210,6 +210,11 @@ def test_overflowed_caller_keeps_place_and_hears_position(fresh: Hotline, workdi
             (1, "079*****1234"), (2, "139****0002")], province
         assert nanchang["waiting"] == 0 and nanchang["seats"]["paused"] == 1, nanchang
         assert nanchang["paused_reasons"] == {"meeting": 1}, nanchang
+        # a city supervisor sees the city's queues only; the province's sees them all
+        assert set(board["queues"]) == {"province", "nanchang", "ganzhou", "ganzhou-yudu",
+                                        "social"}, board
+        status, city = h.api("GET", "/queues/live", "sup-nanchang")
+        assert status == 200 and set(city["queues"]) == {"nanchang"}, city
         # the Nanchang agent sees the queues of the seat, without the callers' numbers
         status, mine = h.api("GET", "/queues/live", "chenjing")
         assert status == 200 and set(mine["queues"]) == {"nanchang"}, mine
