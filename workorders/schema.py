@@ -53,9 +53,12 @@ class OrderRow(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTC_DATETIME)
     rehandled: Mapped[int] = mapped_column(Integer, default=0)  # times sent back (發回重辦)
     returned: Mapped[int] = mapped_column(Integer, default=0)  # times a unit returned it
-    # repeat calls that urged the unit (催办) while it was running; NULL: none (an older
-    # database gets the column added, see store._migrate)
+    # repeat calls that urged the unit (催办) while it was running, the last one's time and
+    # when supervision sent its notice; NULL: none (an older database gets the columns
+    # added, see store._migrate)
     urged: Mapped[int | None] = mapped_column(Integer)
+    urged_at: Mapped[datetime | None] = mapped_column(UTC_DATETIME)
+    urge_sent_at: Mapped[datetime | None] = mapped_column(UTC_DATETIME)
     reminded_at: Mapped[datetime | None] = mapped_column(UTC_DATETIME)
     escalated_at: Mapped[datetime | None] = mapped_column(UTC_DATETIME)
     merged_into: Mapped[int | None] = mapped_column(ForeignKey("work_orders.id"))
@@ -69,6 +72,8 @@ class OrderRow(Base):
         Index("ix_orders_status_deadline", "status", "deadline"),
         # the caller's earlier orders, shown to the agent on the call (store.caller_history)
         Index("ix_orders_caller", "caller", "created_at"),
+        # urges whose notice is not sent yet (store._urges, every supervision round)
+        Index("ix_orders_urged", "urged_at"),
         # KPIs (workorders/kpi.py): on-time reads deadline OR replied_at, satisfaction survey_at
         Index("ix_orders_deadline", "deadline", "centre"),
         Index("ix_orders_replied", "replied_at", "centre"),

@@ -20,7 +20,6 @@ A call row holds ``outcome='in_progress'`` between ``reserve`` and ``record_call
 
 from __future__ import annotations
 
-import collections
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, bindparam, event, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, event, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -210,7 +209,7 @@ def _busy(e: OperationalError) -> bool:
 
 def _migrate(engine: Engine) -> None:
     """Columns and indexes added since a database's tables were made (``urged``,
-    ``ix_orders_caller``)."""
+    ``urged_at``, ``urge_sent_at``, ``ix_orders_caller``)."""
     table = cast(Table, OrderRow.__table__)
     add_missing_columns(engine, table)
     add_missing_indexes(engine, table)
@@ -235,8 +234,6 @@ class WorkOrderStore:
         self.clock = clock
         self._centres_under = centres_under or dict
         self._closed: list[ClosedListener] = []
-        # urges (催办) made by repeat calls, for the supervision job to send as notices
-        self._urged: collections.deque[lc.Due] = collections.deque()
         self.retries = 0  # transactions retried after a unique-key race or a busy database
 
     @classmethod
@@ -717,7 +714,7 @@ class WorkOrderStore:
         now = utc(at or self.clock())
         policy = self.policy
 
-        def run(c: Connection) -> tuple[lc.Change, lc.Due | None]:
+        def run(c: Connection) -> lc.Change:
             order = self._order(c, ref, lock=True)
             if who.role not in ("system", "survey") and not self.may_see(who, order):
                 raise OrderNotFound(ref)
@@ -759,7 +756,6 @@ class WorkOrderStore:
                 note=change.note,
                 at=now,
             )
-            urged = None
             if action in ("merge", "repeat"):
                 kept = params["into"] if action == "merge" else params["of"]
                 moved = c.execute(
@@ -768,30 +764,20 @@ class WorkOrderStore:
                 what, note = "merged-in", f"{order['ref']} merged in ({moved} call(s))"
                 if action == "repeat":
                     what, note = "repeat-call", f"{order['ref']}: the caller called again"
-                    if lc.urges(kept):
+                    if lc.urges(kept):  # the next supervision round sends the notice
                         what = "urged"
                         c.execute(update(ORDERS).where(ORDERS.c.id == kept["id"])
-                                  .values(urged=func.coalesce(ORDERS.c.urged, 0) + 1))
-                        urged = lc.Due(kept["id"], kept["ref"], "urged", kept["unit"],
-                                       kept["deadline"] or now)
+                                  .values(urged=func.coalesce(ORDERS.c.urged, 0) + 1,
+                                          urged_at=now))
                 self._event(c, kept["id"], who.name, what, kept["status"], kept["status"],
                             note=note, at=now)
-            return change, urged
+            return change
 
-        change, urged = self._retrying(run)
-        if urged is not None:
-            self._urged.append(urged)
+        change = self._retrying(run)
         after = self.get(ref)
         if change.to_status == lc.CLOSED:
             self._fire_closed(after)
         return after
-
-    def take_urged(self) -> list[lc.Due]:
-        """The urges made since the last call, oldest first (the supervision job sends them)."""
-        out: list[lc.Due] = []
-        while self._urged:
-            out.append(self._urged.popleft())
-        return out
 
     def _fire_closed(self, order: dict[str, Any]) -> None:
         for cb in list(self._closed):
@@ -899,7 +885,31 @@ class WorkOrderStore:
 
             if self._retrying(run):
                 done.append(d)
-        return done
+        return done + self._urges(now)
+
+    def _urges(self, now: datetime) -> list[lc.Due]:
+        """The urges (催办) of repeat calls whose notice is not sent yet, each once: marked
+        sent in the same step, so two rounds or two controllers never send one twice,
+        and a restart loses none."""
+        unsent = and_(ORDERS.c.urged_at.is_not(None),
+                      or_(ORDERS.c.urge_sent_at.is_(None),
+                          ORDERS.c.urge_sent_at < ORDERS.c.urged_at))
+        with self._read() as c:
+            rows = [_row(r) for r in c.execute(
+                select(ORDERS.c.id, ORDERS.c.ref, ORDERS.c.unit, ORDERS.c.deadline,
+                       ORDERS.c.urged_at).where(unsent).order_by(ORDERS.c.urged_at)
+            ).mappings()]
+        out: list[lc.Due] = []
+        for o in rows:
+            def run(c: Connection, oid: int = o["id"]) -> bool:
+                hit = c.execute(update(ORDERS).where(ORDERS.c.id == oid, unsent)
+                                .values(urge_sent_at=now)).rowcount
+                return bool(hit)
+
+            if self._retrying(run):
+                out.append(lc.Due(o["id"], o["ref"], "urged", o["unit"],
+                                  o["deadline"] or o["urged_at"]))
+        return out
 
 
 def _sqlite_immediate(engine: Engine) -> None:

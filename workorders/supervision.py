@@ -63,11 +63,10 @@ class Supervision:
         self._session: aiohttp.ClientSession | None = None
 
     async def run_once(self, now: datetime | None = None) -> list[Due]:
-        """One round: mark what is due, then send the notices, with those of the urges
-        (催办) that repeat calls made since the last round."""
+        """One round: mark what is due (reminders, escalations, and the urges (催办) of
+        repeat calls since the last round), then send the notices."""
         # the transaction runs in a worker thread, off the loop of the FastAGI sessions
         done = await asyncio.to_thread(self.store.supervise, now or self.clock())
-        done += self.store.take_urged()
         s = self.settings()
         for d in done:
             log.info("order %s %s (unit %s, deadline %s)", d.ref, d.action, d.unit, d.deadline)
