@@ -144,6 +144,7 @@ class StepResult:
     cpu_pct: dict[str, float]
     failed: int
     reasons: tuple[str, ...]
+    calls: int | None = None  # calls offered, when not the load's (pooled runs)
 
     @property
     def passed(self) -> bool:
@@ -160,7 +161,8 @@ class StepResult:
 
     @property
     def failed_pct(self) -> float:
-        return 100 * self.failed / max(1, self.load.spec.calls)
+        calls = self.calls if self.calls is not None else self.load.spec.calls
+        return 100 * self.failed / max(1, calls)
 
     def agi_ms(self, q: float) -> float:
         return 1000 * percentile(self.agi_latencies_s, q)
@@ -397,6 +399,7 @@ def pooled(runs: list[StepResult]) -> StepResult:
         agi_completed=sum(r.agi_completed for r in runs),
         agi_latencies_s=[x for r in runs for x in r.agi_latencies_s],
         failed=sum(r.failed for r in runs),
+        calls=sum(r.calls if r.calls is not None else r.load.spec.calls for r in runs),
         reasons=reasons,
         cpu_pct={k: sum(r.cpu_pct.get(k, 0.0) for r in runs) / len(runs) for k in first.cpu_pct},
     )

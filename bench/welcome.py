@@ -80,8 +80,10 @@ async def minimal_session(
     write each command, read one response line. Timed like our server's sessions
     (from the accept to the socket closed) into ``stats``."""
     started = time.perf_counter()
+    timed = False  # as our server's hook: a session is timed once its environment was read
     try:
         env = await reader.readuntil(b"\n\n")
+        timed = True
         extension = ""
         for line in env.decode("utf-8", "replace").splitlines():
             if line.startswith("agi_extension: "):
@@ -104,4 +106,5 @@ async def minimal_session(
         pass  # hung up, or Asterisk refused a command: not completed, which the step counts
     finally:
         writer.close()
-        stats.latencies_s.append(time.perf_counter() - started)
+        if timed:
+            stats.latencies_s.append(time.perf_counter() - started)

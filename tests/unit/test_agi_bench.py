@@ -8,7 +8,6 @@ import pytest
 
 from bench.agi_bench import IVR, REF, Report, StepResult, pooled
 from bench.dialplan import AGI_NUMBER, REF_NUMBER, BenchNumbers
-from bench.load import LoadResult
 from bench.stats import percentile
 from bench.welcome import BENCH_CENTRE, BENCH_WELCOME, ROUTES, WelcomeStats, minimal_session
 from hotline import channel_vars as cv
@@ -62,6 +61,15 @@ async def test_the_minimal_server_counts_a_hangup_as_not_completed() -> None:
         await fake.run()
         await until(stats, 1)
         assert stats.completed == 0 and len(stats.latencies_s) == 1
+        # a connection closed before its environment is not timed (nor is it by our server)
+        _, w = await asyncio.open_connection("127.0.0.1", port)
+        w.close()
+        await w.wait_closed()
+        await FakeAsterisk(port, BENCH_WELCOME, WELCOME).run()
+        async with asyncio.timeout(5):
+            while stats.completed < 1 or len(stats.latencies_s) < 2:
+                await asyncio.sleep(0.01)
+        assert stats.completed == 1 and len(stats.latencies_s) == 2
     finally:
         ref.close()
         await ref.wait_closed()
@@ -75,11 +83,11 @@ def test_the_reference_number_is_added_only_when_asked() -> None:
     assert f"AGI(agi://127.0.0.1:4573/{BENCH_WELCOME})" in both
 
 
-def step(variant: object, latencies_ms: list[float], reasons: tuple[str, ...] = ()) -> StepResult:
-    load = LoadResult.__new__(LoadResult)  # the report reads no field of it
-    return StepResult(variant, 200, load, len(latencies_ms),  # type: ignore[arg-type]
+def step(variant: object, latencies_ms: list[float], reasons: tuple[str, ...] = (),
+         failed: int = 0) -> StepResult:
+    return StepResult(variant, 200, None, len(latencies_ms),  # type: ignore[arg-type]
                       [x / 1000 for x in latencies_ms], 0, {"asterisk": 80.0, "others": 2.0},
-                      0, reasons)
+                      failed, reasons, calls=len(latencies_ms))
 
 
 def test_runs_are_pooled_and_compared_with_the_reference() -> None:
@@ -89,6 +97,8 @@ def test_runs_are_pooled_and_compared_with_the_reference() -> None:
     assert both.agi_completed == 200 and len(both.agi_latencies_s) == 200
     assert both.reasons == ("answered 150/s < 95%",) and not both.passed
     assert both.cpu_pct == {"asterisk": 80.0, "others": 2.0}
+    failing = pooled([step(IVR, [1.0] * 100, failed=10), step(IVR, [1.0] * 100, failed=0)])
+    assert failing.failed_pct == 5.0  # 10 of the 200 calls of both runs
 
     slow = step(IVR, [1.0] * 90 + [9.0] * 10)  # a tenth of the sessions at 9 ms
     assert percentile([1.0] * 180 + [9.0] * 20, 95) == 9.0
