@@ -61,6 +61,6 @@ async def read_history(
             asyncio.to_thread(orders.caller_history, number, exclude=case),
             HISTORY_BUDGET if budget is None else budget)
     except (*UNAVAILABLE, TimeoutError) as e:
-        log.warning("caller history not read: %s", e or "database too slow")
+        log.warning("caller history not read: %s", str(e) or "the database took too long")
         return None
     return cast(list[dict[str, Any]], jsonable(history))
