@@ -201,6 +201,29 @@ def test_overflowed_caller_keeps_place_and_hears_position(fresh: Hotline, workdi
         )
         order = waiting_channels(h, "province")
         assert order[1] == y_chan, order
+        # Y's position changed to 2: Asterisk tells Y in Mandarin
+        # (queue-thereare, num-2, queue-callswaiting) at its next announcement. Waited for
+        # by what Y hears: app_queue logs "Told ... (which was N)" with the position at
+        # the end of an announcement, so a "you are next" cut across by X's arrival is
+        # logged as "which was 2" too.
+        two = ["queue-thereare.slin", "num-2.slin", "queue-callswaiting.slin"]
+
+        def y_heard() -> tuple[list[str], list[str]]:
+            log = verbose_log(h)[before_log:]
+            lines = [ln for ln in log.splitlines() if f"<{y_chan}>" in ln and "Playing" in ln]
+            files = [re.search(r"Playing '([^']+)'", ln).group(1).rsplit("/", 1)[-1]  # type: ignore[union-attr]
+                     for ln in lines]
+            return lines, files
+
+        def told_two() -> bool:
+            files = y_heard()[1]
+            return any(files[i : i + 3] == two for i in range(len(files)))
+
+        h.wait_for(told_two, 25, "Y told position 2")
+        told = rf"Told {re.escape(y_chan)} in province their queue position \(which was 2\)"
+        h.wait_for(lambda: re.search(told, verbose_log(h)[before_log:]), 10, "'Told' logged")
+        lines, files = y_heard()
+        assert all("(language 'zh')" in ln for ln in lines if "num-" in ln), lines
         # the wallboard (GET /queues/live) shows the same: X first, Y second, masked
         status, board = h.api("GET", "/queues/live", "sup-province")
         assert status == 200, board
@@ -216,23 +239,8 @@ def test_overflowed_caller_keeps_place_and_hears_position(fresh: Hotline, workdi
         status, city = h.api("GET", "/queues/live", "sup-nanchang")
         assert status == 200 and set(city["queues"]) == {"nanchang"}, city
         # the Nanchang agent sees the queues of the seat, without the callers' numbers
-        status, mine = h.api("GET", "/queues/live", "chenjing")
-        assert status == 200 and set(mine["queues"]) == {"nanchang"}, mine
-        # Y's position changed to 2: Asterisk tells Y in Mandarin
-        # (queue-thereare, num-2, queue-callswaiting).
-        told = rf"Told {re.escape(y_chan)} in province their queue position \(which was 2\)"
-        h.wait_for(lambda: re.search(told, verbose_log(h)[before_log:]), 20, "Y told position 2")
-        log = verbose_log(h)[before_log:]
-        mine = [ln for ln in log.splitlines() if f"<{y_chan}>" in ln and "Playing" in ln]
-        files = [re.search(r"Playing '([^']+)'", ln).group(1).rsplit("/", 1)[-1] for ln in mine]  # type: ignore[union-attr]
-        assert "queue-thereare.slin" in files and "num-2.slin" in files, files
-        i = files.index("queue-thereare.slin")
-        assert files[i : i + 3] == [
-            "queue-thereare.slin",
-            "num-2.slin",
-            "queue-callswaiting.slin",
-        ], files
-        assert all("(language 'zh')" in ln for ln in mine if "num-" in ln)
+        status, seat_view = h.api("GET", "/queues/live", "chenjing")
+        assert status == 200 and set(seat_view["queues"]) == {"nanchang"}, seat_view
         # The agent comes: X (first arrival) is answered before Y.
         h.login_seat("1001")
         rx, ry = x.wait(60), y.wait(60)
