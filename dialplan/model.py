@@ -14,7 +14,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import date, time
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -611,6 +611,15 @@ def parse_time_limit(v: object) -> TimeLimit:
 
 TimeLimitValue = Annotated[TimeLimit, BeforeValidator(parse_time_limit)]
 
+# workorders: defaults (also the work-order lifecycle's, workorders.lifecycle.Policy)
+DEFAULT_TIME_LIMITS: Final = {
+    "urgent": TimeLimit(seconds=2 * 3600),  # a risk to people or property
+    "utilities": TimeLimit(seconds=24 * 3600),  # water, power, gas, heat (水电气暖)
+    "general": TimeLimit(seconds=7 * 86400),
+    "complex": TimeLimit(seconds=15 * 86400),
+}
+DEFAULT_REMINDER: Final = TimeLimit(seconds=3600)
+
 
 def parse_remind_before(v: object) -> TimeLimit | dict[str, TimeLimit]:
     """One reminder time for every class (``1h``, ``1wd``), or one per time limit."""
@@ -675,12 +684,7 @@ class WorkOrders(Strict):
     """Work orders (工单): time limits, supervision (督办), the survey's effect. See workorders/."""
 
     time_limits: dict[Ident, TimeLimitValue] = Field(
-        default_factory=lambda: {
-            "urgent": TimeLimit(seconds=7200),
-            "utilities": TimeLimit(seconds=86400),
-            "general": TimeLimit(seconds=604800),
-            "complex": TimeLimit(seconds=1296000),
-        }
+        default_factory=lambda: dict(DEFAULT_TIME_LIMITS)
     )
     # The timetable (under hours:) whose working days the `wd` time limits count.
     calendar: Ident | Literal["always"] | None = None
@@ -688,7 +692,7 @@ class WorkOrders(Strict):
     default_limit: Ident = "general"
     # Remind this long before the deadline: a duration or working days (1wd), for every
     # class, or per class ({urgent: 30m, general: 1wd}, naming each of time_limits).
-    remind_before: RemindBefore = TimeLimit(seconds=3600)
+    remind_before: RemindBefore = DEFAULT_REMINDER
     supervise_every: Annotated[int, Field(ge=5, le=86400)] = 60
     reopen_on_dissatisfied: bool = True
     notice_url: str | None = None

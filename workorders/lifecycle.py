@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from dialplan.model import TimeLimit
+from dialplan.model import DEFAULT_REMINDER, DEFAULT_TIME_LIMITS, TimeLimit
 from hotline.auth import Principal, centre_scope
 from queues.hours import add_working_days
 
@@ -126,15 +126,6 @@ TRANSITIONS: dict[str, Transition] = {
     "repeat": Transition(
         frozenset({INTAKE, OPEN, CALLBACK}), frozenset({"agent", "supervisor", "admin"}), MERGED
     ),
-}
-
-
-DEFAULT_REMINDER = TimeLimit(seconds=3600)
-DEFAULT_TIME_LIMITS = {
-    "urgent": TimeLimit(seconds=2 * 3600),  # a risk to people or property
-    "utilities": TimeLimit(seconds=24 * 3600),  # water, power, gas, heat (水电气暖)
-    "general": TimeLimit(seconds=7 * 86400),
-    "complex": TimeLimit(seconds=15 * 86400),
 }
 
 

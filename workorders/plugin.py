@@ -3,6 +3,7 @@ supervision job, the policy read from the live config."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from dialplan.model import Config
@@ -26,6 +27,21 @@ def policy_of(cfg: Config) -> Policy:
     )
 
 
+def live_policy(cfg_of: Callable[[], Config]) -> Callable[[], Policy]:
+    """:func:`policy_of` the live config, built once per config: an apply replaces the
+    config object, and only then is the policy (and its calendar) built again."""
+    last: tuple[Config, Policy] | None = None
+
+    def policy() -> Policy:
+        nonlocal last
+        cfg = cfg_of()
+        if last is None or last[0] is not cfg:
+            last = (cfg, policy_of(cfg))
+        return last[1]
+
+    return policy
+
+
 def settings_of(cfg: Config) -> Settings:
     wo = cfg.workorders
     return Settings(
@@ -40,7 +56,7 @@ def open_store(cfg_of: Any, state: Any) -> WorkOrderStore:
     from queues.agents import centres_under
 
     kw: dict[str, Any] = {
-        "policy": lambda: policy_of(cfg_of()),
+        "policy": live_policy(cfg_of),
         "centres_under": lambda: centres_under(cfg_of()),
     }
     url = cfg_of().storage.url

@@ -466,3 +466,18 @@ def test_unit_user_needs_a_unit_and_durations_are_checked() -> None:
     assert any("storage.url: storage.url must be a sqlite:/// or postgresql" in m for m in msgs), (
         msgs
     )
+
+
+def test_the_live_policy_is_built_once_per_config() -> None:
+    from workorders.plugin import live_policy
+
+    first, second = load_config(SAMPLE), load_config(SAMPLE)
+    live = [first]
+    policy = live_policy(lambda: live[0])
+    p = policy()
+    assert policy() is p  # per request: the same object, no rebuilding
+    live[0] = second  # an apply
+    q = policy()
+    assert q is not p and policy() is q
+    assert (q.time_limits, q.remind_before) == (policy_of(second).time_limits,
+                                                policy_of(second).remind_before)
