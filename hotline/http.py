@@ -20,7 +20,14 @@ from typing import Any
 from aiohttp import web
 
 from hotline.ami import AmiError
-from hotline.auth import AuthError, Forbidden, Principal, hash_password, verify_password
+from hotline.auth import (
+    AuthError,
+    Forbidden,
+    Principal,
+    centre_scope,
+    hash_password,
+    verify_password,
+)
 from hotline.storage import UNAVAILABLE, reason
 
 log = logging.getLogger(__name__)
@@ -195,7 +202,6 @@ async def start(app: Any, controller: Any, host: str, port: int) -> web.AppRunne
         numbers: a supervisor the queues of their centres (hotline.auth.centre_scope),
         an admin every queue; an agent the queues of their seat, without numbers."""
         from hotline.amiproto import fields
-        from hotline.auth import centre_scope
         from queues.agents import centres_under
         from queues.live import live
 
